@@ -1,0 +1,95 @@
+// swift-tools-version:6.1
+// edged: one lean daemon that turns a small Linux gateway into a Kubernetes edge node.
+import PackageDescription
+
+let package = Package(
+    name: "edged",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "edged", targets: ["edged"]),
+        .executable(name: "edgectl", targets: ["edgectl"]),
+        .executable(name: "edged-monitor", targets: ["edged-monitor"]),
+        .executable(name: "edged-bench", targets: ["edged-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.25.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+    ],
+    targets: [
+        // C libraries, through system library targets.
+        .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
+
+        // The per-container monitor: a tiny static C program (no Swift runtime) that sets up and reaps one container.
+        .executableTarget(
+            name: "edged-monitor",
+            cSettings: [.define("_GNU_SOURCE")],
+            linkerSettings: [.linkedLibrary("seccomp")]
+        ),
+
+        // Core types shared by every module: the Pod model, YAML/JSON manifests, quantities, errors.
+        .target(name: "EdgedCore", dependencies: ["CYAML"]),
+        // Container executor: sandboxes, containers via edged-monitor, cgroups v1/v2, re-adoption after restart.
+        .target(name: "EdgedRuntime", dependencies: [
+            "EdgedCore",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Image store: content-addressed blobs, archive import, registry pull, layer unpack, GC.
+        .target(name: "EdgedImages", dependencies: [
+            "EdgedCore",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        // Pod runner: manifest source, pod workers, restarts/backoff, probes, volumes, status.
+        .target(name: "EdgedNode", dependencies: [
+            "EdgedCore", "EdgedRuntime", "EdgedImages",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        // The local control API (Unix socket, HTTP/1.1 + JSON): shared types, server (daemon) and client (edgectl).
+        .target(name: "EdgedControl", dependencies: [
+            "EdgedCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
+        // systemd integration without libsystemd: sd_notify (READY/STATUS/WATCHDOG) and the journald log handler.
+        .target(name: "EdgedSystemd", dependencies: [
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        // Builds every service from the config and runs them in one ServiceGroup.
+        .target(name: "EdgedDaemon", dependencies: [
+            "EdgedCore", "EdgedNode", "EdgedImages", "EdgedRuntime", "EdgedControl", "EdgedSystemd",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+
+        .executableTarget(name: "edged", dependencies: [
+            "EdgedDaemon",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "edgectl", dependencies: [
+            "EdgedControl", "EdgedCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "edged-bench", dependencies: [
+            "EdgedCore", "EdgedControl",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "EdgedCoreTests", dependencies: ["EdgedCore"]),
+        .testTarget(name: "EdgedRuntimeTests", dependencies: ["EdgedRuntime", "EdgedCore", "EdgedTestSupport"]),
+        .testTarget(name: "EdgedImagesTests", dependencies: ["EdgedImages", "EdgedCore", "EdgedTestSupport"]),
+        .testTarget(name: "EdgedNodeTests", dependencies: ["EdgedNode", "EdgedCore", "EdgedTestSupport"]),
+        .testTarget(name: "EdgedControlTests", dependencies: ["EdgedControl", "EdgedCore"]),
+        .testTarget(name: "EdgedSystemdTests", dependencies: ["EdgedSystemd"]),
+        .testTarget(name: "EdgedIntegrationTests", dependencies: ["EdgedCore", "EdgedControl", "EdgedTestSupport"]),
+        // Helpers only tests import: building busybox rootfs/images from Debian's busybox-static, temp dirs.
+        .target(name: "EdgedTestSupport", dependencies: ["EdgedCore"], path: "Tests/EdgedTestSupport"),
+    ]
+)

@@ -1,0 +1,1 @@
+// EdgedControl: placeholder until its first type lands.

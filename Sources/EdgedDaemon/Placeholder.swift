@@ -1,0 +1,1 @@
+// EdgedDaemon: placeholder until its first type lands.

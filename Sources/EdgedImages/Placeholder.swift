@@ -1,0 +1,1 @@
+// EdgedImages: placeholder until its first type lands.

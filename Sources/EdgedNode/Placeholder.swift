@@ -1,0 +1,1 @@
+// EdgedNode: placeholder until its first type lands.

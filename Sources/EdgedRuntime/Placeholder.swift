@@ -1,0 +1,1 @@
+// EdgedRuntime: placeholder until its first type lands.

@@ -1,0 +1,1 @@
+// EdgedSystemd: placeholder until its first type lands.

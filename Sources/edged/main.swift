@@ -1,0 +1,1 @@
+print("edged: not yet implemented")
