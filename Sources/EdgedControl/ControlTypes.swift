@@ -1,0 +1,192 @@
+// The JSON documents of the local control API (daemon ⇄ edgectl). Field names are part of the
+// `edgectl status --json` contract that scripts rely on: add fields, never rename them.
+
+/// One screen of node health: what `edgectl status` prints.
+public struct StatusReport: Codable, Sendable, Equatable {
+    /// False when anything needs a person's attention; `reasons` then says what and what to do.
+    public var healthy: Bool
+    public var reasons: [String]
+    /// "standalone" or "joined".
+    public var mode: String
+    public var version: String
+    public var nodeName: String
+    public var pid: Int32
+    public var startedAt: String
+    public var uptimeSeconds: Int64
+    public var stateDir: String
+    public var manifestDir: String
+    public var pods: [PodSummary]
+    public var images: [ImageInfo]
+    public var node: NodeStats
+    public var daemon: DaemonStats
+    /// The most recent errors, newest last (bounded).
+    public var lastErrors: [ErrorEntry]
+
+    public init(healthy: Bool, reasons: [String], mode: String, version: String, nodeName: String, pid: Int32,
+                startedAt: String, uptimeSeconds: Int64, stateDir: String, manifestDir: String, pods: [PodSummary],
+                images: [ImageInfo], node: NodeStats, daemon: DaemonStats, lastErrors: [ErrorEntry]) {
+        self.healthy = healthy
+        self.reasons = reasons
+        self.mode = mode
+        self.version = version
+        self.nodeName = nodeName
+        self.pid = pid
+        self.startedAt = startedAt
+        self.uptimeSeconds = uptimeSeconds
+        self.stateDir = stateDir
+        self.manifestDir = manifestDir
+        self.pods = pods
+        self.images = images
+        self.node = node
+        self.daemon = daemon
+        self.lastErrors = lastErrors
+    }
+}
+
+public struct PodSummary: Codable, Sendable, Equatable {
+    public var namespace: String
+    public var name: String
+    public var uid: String
+    /// Pending, Running, Succeeded, Failed, Unknown.
+    public var phase: String
+    public var ready: Bool
+    /// Sum of the containers' restart counts.
+    public var restarts: Int
+    /// Why the pod is not healthy (e.g. "CrashLoopBackOff", "ImagePullBackOff"), if it is not.
+    public var reason: String?
+    public var message: String?
+    /// The manifest file the pod came from (static pods).
+    public var source: String?
+    public var podIP: String?
+    public var containers: [ContainerSummary]
+
+    public init(namespace: String, name: String, uid: String, phase: String, ready: Bool, restarts: Int,
+                reason: String? = nil, message: String? = nil, source: String? = nil, podIP: String? = nil,
+                containers: [ContainerSummary]) {
+        self.namespace = namespace
+        self.name = name
+        self.uid = uid
+        self.phase = phase
+        self.ready = ready
+        self.restarts = restarts
+        self.reason = reason
+        self.message = message
+        self.source = source
+        self.podIP = podIP
+        self.containers = containers
+    }
+}
+
+public struct ContainerSummary: Codable, Sendable, Equatable {
+    public var name: String
+    /// "waiting", "running" or "terminated".
+    public var state: String
+    public var reason: String?
+    public var message: String?
+    public var exitCode: Int32?
+    public var restarts: Int
+    public var ready: Bool
+    public var image: String
+    public var containerID: String?
+    public var pid: Int32?
+    public var startedAt: String?
+    public var isInit: Bool
+
+    public init(name: String, state: String, reason: String? = nil, message: String? = nil, exitCode: Int32? = nil,
+                restarts: Int, ready: Bool, image: String, containerID: String? = nil, pid: Int32? = nil,
+                startedAt: String? = nil, isInit: Bool = false) {
+        self.name = name
+        self.state = state
+        self.reason = reason
+        self.message = message
+        self.exitCode = exitCode
+        self.restarts = restarts
+        self.ready = ready
+        self.image = image
+        self.containerID = containerID
+        self.pid = pid
+        self.startedAt = startedAt
+        self.isInit = isInit
+    }
+}
+
+public struct ImageInfo: Codable, Sendable, Equatable {
+    /// Every name the image is known by ("docker.io/library/busybox:latest").
+    public var references: [String]
+    /// The manifest digest ("sha256:…").
+    public var digest: String
+    /// Total size of the compressed layers, bytes.
+    public var size: Int64
+    public var architecture: String
+    public var os: String
+    /// Whether a pod uses it now.
+    public var inUse: Bool
+
+    public init(references: [String], digest: String, size: Int64, architecture: String, os: String, inUse: Bool) {
+        self.references = references
+        self.digest = digest
+        self.size = size
+        self.architecture = architecture
+        self.os = os
+        self.inUse = inUse
+    }
+}
+
+public struct NodeStats: Codable, Sendable, Equatable {
+    public var memoryTotalBytes: Int64
+    public var memoryAvailableBytes: Int64
+    /// The filesystem that holds the state dir.
+    public var diskTotalBytes: Int64
+    public var diskFreeBytes: Int64
+    public var load1: Double
+    public init(memoryTotalBytes: Int64, memoryAvailableBytes: Int64, diskTotalBytes: Int64, diskFreeBytes: Int64, load1: Double) {
+        self.memoryTotalBytes = memoryTotalBytes
+        self.memoryAvailableBytes = memoryAvailableBytes
+        self.diskTotalBytes = diskTotalBytes
+        self.diskFreeBytes = diskFreeBytes
+        self.load1 = load1
+    }
+}
+
+public struct DaemonStats: Codable, Sendable, Equatable {
+    /// Resident memory of edged itself, bytes.
+    public var rssBytes: Int64
+    /// Resident memory of the per-container monitors edged leaves running, bytes.
+    public var monitorsRSSBytes: Int64
+    public var threads: Int
+    public var openFiles: Int
+    public init(rssBytes: Int64, monitorsRSSBytes: Int64, threads: Int, openFiles: Int) {
+        self.rssBytes = rssBytes
+        self.monitorsRSSBytes = monitorsRSSBytes
+        self.threads = threads
+        self.openFiles = openFiles
+    }
+}
+
+public struct ErrorEntry: Codable, Sendable, Equatable {
+    public var time: String
+    /// What it concerns: "pod default/web", "image busybox:latest", "manifest /etc/edged/manifests/x.yaml".
+    public var subject: String
+    public var message: String
+    public init(time: String, subject: String, message: String) {
+        self.time = time
+        self.subject = subject
+        self.message = message
+    }
+}
+
+/// Body of POST /v1/images/import and /v1/images/pull.
+public struct ImageRequest: Codable, Sendable {
+    public var path: String?
+    public var reference: String?
+    public init(path: String? = nil, reference: String? = nil) {
+        self.path = path
+        self.reference = reference
+    }
+}
+
+/// Body of every non-2xx answer.
+public struct ControlErrorBody: Codable, Sendable {
+    public var error: String
+    public init(error: String) { self.error = error }
+}

@@ -1,1 +1,0 @@
-// EdgedControl: placeholder until its first type lands.
