@@ -22,6 +22,7 @@ let package = Package(
     targets: [
         // C libraries, through system library targets.
         .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
         // The per-container monitor: a tiny static C program (no Swift runtime) that sets up and reaps one container.
         .executableTarget(
@@ -39,8 +40,9 @@ let package = Package(
         ]),
         // Image store: content-addressed blobs, archive import, registry pull, layer unpack, GC.
         .target(name: "EdgedImages", dependencies: [
-            "EdgedCore",
+            "EdgedCore", "CZlib",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
