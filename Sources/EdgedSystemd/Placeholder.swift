@@ -1,1 +1,0 @@
-// EdgedSystemd: placeholder until its first type lands.
