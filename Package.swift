@@ -28,7 +28,7 @@ let package = Package(
         .executableTarget(
             name: "edged-monitor",
             cSettings: [.define("_GNU_SOURCE")],
-            linkerSettings: [.linkedLibrary("seccomp")]
+            linkerSettings: [.linkedLibrary("seccomp"), .unsafeFlags(["-static-stdlib", "-Xclang-linker", "-static"])]
         ),
 
         // Core types shared by every module: the Pod model, YAML/JSON manifests, quantities, errors.
@@ -48,7 +48,7 @@ let package = Package(
         ]),
         // Pod runner: manifest source, pod workers, restarts/backoff, probes, volumes, status.
         .target(name: "EdgedNode", dependencies: [
-            "EdgedCore", "EdgedRuntime", "EdgedImages",
+            "EdgedCore", "EdgedRuntime", "EdgedImages", "EdgedControl",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
@@ -68,6 +68,7 @@ let package = Package(
         .target(name: "EdgedDaemon", dependencies: [
             "EdgedCore", "EdgedNode", "EdgedImages", "EdgedRuntime", "EdgedControl", "EdgedSystemd",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 

@@ -1,0 +1,87 @@
+// exec: runs ARGV inside a running container: joins its cgroups and namespaces (through /proc/PID), then forks
+// (so the command is inside the pid namespace) and applies the container's user, capabilities and seccomp.
+// stdout and stderr are inherited from edged (one pipe); the exit status is the command's (128+signal if killed).
+#include "monitor.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static struct config cfg;
+
+int exec_main(int argc, char **argv) {
+    if (argc < 4 || strcmp(argv[2], "--")) {
+        fprintf(stderr, "usage: edged-monitor exec STATE_DIR PID -- ARGV...\n");
+        return 125;
+    }
+    char err[1024], path[4200];
+    snprintf(path, sizeof(path), "%s/config", argv[0]);
+    if (config_load(path, &cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return 125;
+    }
+    int pid = atoi(argv[1]);
+    cfg.argc = 0;
+    for (int i = 3; i < argc && cfg.argc < MAX_ARGS; i++) cfg.argv[cfg.argc++] = argv[i];
+    cfg.argv[cfg.argc] = NULL;
+    last_cap();
+
+    static const struct { const char *name; int type; } kinds[] = {
+        {"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS}, {"net", CLONE_NEWNET}, {"pid", CLONE_NEWPID}, {"mnt", CLONE_NEWNS}};
+    int fds[5];
+    for (int i = 0; i < 5; i++) {
+        snprintf(path, sizeof(path), "/proc/%d/ns/%s", pid, kinds[i].name);
+        fds[i] = open(path, O_RDONLY | O_CLOEXEC);
+        if (fds[i] < 0) {
+            fprintf(stderr, "open %s: %s\n", path, strerror(errno));
+            return 125;
+        }
+    }
+    snprintf(path, sizeof(path), "/proc/%d/root", pid);
+    int rootfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0) {
+        fprintf(stderr, "open %s: %s\n", path, strerror(errno));
+        return 125;
+    }
+    if (write_cgroup_procs(&cfg, getpid(), err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return 125;
+    }
+    for (int i = 0; i < 5; i++) {
+        if (setns(fds[i], kinds[i].type) < 0) {
+            fprintf(stderr, "setns %s of pid %d: %s\n", kinds[i].name, pid, strerror(errno));
+            return 125;
+        }
+        close(fds[i]);
+    }
+    if (fchdir(rootfd) < 0 || chroot(".") < 0) {
+        fprintf(stderr, "enter container root: %s\n", strerror(errno));
+        return 125;
+    }
+    close(rootfd);
+    pid_t child = fork();
+    if (child < 0) {
+        fprintf(stderr, "fork: %s\n", strerror(errno));
+        return 125;
+    }
+    if (child == 0) {
+        if (chdir(cfg.cwd) < 0 && chdir("/") < 0) _exit(126);
+        if (apply_security(&cfg, err, sizeof(err)) < 0) {
+            fprintf(stderr, "%s\n", err);
+            _exit(126);
+        }
+        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+        exec_container(&cfg, err, sizeof(err));
+        fprintf(stderr, "%s\n", err);
+        _exit(errno == ENOENT ? 127 : 126);
+    }
+    int status = 0;
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR) {}
+    return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+}
