@@ -190,3 +190,55 @@ public struct ControlErrorBody: Codable, Sendable {
     public var error: String
     public init(error: String) { self.error = error }
 }
+
+/// Answer of POST /v1/images/prune.
+public struct PruneResponse: Codable, Sendable, Equatable {
+    /// The images removed (references, or digests of unnamed ones).
+    public var removed: [String]
+    public init(removed: [String]) { self.removed = removed }
+}
+
+/// GET /v1/logs: which container's log and how to read it (kubelet containerLogs semantics).
+public struct LogRequest: Codable, Sendable, Equatable {
+    public var namespace: String
+    public var pod: String
+    /// nil = the pod's only (or first) container.
+    public var container: String?
+    /// Only the last N lines.
+    public var tail: Int?
+    /// Keep streaming until the client goes away.
+    public var follow: Bool
+    /// The previous (terminated) instance of the container.
+    public var previous: Bool
+    /// Prefix each line with its RFC3339Nano time.
+    public var timestamps: Bool
+    public var sinceSeconds: Int64?
+    public var limitBytes: Int?
+
+    public init(namespace: String = "default", pod: String, container: String? = nil, tail: Int? = nil,
+                follow: Bool = false, previous: Bool = false, timestamps: Bool = false, sinceSeconds: Int64? = nil,
+                limitBytes: Int? = nil) {
+        self.namespace = namespace
+        self.pod = pod
+        self.container = container
+        self.tail = tail
+        self.follow = follow
+        self.previous = previous
+        self.timestamps = timestamps
+        self.sinceSeconds = sinceSeconds
+        self.limitBytes = limitBytes
+    }
+
+    /// The request URI, `/v1/logs?namespace=…&pod=…`.
+    public var uri: String {
+        var q = ["namespace=\(RequestTarget.encode(namespace))", "pod=\(RequestTarget.encode(pod))"]
+        if let container { q.append("container=\(RequestTarget.encode(container))") }
+        if let tail { q.append("tail=\(tail)") }
+        if follow { q.append("follow=true") }
+        if previous { q.append("previous=true") }
+        if timestamps { q.append("timestamps=true") }
+        if let sinceSeconds { q.append("sinceSeconds=\(sinceSeconds)") }
+        if let limitBytes { q.append("limitBytes=\(limitBytes)") }
+        return "/v1/logs?" + q.joined(separator: "&")
+    }
+}

@@ -1,0 +1,270 @@
+// The control API server: HTTP/1.1 + JSON on a Unix socket, answering from a ControlBackend.
+
+import EdgedCore
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// Serves the local control API (what edgectl talks to) on a Unix socket.
+///
+/// `run()` binds the socket and serves until the task is cancelled or `shutdown()` is called; then it stops
+/// accepting, ends open log streams and removes the socket file. The socket is created root-only (0600), or
+/// 0660 for `groupID`; a stale socket file left by a crashed edged is removed, but if another edged answers on it
+/// `run()` throws `ControlServerError` "edged is already running (pid N) on SOCKET".
+public final class ControlServer: Sendable {
+    public struct Configuration: Sendable {
+        public static let defaultSocketPath = "/run/edged/edged.sock"
+        public var socketPath: String
+        /// A group allowed to use the socket besides root; nil = root only.
+        public var groupID: UInt32?
+        /// Largest request body accepted (import/pull requests are small JSON documents).
+        public var maxBodyBytes: Int
+        /// How often `logs?follow=true` looks for new lines.
+        public var logPollInterval: Duration
+
+        public init(socketPath: String = Configuration.defaultSocketPath, groupID: UInt32? = nil,
+                    maxBodyBytes: Int = 1 << 20, logPollInterval: Duration = .milliseconds(150)) {
+            self.socketPath = socketPath
+            self.groupID = groupID
+            self.maxBodyBytes = maxBodyBytes
+            self.logPollInterval = logPollInterval
+        }
+    }
+
+    private enum State {
+        case idle
+        case running(Channel)
+        case stopped
+    }
+
+    public let configuration: Configuration
+    private let backend: any ControlBackend
+    private let group: any EventLoopGroup
+    private let state = Mutex<State>(.idle)
+
+    public init(configuration: Configuration = Configuration(), backend: any ControlBackend,
+                eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.configuration = configuration
+        self.backend = backend
+        self.group = eventLoopGroup
+    }
+
+    private typealias Connection = NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
+
+    /// Binds and serves until cancelled or shut down.
+    /// - Throws: `ControlServerError` when the socket cannot be set up (already running, not a socket, I/O).
+    public func run() async throws {
+        let path = configuration.socketPath
+        try ControlSocket.prepare(path: path)
+        let server: NIOAsyncChannel<Connection, Never>
+        do {
+            server = try await ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 64)
+                .bind(unixDomainSocketPath: path) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                        return try Connection(wrappingChannelSynchronously: channel)
+                    }
+                }
+        } catch {
+            throw ControlServerError(kind: .io, socketPath: path, message: "cannot listen on \(path): \(error)")
+        }
+        let inode = ControlSocket.inode(of: path)
+        defer {
+            // Remove the socket file only if it is still ours.
+            if let inode, ControlSocket.inode(of: path) == inode { unlink(path) }
+        }
+        do {
+            try ControlSocket.restrict(path: path, groupID: configuration.groupID)
+        } catch {
+            try? await server.channel.close()
+            throw error
+        }
+        let proceed = state.withLock { state -> Bool in
+            if case .stopped = state { return false }
+            state = .running(server.channel)
+            return true
+        }
+        guard proceed else {
+            try? await server.channel.close()
+            return
+        }
+        try await withTaskCancellationHandler {
+            try await server.executeThenClose { inbound in
+                try await withThrowingTaskGroup(of: Void.self) { tasks in
+                    do {
+                        for try await connection in inbound {
+                            tasks.addTask { await self.serve(connection) }
+                        }
+                    } catch {
+                        // The listening channel closed under us (shutdown): not an error.
+                    }
+                    tasks.cancelAll()
+                }
+            }
+        } onCancel: {
+            self.shutdown()
+        }
+    }
+
+    /// Stops accepting connections and ends open requests; `run()` then returns.
+    public func shutdown() {
+        let channel = state.withLock { state -> Channel? in
+            defer { state = .stopped }
+            if case .running(let channel) = state { return channel }
+            return nil
+        }
+        channel?.close(promise: nil)
+    }
+
+    // MARK: - Connections
+
+    private func serve(_ connection: Connection) async {
+        let channel = connection.channel
+        try? await connection.executeThenClose { inbound, outbound in
+            var head: HTTPRequestHead?
+            var body = ByteBuffer()
+            for try await part in inbound {
+                switch part {
+                case .head(let h):
+                    head = h
+                    body.clear()
+                case .body(var chunk):
+                    if body.readableBytes + chunk.readableBytes > configuration.maxBodyBytes {
+                        try await writeJSON(outbound, status: .payloadTooLarge,
+                                            ControlErrorBody(error: "request body larger than \(configuration.maxBodyBytes) bytes"),
+                                            keepAlive: false)
+                        return
+                    }
+                    body.writeBuffer(&chunk)
+                case .end:
+                    guard let request = head else { return }
+                    let keepAlive = try await respond(to: request, body: body, outbound: outbound, channel: channel)
+                    if !keepAlive || !request.isKeepAlive { return }
+                    head = nil
+                }
+            }
+        }
+    }
+
+    /// Answers one request; returns whether the connection may serve another.
+    private func respond(to head: HTTPRequestHead, body: ByteBuffer, outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>,
+                         channel: any Channel) async throws -> Bool {
+        let keepAlive = head.isKeepAlive
+        do {
+            let route = try ControlRoute.parse(method: head.method.rawValue, uri: head.uri)
+            switch route {
+            case .status:
+                try await writeJSON(outbound, status: .ok, await backend.status(), keepAlive: keepAlive)
+            case .pods:
+                try await writeJSON(outbound, status: .ok, await backend.pods(), keepAlive: keepAlive)
+            case .images:
+                try await writeJSON(outbound, status: .ok, await backend.images(), keepAlive: keepAlive)
+            case .importImage:
+                let request = try decodeBody(body)
+                guard let path = request.path, !path.isEmpty else { throw ControlError.badRequest("missing \"path\" in the request body") }
+                try await writeJSON(outbound, status: .ok, try await backend.importImage(path: path), keepAlive: keepAlive)
+            case .pullImage:
+                let request = try decodeBody(body)
+                guard let reference = request.reference, !reference.isEmpty else {
+                    throw ControlError.badRequest("missing \"reference\" in the request body")
+                }
+                try await writeJSON(outbound, status: .ok, try await backend.pullImage(reference: reference), keepAlive: keepAlive)
+            case .removeImage(let reference):
+                try await backend.removeImage(reference: reference)
+                try await writeJSON(outbound, status: .ok, PruneResponse(removed: [reference]), keepAlive: keepAlive)
+            case .pruneImages:
+                try await writeJSON(outbound, status: .ok, PruneResponse(removed: try await backend.pruneImages()), keepAlive: keepAlive)
+            case .logs(let request):
+                try await streamLogs(request, outbound: outbound, channel: channel)
+                return false
+            }
+            return true
+        } catch let error as ControlError {
+            try await writeJSON(outbound, status: HTTPResponseStatus(statusCode: error.status), ControlErrorBody(error: error.message),
+                                keepAlive: keepAlive)
+            return true
+        } catch is CancellationError {
+            return false
+        } catch let error as NIOAsyncWriterError {
+            throw error
+        } catch {
+            try await writeJSON(outbound, status: .internalServerError, ControlErrorBody(error: "\(error)"), keepAlive: keepAlive)
+            return true
+        }
+    }
+
+    private func decodeBody(_ body: ByteBuffer) throws(ControlError) -> ImageRequest {
+        do {
+            return try JSONDecoder().decode(ImageRequest.self, from: Data(body.readableBytesView))
+        } catch {
+            throw ControlError.badRequest("the request body is not valid JSON: \(error)")
+        }
+    }
+
+    /// Streams the log as plain text, chunked. With follow, it keeps going until the client closes the connection
+    /// (watched through the channel's close future) or the server shuts down.
+    private func streamLogs(_ request: LogRequest, outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>,
+                            channel: any Channel) async throws {
+        let path = try await backend.logPath(namespace: request.namespace, pod: request.pod, container: request.container,
+                                             previous: request.previous)
+        let options = CRILogOptions(tailLines: request.tail, follow: request.follow, sinceSeconds: request.sinceSeconds,
+                                    timestamps: request.timestamps, limitBytes: request.limitBytes)
+        let reader = CRILogReader(path: path, options: options, pollInterval: configuration.logPollInterval)
+        guard !reader.files().isEmpty else {
+            let which = request.container.map { "container \($0) of " } ?? ""
+            throw ControlError.notFound("no log yet for \(which)pod \(request.namespace)/\(request.pod) (\(path))")
+        }
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "text/plain; charset=utf-8")
+        headers.add(name: "transfer-encoding", value: "chunked")
+        headers.add(name: "connection", value: "close")
+        try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)))
+        let follow = request.follow
+        await withTaskGroup(of: Void.self) { tasks in
+            tasks.addTask {
+                do {
+                    try await reader.read { bytes in
+                        try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: bytes))))
+                    }
+                } catch let error as EdgedError {
+                    // A file vanished or became unreadable mid-stream: say so in the text itself.
+                    try? await outbound.write(.body(.byteBuffer(ByteBuffer(string: "\nedged: \(error.message)\n"))))
+                } catch {
+                    // The client went away (write failed) or we were cancelled.
+                }
+                try? await outbound.write(.end(nil))
+                // Ends the close watcher below, too.
+                if follow { channel.close(promise: nil) }
+            }
+            if follow {
+                // The client closing the connection is the only way a follow ends on its own.
+                tasks.addTask { try? await channel.closeFuture.get() }
+            }
+            await tasks.next()
+            tasks.cancelAll()
+        }
+    }
+
+    private func writeJSON(_ outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>, status: HTTPResponseStatus,
+                           _ value: some Encodable, keepAlive: Bool) async throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let data = (try? encoder.encode(value)) ?? Data("{\"error\":\"cannot encode the answer\"}".utf8)
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "application/json")
+        headers.add(name: "content-length", value: String(data.count + 1))
+        headers.add(name: "connection", value: keepAlive ? "keep-alive" : "close")
+        try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)))
+        var buffer = ByteBuffer(bytes: data)
+        buffer.writeString("\n")
+        try await outbound.write(.body(.byteBuffer(buffer)))
+        try await outbound.write(.end(nil))
+    }
+}
