@@ -1,1 +1,0 @@
-// EdgedImages: placeholder until its first type lands.
