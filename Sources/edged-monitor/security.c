@@ -144,6 +144,9 @@ static int set_caps(uint64_t caps) {
     struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
     struct __user_cap_data_struct d[2];
     memset(d, 0, sizeof(d));
+    // Never ask for more than we hold (edged itself may lack some, e.g. CAP_SYS_RESOURCE).
+    if (syscall(SYS_capget, &h, d) == 0) caps &= ((uint64_t)d[1].permitted << 32) | d[0].permitted;
+    memset(d, 0, sizeof(d));
     d[0].effective = d[0].permitted = (uint32_t)caps;
     d[1].effective = d[1].permitted = (uint32_t)(caps >> 32);
     return (int)syscall(SYS_capset, &h, d);

@@ -1,0 +1,158 @@
+// Small file helpers over Glibc: durable atomic writes, whole-file reads, mkdir -p, /proc lookups.
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+enum FileIO {
+    /// Reads a whole file; nil when it cannot be opened.
+    static func read(_ path: String) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            out.append(contentsOf: buf[0..<n])
+        }
+        return out
+    }
+
+    static func readString(_ path: String) -> String? {
+        read(path).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// Writes `bytes` to `path` so that after power loss the file is either the old or the new content:
+    /// write a temp file, fsync, rename over, fsync the directory.
+    static func writeAtomic(_ path: String, _ bytes: [UInt8]) throws {
+        let tmp = path + ".tmp"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw RuntimeError(.io, "create \(tmp): \(errnoString(errno))") }
+        var off = 0
+        while off < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + off, bytes.count - off) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 {
+                let e = errno
+                close(fd)
+                throw RuntimeError(.io, "write \(tmp): \(errnoString(e))")
+            }
+            off += n
+        }
+        if fsync(fd) != 0 {
+            let e = errno
+            close(fd)
+            throw RuntimeError(.io, "fsync \(tmp): \(errnoString(e))")
+        }
+        close(fd)
+        guard rename(tmp, path) == 0 else { throw RuntimeError(.io, "rename \(tmp): \(errnoString(errno))") }
+        fsyncDir(dirname(path))
+    }
+
+    static func writeAtomic(_ path: String, _ text: String) throws {
+        try writeAtomic(path, Array(text.utf8))
+    }
+
+    /// Writes into an existing file (cgroup control files): open without truncation semantics that matter.
+    static func writeExisting(_ path: String, _ text: String, create: Bool = false) throws {
+        let fd = open(path, O_WRONLY | O_CLOEXEC | (create ? O_CREAT | O_TRUNC : 0), 0o644)
+        guard fd >= 0 else { throw RuntimeError(.io, "open \(path): \(errnoString(errno))") }
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress, bytes.count) }
+        guard n == bytes.count else { throw RuntimeError(.io, "write \(text) to \(path): \(errnoString(errno))") }
+    }
+
+    static func fsyncDir(_ dir: String) {
+        let dfd = open(dir.isEmpty ? "/" : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dfd >= 0 {
+            fsync(dfd)
+            close(dfd)
+        }
+    }
+
+    static func dirname(_ path: String) -> String {
+        guard let i = path.lastIndex(of: "/") else { return "." }
+        return i == path.startIndex ? "/" : String(path[..<i])
+    }
+
+    static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    static func mkdirP(_ path: String, mode: mode_t = 0o755) throws {
+        var current = path.hasPrefix("/") ? "" : "."
+        for part in path.split(separator: "/") {
+            current += "/" + part
+            if mkdir(current, mode) != 0 && errno != EEXIST {
+                throw RuntimeError(.io, "mkdir \(current): \(errnoString(errno))")
+            }
+        }
+    }
+
+    static func listDir(_ path: String) -> [String] {
+        guard let d = opendir(path) else { return [] }
+        defer { closedir(d) }
+        var names: [String] = []
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
+                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// Removes a tree (rm -rf), not following symlinks.
+    static func removeTree(_ path: String) {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            for name in listDir(path) { removeTree(path + "/" + name) }
+            rmdir(path)
+        } else {
+            unlink(path)
+        }
+    }
+
+    /// Parses "key=value" lines.
+    static func keyValues(_ text: String) -> [String: String] {
+        var out: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            guard let eq = line.firstIndex(of: "=") else { continue }
+            out[String(line[..<eq])] = String(line[line.index(after: eq)...])
+        }
+        return out
+    }
+
+    /// Field 22 of /proc/PID/stat (start time in clock ticks since boot); nil when the process is gone.
+    /// Comparing it with a recorded value tells a live process from a recycled pid.
+    static func startTicks(pid: Int32) -> UInt64? {
+        guard pid > 0, let stat = readString("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else {
+            return nil
+        }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // fields[0] is field 3 (state); starttime is field 22.
+        guard fields.count > 19 else { return nil }
+        if fields[0] == "Z" { return nil }
+        return UInt64(fields[19])
+    }
+
+    /// VmRSS of a process in bytes (0 when gone).
+    static func rssBytes(pid: Int32) -> Int64 {
+        guard let status = readString("/proc/\(pid)/status") else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            if parts.count >= 2, let kb = Int64(parts[1]) { return kb * 1024 }
+        }
+        return 0
+    }
+}

@@ -1,1 +1,0 @@
-// EdgedRuntime: placeholder until its first type lands.

@@ -1,0 +1,192 @@
+// Processes without Foundation: posix_spawn with a clean fd set and signal state, pidfd-based exit waiting on
+// one dedicated thread for all processes, and blocking work on plain threads (never the cooperative pool).
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import Synchronization
+
+/// libc functions the Glibc module does not import (GNU extensions), looked up once.
+enum Sys {
+    private typealias PidfdOpen = @convention(c) (pid_t, UInt32) -> Int32
+    private typealias Pipe2 = @convention(c) (UnsafeMutablePointer<Int32>, Int32) -> Int32
+    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+
+    private static func symbol<T>(_ name: String, as: T.Type) -> T? {
+        guard let p = dlsym(UnsafeMutableRawPointer(bitPattern: 0), name) else { return nil }
+        return unsafeBitCast(p, to: T.self)
+    }
+
+    nonisolated(unsafe) private static let pidfdOpenFn = symbol("pidfd_open", as: PidfdOpen.self)
+    nonisolated(unsafe) private static let pipe2Fn = symbol("pipe2", as: Pipe2.self)
+    nonisolated(unsafe) private static let closeFromFn = symbol("posix_spawn_file_actions_addclosefrom_np",
+                                                                as: AddCloseFrom.self)
+
+    /// A pidfd for `pid` (Linux ≥ 5.3), or nil (process gone, or no pidfd support: check `hasPidfd`).
+    static func pidfdOpen(_ pid: pid_t) -> Int32? {
+        guard let f = pidfdOpenFn else { return nil }
+        let fd = f(pid, 0)
+        if fd >= 0 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        return fd >= 0 ? fd : nil
+    }
+
+    static var hasPidfd: Bool {
+        guard let f = pidfdOpenFn else { return false }
+        let fd = f(getpid(), 0)
+        if fd >= 0 { close(fd) }
+        return fd >= 0
+    }
+
+    /// A close-on-exec pipe: (read end, write end).
+    static func pipe() throws -> (Int32, Int32) {
+        var fds: [Int32] = [-1, -1]
+        let rc: Int32
+        if let f = pipe2Fn {
+            rc = fds.withUnsafeMutableBufferPointer { f($0.baseAddress!, O_CLOEXEC) }
+        } else {
+            rc = Glibc.pipe(&fds)
+            if rc == 0 { for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) } }
+        }
+        guard rc == 0 else { throw RuntimeError(.io, "pipe: \(errnoString(errno))") }
+        return (fds[0], fds[1])
+    }
+
+    /// posix_spawn `path` with stdin from /dev/null, stdout+stderr onto `output` (or /dev/null), no other fds,
+    /// an empty signal mask and default signal dispositions (edged's threads may block signals).
+    static func spawn(_ path: String, _ args: [String], output: Int32? = nil) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        if let output {
+            posix_spawn_file_actions_adddup2(&actions, output, 1)
+            posix_spawn_file_actions_adddup2(&actions, output, 2)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        }
+        if let closeFrom = closeFromFn { _ = closeFrom(&actions, 3) }
+
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attr, &empty)
+        posix_spawnattr_setsigdefault(&attr, &all)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, path, &actions, &attr, argv, environ)
+        guard rc == 0 else { throw RuntimeError(.io, "spawn \(path): \(errnoString(rc))") }
+        return pid
+    }
+
+    /// Reaps an exited child; returns its exit code (128+signal when killed).
+    static func reap(_ pid: pid_t) -> Int32 {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            if errno != EINTR { return -1 }
+        }
+        let sig = status & 0x7f
+        return sig == 0 ? (status >> 8) & 0xff : 128 + sig
+    }
+}
+
+/// Runs `body` on a new detached thread and returns its result; for blocking system calls.
+func onThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { (cont: CheckedContinuation<T, Never>) in
+        startThread { cont.resume(returning: body()) }
+    }
+}
+
+private final class ThreadBody {
+    let run: @Sendable () -> Void
+    init(_ run: @escaping @Sendable () -> Void) { self.run = run }
+}
+
+func startThread(_ body: @escaping @Sendable () -> Void) {
+    let box = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
+    var attr = pthread_attr_t()
+    pthread_attr_init(&attr)
+    pthread_attr_setdetachstate(&attr, Int32(PTHREAD_CREATE_DETACHED))
+    pthread_attr_setstacksize(&attr, 256 * 1024)
+    var tid = pthread_t()
+    let rc = pthread_create(&tid, &attr, { raw in
+        let body = Unmanaged<ThreadBody>.fromOpaque(raw!).takeRetainedValue()
+        body.run()
+        return nil
+    }, box)
+    pthread_attr_destroy(&attr)
+    if rc != 0 {
+        // No thread: run inline rather than lose the work.
+        Unmanaged<ThreadBody>.fromOpaque(box).takeRetainedValue().run()
+    }
+}
+
+/// Waits for processes to exit without being their parent: one thread polls the pidfds of every watched
+/// process (plus a wake-up pipe) and resumes the waiting tasks. Without pidfd support it falls back to
+/// checking /proc every 100 ms.
+final class ProcessWatcher: Sendable {
+    static let shared = ProcessWatcher()
+
+    private struct State {
+        var waiters: [Int32: [CheckedContinuation<Void, Never>]] = [:]
+        var started = false
+    }
+
+    private let state = Mutex(State())
+    private let wake: (Int32, Int32)?
+
+    private init() {
+        wake = try? Sys.pipe()
+    }
+
+    /// Returns once `pid` has exited (at once when it is gone or, with `startTicks`, when the pid was reused).
+    func waitForExit(pid: Int32, startTicks: UInt64? = nil) async {
+        guard let wake, let fd = Sys.pidfdOpen(pid) else {
+            while let t = FileIO.startTicks(pid: pid), startTicks == nil || t == startTicks {
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+            return
+        }
+        // The pidfd pins the process: checking identity after opening it is race-free.
+        if let startTicks, FileIO.startTicks(pid: pid) != startTicks {
+            close(fd)
+            return
+        }
+        await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
+            let startNow = state.withLock { s -> Bool in
+                s.waiters[fd, default: []].append(cont)
+                defer { s.started = true }
+                return !s.started
+            }
+            if startNow { startThread { self.loop() } }
+            var b: UInt8 = 1
+            _ = write(wake.1, &b, 1)
+        }
+    }
+
+    private func loop() {
+        guard let wake else { return }
+        var buf = [UInt8](repeating: 0, count: 64)
+        while true {
+            var fds = [pollfd(fd: wake.0, events: Int16(POLLIN), revents: 0)]
+            fds += state.withLock { s in s.waiters.keys.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) } }
+            let n = poll(&fds, nfds_t(fds.count), -1)
+            if n < 0 { continue }
+            if fds[0].revents != 0 { _ = read(wake.0, &buf, buf.count) }
+            for p in fds.dropFirst() where p.revents != 0 {
+                let conts = state.withLock { s in s.waiters.removeValue(forKey: p.fd) ?? [] }
+                close(p.fd)
+                for c in conts { c.resume() }
+            }
+        }
+    }
+}
