@@ -40,7 +40,7 @@ public actor ImageStore {
     /// - Throws: `ImageError.io` when the directories cannot be made, `.corruptArchive` when index.json does
     ///   not decode.
     public init(root: String, platform: Platform = .host, insecureRegistries: [String] = ["localhost", "127.0.0.0/8"],
-                logger: Logger) throws {
+                logger: Logger = Logger(label: "edged.images")) throws {
         self.root = root
         self.platform = platform
         self.insecureRegistries = insecureRegistries
