@@ -69,6 +69,7 @@ enum UserResolver {
             guard let n = UInt32(exactly: g) else { throw RuntimeError(.invalidSpec, "\(spec.displayName): bad runAsGroup \(g)") }
             gid = n
         }
+        if userEntry == nil { userEntry = passwd.first { $0.uid == uid } }
         let finalGid = gid ?? userEntry?.gid ?? 0
         var extra: [UInt32] = []
         if let name = userEntry?.name {
