@@ -62,11 +62,15 @@ public final class ControlServer: Sendable {
     public func run() async throws {
         let path = configuration.socketPath
         try ControlSocket.prepare(path: path)
+        // Bind at a temporary name, set the permissions, then rename into place: the socket is never reachable
+        // with looser permissions, and it only appears once it is ready.
+        let bindPath = "\(path).\(getpid()).tmp"
+        unlink(bindPath)
         let server: NIOAsyncChannel<Connection, Never>
         do {
             server = try await ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 64)
-                .bind(unixDomainSocketPath: path) { channel in
+                .bind(unixDomainSocketPath: bindPath) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                         return try Connection(wrappingChannelSynchronously: channel)
@@ -75,16 +79,20 @@ public final class ControlServer: Sendable {
         } catch {
             throw ControlServerError(kind: .io, socketPath: path, message: "cannot listen on \(path): \(error)")
         }
+        do {
+            try ControlSocket.restrict(path: bindPath, groupID: configuration.groupID)
+            guard rename(bindPath, path) == 0 else {
+                throw ControlServerError(kind: .io, socketPath: path, message: "cannot create \(path): \(ControlSocket.errnoText())")
+            }
+        } catch {
+            unlink(bindPath)
+            try? await server.executeThenClose { _ in }
+            throw error
+        }
         let inode = ControlSocket.inode(of: path)
         defer {
             // Remove the socket file only if it is still ours.
             if let inode, ControlSocket.inode(of: path) == inode { unlink(path) }
-        }
-        do {
-            try ControlSocket.restrict(path: path, groupID: configuration.groupID)
-        } catch {
-            try? await server.channel.close()
-            throw error
         }
         let proceed = state.withLock { state -> Bool in
             if case .stopped = state { return false }
@@ -92,14 +100,22 @@ public final class ControlServer: Sendable {
             return true
         }
         guard proceed else {
-            try? await server.channel.close()
+            try? await server.executeThenClose { _ in }
             return
         }
-        try await withTaskCancellationHandler {
+        // The accept loop runs in its own task so that cancelling `run()` does not abandon connections already
+        // accepted (each must be closed through its executeThenClose): cancellation closes the listening channel,
+        // the loop drains what was accepted, then ends.
+        let acceptLoop = Task {
             try await server.executeThenClose { inbound in
                 try await withThrowingTaskGroup(of: Void.self) { tasks in
+                    var stopping = false
                     do {
                         for try await connection in inbound {
+                            if !stopping, case .stopped = self.state.withLock({ $0 }) {
+                                stopping = true
+                                tasks.cancelAll()
+                            }
                             tasks.addTask { await self.serve(connection) }
                         }
                     } catch {
@@ -108,6 +124,9 @@ public final class ControlServer: Sendable {
                     tasks.cancelAll()
                 }
             }
+        }
+        try await withTaskCancellationHandler {
+            try await acceptLoop.value
         } onCancel: {
             self.shutdown()
         }

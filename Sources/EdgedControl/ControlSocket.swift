@@ -66,6 +66,7 @@ enum ControlSocket {
 
     /// Root-only (0600) by default; with a group, root and that group (0660).
     static func restrict(path: String, groupID: UInt32?) throws(ControlServerError) {
+        // chown/chmod of a socket file by path; ownership stays root (we run as root), the group is optional.
         if let groupID {
             guard chown(path, 0, groupID) == 0 else {
                 throw ControlServerError(kind: .io, socketPath: path, message: "cannot give \(path) to group \(groupID): \(errnoText())")

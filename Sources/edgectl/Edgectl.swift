@@ -1,0 +1,71 @@
+// The root command, the options every subcommand shares, and how errors become messages and exit codes.
+
+import ArgumentParser
+import EdgedControl
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+let edgectlVersion = "0.1.0"
+
+/// The C exit, out of reach of ParsableCommand.exit inside the command types.
+func terminate(_ code: Int32) -> Never { exit(code) }
+
+struct Edgectl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "edgectl",
+        abstract: "Look after the edged node on this machine.",
+        discussion: """
+            Talks to edged over its local socket (root only). Exit codes: 0 ok, 1 failure or node degraded, \
+            2 usage error or edged not reachable.
+            """,
+        version: edgectlVersion,
+        subcommands: [StatusCommand.self, PodsCommand.self, LogsCommand.self, ImagesCommand.self, VersionCommand.self],
+        defaultSubcommand: StatusCommand.self
+    )
+
+    /// Parses, runs, and exits with edgectl's exit codes (ArgumentParser's own usage code is 64; ours is 2).
+    static func runAndExit() async -> Never {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+            terminate(0)
+        } catch let error as ExitCode {
+            terminate(error.rawValue)
+        } catch let error as ControlClientError {
+            Output.error(error.message)
+            terminate(2)
+        } catch let error as ControlError {
+            Output.error(error.message)
+            terminate(1)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                exit(withError: error)  // --help, --version
+            }
+            Output.error(fullMessage(for: error))
+            terminate(code == .validationFailure ? 2 : code.rawValue)
+        }
+    }
+}
+
+/// `--socket` (or $EDGED_SOCKET), shared by every subcommand.
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("edged's control socket (default: $EDGED_SOCKET or /run/edged/edged.sock).",
+                                            valueName: "path"))
+    var socket: String?
+
+    var socketPath: String {
+        if let socket, !socket.isEmpty { return socket }
+        if let env = getenv("EDGED_SOCKET"), env.pointee != 0 { return String(cString: env) }
+        return ControlServer.Configuration.defaultSocketPath
+    }
+
+    var client: ControlClient { ControlClient(socketPath: socketPath) }
+}

@@ -1,0 +1,86 @@
+// `edgectl status`: the one screen a field technician reads first.
+
+import ArgumentParser
+import EdgedControl
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show whether the node is healthy, and if not, why and what to do.",
+        discussion: "Exit code 0 healthy, 1 degraded (the reasons also go to stderr), 2 edged not running or unreachable.")
+
+    @Flag(name: .long, help: "Print the status report as JSON (for scripts).")
+    var json = false
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let report = try await global.client.status()
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            Output.out(String(decoding: try encoder.encode(report), as: UTF8.self) + "\n")
+        } else {
+            Output.out(StatusScreen.render(report))
+        }
+        if !report.healthy {
+            for reason in report.reasons { Output.write(2, "DEGRADED: \(reason)\n") }
+            if report.reasons.isEmpty { Output.write(2, "DEGRADED\n") }
+            throw ExitCode(1)
+        }
+    }
+}
+
+enum StatusScreen {
+    static func render(_ r: StatusReport) -> String {
+        var out = ""
+        if r.healthy {
+            out += "\(Output.green("HEALTHY"))  all \(r.pods.count) pod\(r.pods.count == 1 ? "" : "s") fine\n"
+        } else {
+            let n = r.reasons.count
+            out += "\(Output.red("DEGRADED"))  \(n) problem\(n == 1 ? "" : "s") need\(n == 1 ? "s" : "") attention:\n"
+            for reason in r.reasons { out += "  - \(reason)\n" }
+        }
+        out += "edged \(r.version) (pid \(r.pid)) · mode \(r.mode) · node \(r.nodeName) · up \(Output.duration(r.uptimeSeconds))\n"
+        out += "\n"
+        if r.pods.isEmpty {
+            out += "PODS  none (put manifests in \(r.manifestDir))\n"
+        } else {
+            let rows = r.pods.map { p -> [String] in
+                let status = PodDisplay.status(p)
+                let shown = PodDisplay.isBad(status) ? Output.red(status) : status
+                return ["\(p.namespace)/\(p.name)", PodDisplay.ready(p), shown, String(p.restarts)]
+            }
+            out += Output.table(["NAMESPACE/NAME", "READY", "STATUS", "RESTARTS"], rows)
+        }
+        out += "\n"
+        let total = r.images.reduce(Int64(0)) { $0 + $1.size }
+        let inUse = r.images.filter(\.inUse).count
+        out += "IMAGES  \(r.images.count) image\(r.images.count == 1 ? "" : "s"), \(Output.bytes(total)) (\(inUse) in use)\n"
+        let n = r.node
+        out += "NODE    memory \(Output.bytes(n.memoryAvailableBytes)) free of \(Output.bytes(n.memoryTotalBytes))"
+        out += " · disk \(Output.bytes(n.diskFreeBytes)) free of \(Output.bytes(n.diskTotalBytes)) (\(r.stateDir))"
+        out += " · load \(formatLoad(n.load1))\n"
+        let d = r.daemon
+        out += "EDGED   RSS \(Output.bytes(d.rssBytes)) + \(Output.bytes(d.monitorsRSSBytes)) monitors"
+        out += " · \(d.threads) threads · \(d.openFiles) open files\n"
+        if !r.lastErrors.isEmpty {
+            out += "\nLAST ERRORS (newest first)\n"
+            for e in r.lastErrors.suffix(5).reversed() {
+                out += "  \(e.time)  \(e.subject): \(e.message)\n"
+            }
+        }
+        return out
+    }
+
+    static func formatLoad(_ v: Double) -> String {
+        let hundredths = Int((v * 100).rounded())
+        let frac = hundredths % 100
+        return "\(hundredths / 100).\(frac < 10 ? "0" : "")\(frac)"
+    }
+}
