@@ -90,10 +90,10 @@ func expectImageError(_ code: ImageError.Code, containing parts: [String] = [], 
         defer { Task { await f.close() } }
         let layout = try f.busyboxLayout("layout", gzip: !gzip)
         let archive = f.tmp.sub("image.tar")
-        try runCommand(["tar", "-C", layout.path, "-cf", archive, "."])
+        try runTool(["tar", "-C", layout.path, "-cf", archive, "."])
         var path = archive
         if gzip {
-            try runCommand(["gzip", "-n", archive])
+            try runTool(["gzip", "-n", archive])
             path = archive + ".gz"
         }
         let images = try await f.store.importArchive(at: path)
@@ -107,7 +107,7 @@ func expectImageError(_ code: ImageError.Code, containing parts: [String] = [], 
         defer { Task { await f.close() } }
         let layout = try f.busyboxLayout("layout", gzip: false)
         let archive = f.tmp.sub("docker.tar")
-        try runCommand(["skopeo", "--insecure-policy", "copy", "oci:\(layout.path):edged.test/busybox:1",
+        try runTool(["skopeo", "--insecure-policy", "copy", "oci:\(layout.path):edged.test/busybox:1",
                         "docker-archive:\(archive):busybox:latest"])
         let docker = try await f.store.importArchive(at: archive)
         #expect(docker.map(\.references) == [["docker.io/library/busybox:latest"]])
@@ -183,14 +183,14 @@ func expectImageError(_ code: ImageError.Code, containing parts: [String] = [], 
         defer { Task { await f.close() } }
         let layout = try f.busyboxLayout("layout", gzip: false)
         let archive = f.tmp.sub("image.tar")
-        try runCommand(["tar", "-C", layout.path, "-cf", archive, "."])
+        try runTool(["tar", "-C", layout.path, "-cf", archive, "."])
         let data = try Data(contentsOf: URL(fileURLWithPath: archive))
         let cut = f.tmp.sub("cut.tar")
         try data.prefix(data.count / 2 + 100).write(to: URL(fileURLWithPath: cut))
         await expectImageError(.corruptArchive, containing: [cut, "truncated"]) { _ = try await f.store.importArchive(at: cut) }
         await f.expectNothingVisible()
 
-        try runCommand(["gzip", "-n", "-k", archive])
+        try runTool(["gzip", "-n", "-k", archive])
         let gz = try Data(contentsOf: URL(fileURLWithPath: archive + ".gz"))
         let cutgz = f.tmp.sub("cut.tar.gz")
         try gz.prefix(gz.count / 2).write(to: URL(fileURLWithPath: cutgz))
@@ -202,7 +202,15 @@ func expectImageError(_ code: ImageError.Code, containing parts: [String] = [], 
         for i in 100..<200 { bad[i] ^= 0x5a }
         let badgz = f.tmp.sub("bad.tar.gz")
         try bad.write(to: URL(fileURLWithPath: badgz))
-        await expectImageError(.compression, containing: [badgz, "gzip"]) { _ = try await f.store.importArchive(at: badgz) }
+        // zlib reports bad data (or, if garbage got out first, the tar header checksum fails): either way it names the file.
+        do {
+            _ = try await f.store.importArchive(at: badgz)
+            Issue.record("corrupt gzip imported")
+        } catch let error as ImageError {
+            #expect(error.code == .compression || error.code == .corruptArchive, "\(error.message)")
+            #expect(error.message.contains(badgz))
+        }
+        await f.expectNothingVisible()
 
         let garbage = f.tmp.sub("garbage.tar")
         try Data(repeating: 0x41, count: 4096).write(to: URL(fileURLWithPath: garbage))
@@ -337,7 +345,7 @@ func expectImageError(_ code: ImageError.Code, containing parts: [String] = [], 
         #expect(st.st_rdev == 0)
         #expect(!FileManager.default.fileExists(atPath: "\(top)/dir/.wh.gone"))
         #expect(!FileManager.default.fileExists(atPath: "\(top)/opq/.wh..wh..opq"))
-        let xattr = try runCommand(["python3", "-c", "import os,sys; print(os.getxattr(sys.argv[1], 'trusted.overlay.opaque').decode())", "\(top)/opq"])
+        let xattr = try runTool(["python3", "-c", "import os,sys; print(os.getxattr(sys.argv[1], 'trusted.overlay.opaque').decode())", "\(top)/opq"])
         #expect(xattr.stdout == "y\n")
         #expect(lstat("\(top)/opq/keep", &st) == 0)
         #expect(st.st_mode & 0o7777 == 0o600)
@@ -353,7 +361,7 @@ func expectImageError(_ code: ImageError.Code, containing parts: [String] = [], 
         let layout = try f.busyboxLayout("layout")
         let dir = f.tmp.sub("import")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try runCommand(["tar", "-C", layout.path, "-cf", "\(dir)/good.tar", "."])
+        try runTool(["tar", "-C", layout.path, "-cf", "\(dir)/good.tar", "."])
         try Data("this is not an image archive".utf8).write(to: URL(fileURLWithPath: "\(dir)/bad.tar"))
         let results = await f.store.importDirectory(dir)
         #expect(results.count == 2)

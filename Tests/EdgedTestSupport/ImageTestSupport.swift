@@ -3,6 +3,19 @@
 
 import Foundation
 
+/// `runCommand` with the tool looked up in /usr/bin and /bin first (test runners may start with an odd PATH).
+@discardableResult
+public func runTool(_ args: [String], check: Bool = true) throws -> CommandResult {
+    var args = args
+    if !args[0].hasPrefix("/") {
+        for dir in ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] where FileManager.default.isExecutableFile(atPath: "\(dir)/\(args[0])") {
+            args[0] = "\(dir)/\(args[0])"
+            break
+        }
+    }
+    return try runCommand(args, check: check)
+}
+
 /// The OCI architecture of this machine (amd64, arm64, ...).
 public var hostOCIArchitecture: String {
     var u = utsname()
@@ -31,7 +44,7 @@ public struct TestLayer: Sendable {
 
 /// SHA-256 of a file, "sha256:<hex>", through sha256sum.
 public func sha256Digest(ofFile path: String) throws -> String {
-    let out = try runCommand(["sha256sum", path]).stdout
+    let out = try runTool(["sha256sum", path]).stdout
     return "sha256:" + (out.split(separator: " ").first.map(String.init) ?? "")
 }
 
@@ -73,7 +86,7 @@ public struct TestImageLayout: Sendable {
     /// Tars `dir` (numeric owners, sorted) into a layer; gzip it when asked.
     public func addLayer(fromDirectory dir: String, gzip: Bool = true) throws -> TestLayer {
         let tar = "\(path)/layer-\(UUID().uuidString).tar"
-        try runCommand(["tar", "--sort=name", "--numeric-owner", "-C", dir, "-cf", tar, "."])
+        try runTool(["tar", "--sort=name", "--numeric-owner", "-C", dir, "-cf", tar, "."])
         return try addLayer(tarFile: tar, gzip: gzip)
     }
 
@@ -82,7 +95,7 @@ public struct TestImageLayout: Sendable {
         let diffID = try sha256Digest(ofFile: tarFile)
         var file = tarFile
         if gzip {
-            try runCommand(["gzip", "-n", "-f", tarFile])
+            try runTool(["gzip", "-n", "-f", tarFile])
             file = tarFile + ".gz"
         }
         let blob = try addBlob(file: file, move: true)
@@ -356,7 +369,7 @@ public final class TestRegistry: @unchecked Sendable {
         try p.run()
         process = p
         for _ in 0..<100 {
-            let r = try runCommand(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://\(host)/v2/"], check: false)
+            let r = try runTool(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://\(host)/v2/"], check: false)
             if r.stdout == "200" || r.stdout == "401" { return }
             usleep(100_000)
         }
@@ -369,7 +382,7 @@ public final class TestRegistry: @unchecked Sendable {
         var args = ["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false"]
         if all { args.append("--all") }
         if let token { args += ["--dest-creds", "\(token.username):\(token.password)"] }
-        try runCommand(args + [source, "docker://\(host)/\(repoAndTag)"])
+        try runTool(args + [source, "docker://\(host)/\(repoAndTag)"])
     }
 
     /// Where the registry keeps a blob's bytes (to corrupt it in tests).
