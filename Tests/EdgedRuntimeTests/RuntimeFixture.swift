@@ -74,6 +74,8 @@ struct RuntimeFixture {
             try? await runtime.remove(id: c.spec.id)
         }
         try? await runtime.removeSandbox(podUID: podUID)
+        // The runtime keeps <runDir>/sandboxes a private bind mount of itself (like `ip netns`); drop it.
+        umount2(config.runDir + "/sandboxes", Int32(MNT_DETACH))
         for base in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified",
                      config.cgroupFSRoot] {
             rmdir("\(base)/\(prefix)/pod\(podUID)")
