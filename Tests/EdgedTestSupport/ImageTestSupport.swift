@@ -8,7 +8,7 @@ import Foundation
 public func runTool(_ args: [String], check: Bool = true) throws -> CommandResult {
     var args = args
     if !args[0].hasPrefix("/") {
-        for dir in ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] where FileManager.default.isExecutableFile(atPath: "\(dir)/\(args[0])") {
+        for dir in ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] where access("\(dir)/\(args[0])", X_OK) == 0 {
             args[0] = "\(dir)/\(args[0])"
             break
         }
