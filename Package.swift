@@ -69,6 +69,7 @@ let package = Package(
             "EdgedCore", "EdgedNode", "EdgedImages", "EdgedRuntime", "EdgedControl", "EdgedSystemd",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
@@ -81,7 +82,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "edged-bench", dependencies: [
-            "EdgedCore", "EdgedControl",
+            "EdgedCore", "EdgedControl", "EdgedDaemon",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -91,7 +92,7 @@ let package = Package(
         .testTarget(name: "EdgedNodeTests", dependencies: ["EdgedNode", "EdgedCore", "EdgedTestSupport"]),
         .testTarget(name: "EdgedControlTests", dependencies: ["EdgedControl", "EdgedCore"]),
         .testTarget(name: "EdgedSystemdTests", dependencies: ["EdgedSystemd"]),
-        .testTarget(name: "EdgedIntegrationTests", dependencies: ["EdgedCore", "EdgedControl", "EdgedTestSupport"]),
+        .testTarget(name: "EdgedIntegrationTests", dependencies: ["EdgedCore", "EdgedControl", "EdgedDaemon", "EdgedTestSupport"]),
         // Helpers only tests import: building busybox rootfs/images from Debian's busybox-static, temp dirs.
         .target(name: "EdgedTestSupport", dependencies: ["EdgedCore"], path: "Tests/EdgedTestSupport"),
     ]

@@ -1,1 +1,220 @@
-print("edged: not yet implemented")
+// edged-bench: pod start latency against runc and podman, edged's RSS idle and with 20 pods, binary size.
+// Needs root; starts its own edged on temp dirs and removes everything it started.
+
+import ArgumentParser
+import EdgedControl
+import EdgedDaemon
+import Foundation
+
+@main
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "edged-bench",
+        abstract: "Measure edged's pod start latency (vs runc and podman), RSS and binary size. Needs root.")
+
+    @Flag(help: "Print one JSON object instead of the table.")
+    var json = false
+    @Option(help: "Pods to start (one at a time, then all kept running for the RSS figure).")
+    var pods = 20
+    @Option(help: "Directory with the edged, edgectl and edged-monitor binaries (default: next to edged-bench).")
+    var binDir: String?
+
+    func run() async throws {
+        guard getuid() == 0 else { throw ValidationError("edged-bench needs root: it starts real containers (sudo edged-bench)") }
+        let bin = binDir ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+        let root = NSTemporaryDirectory() + "edged-bench-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fm = FileManager.default
+        let state = "\(root)/state", run = "\(root)/run", manifests = "\(root)/manifests", logs = "\(root)/logs"
+        for d in [state, run, manifests, logs, "\(state)/images/import"] { try fm.createDirectory(atPath: d, withIntermediateDirectories: true) }
+        try Demo.writeImageArchive(to: "\(state)/images/import/busybox.tar")
+        try Demo.writeImageArchive(to: "\(root)/busybox-oci.tar")
+        let socket = "\(run)/edged.sock"
+        let args = ["--state-dir", state, "--run-dir", run, "--manifest-dir", manifests, "--log-dir", logs, "--socket", socket,
+                    "--node-name", "bench", "--cgroup-root", "edged-bench", "--config", "\(root)/none.yaml", "--log-level", "warning"]
+        try "".write(toFile: "\(root)/none.yaml", atomically: true, encoding: .utf8)
+
+        // edged idle.
+        let edged = try launch("\(bin)/edged", args + ["--stop-pods-on-exit"], log: "\(root)/edged.log")
+        defer { if edged.isRunning { edged.terminate(); edged.waitUntilExit() } }
+        let client = ControlClient(socketPath: socket)
+        try await waitUntil(timeout: 30) { (try? await client.pods()) != nil }
+        try await Task.sleep(for: .seconds(2))
+        let rssIdle = rssKB(edged.processIdentifier)
+
+        // Pod start latency: manifest written → container running and pod Running.
+        var samples: [Double] = []
+        for i in 0..<pods {
+            let name = "bench\(i)"
+            let text = """
+                apiVersion: v1
+                kind: Pod
+                metadata: {name: \(name)}
+                spec:
+                  terminationGracePeriodSeconds: 1
+                  containers:
+                  - {name: main, image: \(Demo.imageReference), imagePullPolicy: IfNotPresent, command: ["sleep", "3600"]}
+                """
+            try text.write(toFile: "\(root)/\(name).tmp", atomically: false, encoding: .utf8)
+            let t0 = DispatchTime.now()
+            rename("\(root)/\(name).tmp", "\(manifests)/\(name).yaml")
+            try await waitUntil(timeout: 30, poll: .milliseconds(2)) {
+                guard let list = try? await client.pods(), let p = list.first(where: { $0.name == "\(name)-bench" }) else { return false }
+                return p.phase == "Running" && p.containers.allSatisfy { $0.state == "running" && ($0.pid ?? 0) > 0 }
+            }
+            samples.append(Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e6)
+        }
+        try await Task.sleep(for: .seconds(2))
+        let status = try await client.status()
+        let rss20 = rssKB(edged.processIdentifier) + Int(status.daemon.monitorsRSSBytes / 1024)
+
+        // Stop: edged removes every pod (--stop-pods-on-exit).
+        for i in 0..<pods { unlink("\(manifests)/bench\(i).yaml") }
+        try await waitUntil(timeout: 60) { (try? await client.pods())?.isEmpty ?? false }
+        edged.terminate()
+        edged.waitUntilExit()
+
+        let runc = try? runcStartP50(root: root, runs: pods)
+        let podman = try? podmanStartP50(archive: "\(root)/busybox-oci.tar", runs: 5)
+        let size = strippedSize("\(bin)/edged", scratch: "\(root)/edged.stripped")
+        let monitorSize = strippedSize("\(bin)/edged-monitor", scratch: "\(root)/monitor.stripped")
+
+        let sorted = samples.sorted()
+        let result = BenchResult(
+            pod_start_p50_ms: percentile(sorted, 0.5), pod_start_p95_ms: percentile(sorted, 0.95),
+            runc_start_p50_ms: runc, podman_start_p50_ms: podman,
+            rss_idle_kb: rssIdle, rss_20_pods_kb: rss20, rss_per_pod_kb: Double(rss20 - rssIdle) / Double(max(pods, 1)),
+            binary_bytes: size, monitor_binary_bytes: monitorSize, pods: pods)
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            print(String(decoding: try enc.encode(result), as: UTF8.self))
+        } else {
+            print(result.table)
+        }
+    }
+}
+
+struct BenchResult: Codable {
+    var pod_start_p50_ms: Double
+    var pod_start_p95_ms: Double
+    var runc_start_p50_ms: Double?
+    var podman_start_p50_ms: Double?
+    var rss_idle_kb: Int
+    var rss_20_pods_kb: Int
+    var rss_per_pod_kb: Double
+    var binary_bytes: Int
+    var monitor_binary_bytes: Int
+    var pods: Int
+
+    var table: String {
+        func ms(_ v: Double?) -> String { v.map { String(format: "%.1f ms", $0) } ?? "n/a" }
+        return """
+            measure                              value
+            pod start p50 (edged)                \(ms(pod_start_p50_ms))
+            pod start p95 (edged)                \(ms(pod_start_p95_ms))
+            runc run p50 (same rootfs)           \(ms(runc_start_p50_ms))
+            podman run --rm p50                  \(ms(podman_start_p50_ms))
+            edged RSS idle                       \(rss_idle_kb) KB
+            edged RSS + monitors, \(pods) pods      \(rss_20_pods_kb) KB (\(String(format: "%.0f", rss_per_pod_kb)) KB per pod)
+            edged binary (stripped)              \(binary_bytes) bytes
+            edged-monitor binary (stripped)      \(monitor_binary_bytes) bytes
+            """
+    }
+}
+
+func percentile(_ sorted: [Double], _ p: Double) -> Double {
+    guard !sorted.isEmpty else { return 0 }
+    let i = min(Int((Double(sorted.count - 1) * p).rounded()), sorted.count - 1)
+    return sorted[i]
+}
+
+func launch(_ exe: String, _ args: [String], log: String) throws -> Process {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: exe)
+    p.arguments = args
+    FileManager.default.createFile(atPath: log, contents: nil)
+    let h = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+    p.standardOutput = h
+    p.standardError = h
+    try p.run()
+    return p
+}
+
+@discardableResult
+func sh(_ args: [String]) throws -> (Int32, String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = args
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = out
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+func waitUntil(timeout: Double, poll: Duration = .milliseconds(50), _ cond: () async -> Bool) async throws {
+    let deadline = ContinuousClock.now + .seconds(timeout)
+    while ContinuousClock.now < deadline {
+        if await cond() { return }
+        try await Task.sleep(for: poll)
+    }
+    throw ValidationError("timed out after \(timeout)s")
+}
+
+func rssKB(_ pid: Int32) -> Int {
+    guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
+    for line in s.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? 0
+    }
+    return 0
+}
+
+func strippedSize(_ path: String, scratch: String) -> Int {
+    try? FileManager.default.removeItem(atPath: scratch)
+    guard (try? FileManager.default.copyItem(atPath: path, toPath: scratch)) != nil else { return 0 }
+    _ = try? sh(["strip", scratch])
+    return ((try? FileManager.default.attributesOfItem(atPath: scratch))?[.size] as? Int) ?? 0
+}
+
+/// `runc run` of a bundle made from the same busybox rootfs, running /bin/true, timed end to end.
+func runcStartP50(root: String, runs: Int) throws -> Double? {
+    guard FileManager.default.isExecutableFile(atPath: "/usr/sbin/runc") || FileManager.default.isExecutableFile(atPath: "/usr/bin/runc") else { return nil }
+    let bundle = "\(root)/runc-bundle"
+    let rootfs = "\(bundle)/rootfs"
+    try FileManager.default.createDirectory(atPath: "\(rootfs)/bin", withIntermediateDirectories: true)
+    for d in ["proc", "sys", "dev", "tmp", "etc"] { try FileManager.default.createDirectory(atPath: "\(rootfs)/\(d)", withIntermediateDirectories: true) }
+    try FileManager.default.copyItem(atPath: "/bin/busybox", toPath: "\(rootfs)/bin/busybox")
+    try FileManager.default.createSymbolicLink(atPath: "\(rootfs)/bin/true", withDestinationPath: "busybox")
+    let (rc, out) = try sh(["runc", "spec", "--bundle", bundle])
+    guard rc == 0 else { throw ValidationError("runc spec: \(out)") }
+    var spec = try String(contentsOfFile: "\(bundle)/config.json", encoding: .utf8)
+    spec = spec.replacingOccurrences(of: "\"sh\"", with: "\"/bin/true\"").replacingOccurrences(of: "\"terminal\": true", with: "\"terminal\": false")
+    try spec.write(toFile: "\(bundle)/config.json", atomically: true, encoding: .utf8)
+    var samples: [Double] = []
+    for i in 0..<runs {
+        let t0 = DispatchTime.now()
+        let (rc, out) = try sh(["runc", "--root", "\(root)/runc-state", "run", "--bundle", bundle, "edged-bench-\(getpid())-\(i)"])
+        guard rc == 0 else { throw ValidationError("runc run: \(out)") }
+        samples.append(Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e6)
+    }
+    return percentile(samples.sorted(), 0.5)
+}
+
+/// `podman run --rm` of the same image (loaded from the OCI archive), or nil when podman cannot run here.
+func podmanStartP50(archive: String, runs: Int) throws -> Double? {
+    let common = ["podman", "--runtime", "runc", "--cgroup-manager=cgroupfs", "--root", "/var/lib/edged-bench-podman"]
+    guard (try? sh(common + ["load", "-i", archive]))?.0 == 0 else { return nil }
+    defer { _ = try? sh(common + ["rmi", "-af"]) ; _ = try? sh(common + ["system", "reset", "-f"]) }
+    var samples: [Double] = []
+    for _ in 0..<runs {
+        let t0 = DispatchTime.now()
+        let (rc, _) = try sh(common + ["run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+                                       Demo.imageReference, "/bin/true"])
+        guard rc == 0 else { return nil }
+        samples.append(Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e6)
+    }
+    return percentile(samples.sorted(), 0.5)
+}

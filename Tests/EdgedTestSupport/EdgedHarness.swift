@@ -78,7 +78,7 @@ public final class EdgedInstance: @unchecked Sendable {
     /// Runs edgectl against this daemon.
     @discardableResult
     public func edgectl(_ args: [String], check: Bool = true) throws -> CommandResult {
-        try runCommand(["\(buildBinDir)/edgectl", "--socket", socket] + args, check: check)
+        try runCommand(["\(buildBinDir)/edgectl"] + args + ["--socket", socket], check: check)
     }
 
     /// `edgectl status --json`, decoded as a loose JSON object.

@@ -1,0 +1,132 @@
+// Builds every service from the configuration and runs them in one ServiceGroup.
+
+import EdgedControl
+import EdgedCore
+import EdgedImages
+import EdgedNode
+import EdgedRuntime
+import EdgedSystemd
+import Glibc
+import Logging
+import ServiceLifecycle
+
+/// The edged daemon in standalone mode: static pods from the manifest dir, images from the local store (and
+/// registries), edgectl over the control socket, systemd notify + watchdog.
+///
+/// Service order (shutdown runs in reverse): control server first so edgectl answers as soon as possible,
+/// then the pod source. On SIGTERM edged stops serving and exits, leaving pods running (their monitors are
+/// not its children, and systemd's KillMode=process spares them); the next edged re-adopts them.
+public struct Daemon {
+    public let config: EdgedConfig
+    public let logger: Logger
+
+    public init(config: EdgedConfig, logger: Logger) {
+        self.config = config
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let started = Timestamp.now()
+        let startedClock = ContinuousClock.now
+        let notifier = (try? SystemdNotifier()) ?? nil
+        for dir in [config.stateDir, config.runDir, config.manifestDir, config.logDir, "\(config.stateDir)/images/import"] {
+            guard Daemon.mkdirs(dir) else {
+                throw EdgedError(.io, "cannot create \(dir): \(String(cString: strerror(errno))) — check the path and that edged runs as root")
+            }
+        }
+        chmod(config.stateDir, 0o700)
+        let lock = try StateLock(path: "\(config.stateDir)/edged.lock")
+        defer { lock.release() }
+        let nodeName = config.resolvedNodeName
+        let errors = ErrorLog(logger: logger)
+
+        let runtime = try ContainerRuntime(
+            config: RuntimeConfig(stateDir: "\(config.stateDir)/containers", runDir: config.runDir, cgroupPrefix: config.cgroupRoot),
+            logger: logger)
+        let images = try ImageStore(root: "\(config.stateDir)/images", insecureRegistries: config.insecureRegistries, logger: logger)
+        for (file, result) in await images.importDirectory("\(config.stateDir)/images/import") {
+            switch result {
+            case .success(let list): logger.info("imported \(list.flatMap(\.references).joined(separator: ", ")) from \(file)")
+            case .failure(let error): errors.record("image archive \(file)", "\(error)")
+            }
+        }
+        let nodeConfig = NodeConfig(
+            nodeName: nodeName, podsDir: "\(config.stateDir)/pods", logDir: config.logDir,
+            containerLogMaxBytes: Int((try? Quantity(config.containerLogMaxSize).value()) ?? 10 << 20),
+            containerLogMaxFiles: config.containerLogMaxFiles, seccompDefault: config.seccompDefault,
+            podPidsLimit: config.podPidsLimit > 0 ? config.podPidsLimit : nil)
+        let pods = PodManager(runtime: runtime, images: images, config: nodeConfig, errors: errors, logger: logger)
+        let backend = DaemonBackend(config: config, nodeName: nodeName, pods: pods, images: images, runtime: runtime,
+                                    errors: errors, startedAt: started, startedClock: startedClock)
+        let control = ControlServer(configuration: .init(socketPath: config.socketPath, groupID: config.socketGroup), backend: backend)
+        let source = ManifestSource(directory: config.manifestDir, nodeName: nodeName, rescanInterval: .seconds(max(config.manifestRescanSeconds, 1)))
+
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: ControlService(server: control)),
+            .init(service: StaticPodService(source: source, manager: pods)),
+            .init(service: StatusNotifier(notifier: notifier, backend: backend)),
+        ]
+        if let notifier, notifier.watchdogInterval != nil {
+            services.append(.init(service: SystemdWatchdog(notifier: notifier)))
+        }
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        logger.info("edged \(EdgedVersion.string) starting in standalone mode: node \(nodeName), manifests \(config.manifestDir), socket \(config.socketPath)")
+        try? notifier?.ready(status: "starting pods from \(config.manifestDir)")
+        var failure: (any Error)?
+        do { try await group.run() } catch { failure = error }
+        try? notifier?.stopping(status: config.stopPodsOnExit ? "stopping pods" : "exiting; pods keep running")
+        if config.stopPodsOnExit {
+            await pods.terminateAll()
+        }
+        try? await images.shutdown()
+        if let failure { throw failure }
+        logger.info("edged stopped")
+    }
+
+    static func mkdirs(_ path: String) -> Bool {
+        var current = ""
+        for part in path.split(separator: "/") {
+            current += "/" + part
+            if mkdir(current, 0o755) != 0 && errno != EEXIST { return false }
+        }
+        return true
+    }
+}
+
+/// Runs the control server as a service.
+struct ControlService: Service {
+    let server: ControlServer
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await server.run()
+        } onGracefulShutdown: {
+            server.shutdown()
+        }
+    }
+}
+
+/// Keeps systemd's STATUS= line current ("3 pods running, 1 degraded").
+struct StatusNotifier: Service {
+    let notifier: SystemdNotifier?
+    let backend: DaemonBackend
+
+    func run() async throws {
+        guard let notifier, notifier.isEnabled else {
+            try? await gracefulShutdown()
+            return
+        }
+        try? await cancelWhenGracefulShutdown {
+            var last = ""
+            while !Task.isCancelled {
+                let pods = await backend.pods()
+                let running = pods.filter { $0.phase == "Running" }.count
+                let text = "\(running)/\(pods.count) pods running"
+                if text != last {
+                    try? notifier.status(text)
+                    last = text
+                }
+                try await Task.sleep(for: .seconds(5))
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+// The daemon's side of the control API: answers edgectl from the pod manager and the image store.
+
+import EdgedControl
+import EdgedCore
+import EdgedImages
+import EdgedNode
+import EdgedRuntime
+import Glibc
+
+struct DaemonBackend: ControlBackend {
+    let config: EdgedConfig
+    let nodeName: String
+    let pods: PodManager
+    let images: ImageStore
+    let runtime: ContainerRuntime
+    let errors: ErrorLog
+    let startedAt: Timestamp
+    let startedClock: ContinuousClock.Instant
+
+    func status() async -> StatusReport {
+        let podList = await pods.summaries()
+        let imageList = await images()
+        let node = HostStats.node(stateDir: config.stateDir)
+        let daemon = DaemonStats(rssBytes: HostStats.rss(pid: getpid()), monitorsRSSBytes: await runtime.monitorsRSSBytes(),
+                                 threads: HostStats.threads(), openFiles: HostStats.openFiles())
+        let reasons = HealthCheck.reasons(pods: podList, manifestErrors: await pods.currentManifestErrors, node: node)
+        let up = ContinuousClock.now - startedClock
+        return StatusReport(healthy: reasons.isEmpty, reasons: reasons, mode: "standalone", version: EdgedVersion.string,
+                            nodeName: nodeName, pid: getpid(), startedAt: startedAt.rfc3339, uptimeSeconds: up.components.seconds,
+                            stateDir: config.stateDir, manifestDir: config.manifestDir, pods: podList, images: imageList,
+                            node: node, daemon: daemon,
+                            lastErrors: errors.recent(10).map { ErrorEntry(time: $0.time.rfc3339, subject: $0.subject, message: $0.message) })
+    }
+
+    func pods() async -> [PodSummary] { await pods.summaries() }
+
+    func images() async -> [ImageInfo] {
+        let inUse = await pods.imagesInUse()
+        return await images.list().map { Self.info($0, inUse: inUse) }
+    }
+
+    static func info(_ i: StoredImage, inUse: Set<String>) -> ImageInfo {
+        ImageInfo(references: i.references, digest: i.manifestDigest, size: i.size, architecture: i.architecture, os: i.os,
+                  inUse: inUse.contains(i.manifestDigest))
+    }
+
+    func importImage(path: String) async throws -> [ImageInfo] {
+        do {
+            let imported = try await images.importArchive(at: path)
+            let inUse = await pods.imagesInUse()
+            return imported.map { Self.info($0, inUse: inUse) }
+        } catch {
+            errors.record("image archive \(path)", "\(error)")
+            throw ControlError(status: 400, message: "\(error)")
+        }
+    }
+
+    func pullImage(reference: String) async throws -> ImageInfo {
+        do {
+            let image = try await images.pull(reference)
+            return Self.info(image, inUse: await pods.imagesInUse())
+        } catch {
+            errors.record("image \(reference)", "\(error)")
+            throw ControlError(status: 502, message: "\(error)")
+        }
+    }
+
+    func removeImage(reference: String) async throws {
+        guard let image = await images.resolve(reference) else {
+            throw ControlError(status: 404, message: "image \(reference) not found (see `edgectl images`)")
+        }
+        if await pods.imagesInUse().contains(image.manifestDigest) {
+            throw ControlError(status: 409, message: "image \(reference) is used by a running pod; remove the pod's manifest first")
+        }
+        do { try await images.remove(reference) } catch {
+            throw ControlError(status: 500, message: "\(error)")
+        }
+    }
+
+    func pruneImages() async throws -> [String] {
+        do {
+            return try await images.garbageCollect(inUse: await pods.imagesInUse()).removed
+        } catch {
+            throw ControlError(status: 500, message: "\(error)")
+        }
+    }
+
+    func logPath(namespace: String, pod: String, container: String?, previous: Bool) async throws -> String {
+        do {
+            return try await pods.logPath(namespace: namespace, pod: pod, container: container, previous: previous)
+        } catch {
+            throw ControlError(status: 404, message: error.message)
+        }
+    }
+}
+
+/// Decides whether the node needs a person, and says what to do about it.
+enum HealthCheck {
+    static func reasons(pods: [PodSummary], manifestErrors: [String: String], node: NodeStats) -> [String] {
+        var out: [String] = []
+        for (file, message) in manifestErrors.sorted(by: { $0.key < $1.key }) {
+            out.append("manifest \(file) is invalid: \(message) — fix the file; the other pods keep running")
+        }
+        for p in pods {
+            let subject = "pod \(p.namespace)/\(p.name)"
+            switch p.reason {
+            case "CrashLoopBackOff", "Error", "OOMKilled", "RunContainerError", "StartError":
+                out.append("\(subject) is \(p.reason!) (restarts: \(p.restarts)) — see `edgectl logs \(p.namespace)/\(p.name)`")
+            case "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull":
+                out.append("\(subject) cannot get its image (\(p.reason!)) — check the uplink or import it with `edgectl images import FILE`")
+            case "CreateContainerConfigError", "CreatePodSandboxError":
+                out.append("\(subject): \(p.reason!): \(p.containers.compactMap(\.message).first ?? p.message ?? "") — fix the manifest")
+            default:
+                if p.phase == "Failed" {
+                    out.append("\(subject) failed: \(p.message ?? "a container exited with an error") — see `edgectl logs \(p.namespace)/\(p.name)`")
+                } else if let r = p.reason, r.hasPrefix("Init:"), r.contains("Error") || r.contains("BackOff") {
+                    out.append("\(subject) is stuck initialising (\(r)) — see `edgectl logs \(p.namespace)/\(p.name) -c INIT-CONTAINER`")
+                }
+            }
+        }
+        if node.diskTotalBytes > 0 && node.diskFreeBytes * 10 < node.diskTotalBytes {
+            out.append("disk almost full: \(node.diskFreeBytes >> 20) MiB free of \(node.diskTotalBytes >> 20) MiB — run `edgectl images prune` or free space")
+        }
+        if node.memoryTotalBytes > 0 && node.memoryAvailableBytes * 20 < node.memoryTotalBytes {
+            out.append("memory almost exhausted: \(node.memoryAvailableBytes >> 20) MiB available — check the pods' memory limits")
+        }
+        return out
+    }
+}
+
+public enum EdgedVersion {
+    public static let string = "0.1.0"
+}

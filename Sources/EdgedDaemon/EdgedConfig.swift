@@ -1,0 +1,142 @@
+// The daemon's configuration file (/etc/edged/config.yaml). Every key is optional; the defaults are the
+// values below, and command-line flags override the file.
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import EdgedCore
+import Glibc
+
+/// edged's settings. Keys are camelCase like a KubeletConfiguration; unknown keys are an error (a typo
+/// must not silently fall back to a default).
+public struct EdgedConfig: Codable, Sendable, Equatable {
+    /// The node's name. Default: the host name, lower-cased.
+    public var nodeName: String?
+    /// Persistent state: images, containers, pods. Default /var/lib/edged.
+    public var stateDir: String = "/var/lib/edged"
+    /// Runtime state that a reboot clears: namespaces, the socket. Default /run/edged.
+    public var runDir: String = "/run/edged"
+    /// Static pod manifests (YAML or JSON). Default /etc/edged/manifests.
+    public var manifestDir: String = "/etc/edged/manifests"
+    /// edgectl's Unix socket. Default <runDir>/edged.sock.
+    public var socket: String?
+    /// A group allowed to use the socket besides root (gid); default none (root only, mode 0600).
+    public var socketGroup: UInt32?
+    /// Container logs, laid out like kubelet's /var/log/pods. Default /var/log/pods.
+    public var logDir: String = "/var/log/pods"
+    /// trace, debug, info, notice, warning, error, critical. Default info.
+    public var logLevel: String = "info"
+    /// Rotate a container's log file at this size (quantity). Default 10Mi, like kubelet.
+    public var containerLogMaxSize: String = "10Mi"
+    /// Log files kept per container, the current one included. Default 5, like kubelet.
+    public var containerLogMaxFiles: Int = 5
+    /// Prefix of edged's cgroups under each hierarchy. Default "edged".
+    public var cgroupRoot: String = "edged"
+    /// Use RuntimeDefault seccomp for containers that set no profile (kubelet's --seccomp-default). Default false.
+    public var seccompDefault: Bool = false
+    /// Maximum processes per container (kubelet's --pod-max-pids); -1 for no limit. Default -1.
+    public var podPidsLimit: Int64 = -1
+    /// Registries reached over plain HTTP. Default localhost and 127.0.0.1.
+    public var insecureRegistries: [String] = ["localhost", "127.0.0.1"]
+    /// Seconds between full rescans of the manifest dir (changes are seen at once via inotify). Default 20.
+    public var manifestRescanSeconds: Int = 20
+    /// Stop all pods when edged stops. Default false: pods keep running across edged restarts and upgrades.
+    public var stopPodsOnExit: Bool = false
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case nodeName, stateDir, runDir, manifestDir, socket, socketGroup, logDir, logLevel, containerLogMaxSize,
+             containerLogMaxFiles, cgroupRoot, seccompDefault, podPidsLimit, insecureRegistries, manifestRescanSeconds,
+             stopPodsOnExit
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = EdgedConfig.defaults
+        nodeName = try c.decodeIfPresent(String.self, forKey: .nodeName)
+        stateDir = try c.decodeIfPresent(String.self, forKey: .stateDir) ?? d.stateDir
+        runDir = try c.decodeIfPresent(String.self, forKey: .runDir) ?? d.runDir
+        manifestDir = try c.decodeIfPresent(String.self, forKey: .manifestDir) ?? d.manifestDir
+        socket = try c.decodeIfPresent(String.self, forKey: .socket)
+        socketGroup = try c.decodeIfPresent(UInt32.self, forKey: .socketGroup)
+        logDir = try c.decodeIfPresent(String.self, forKey: .logDir) ?? d.logDir
+        logLevel = try c.decodeIfPresent(String.self, forKey: .logLevel) ?? d.logLevel
+        containerLogMaxSize = try c.decodeIfPresent(String.self, forKey: .containerLogMaxSize) ?? d.containerLogMaxSize
+        containerLogMaxFiles = try c.decodeIfPresent(Int.self, forKey: .containerLogMaxFiles) ?? d.containerLogMaxFiles
+        cgroupRoot = try c.decodeIfPresent(String.self, forKey: .cgroupRoot) ?? d.cgroupRoot
+        seccompDefault = try c.decodeIfPresent(Bool.self, forKey: .seccompDefault) ?? d.seccompDefault
+        podPidsLimit = try c.decodeIfPresent(Int64.self, forKey: .podPidsLimit) ?? d.podPidsLimit
+        insecureRegistries = try c.decodeIfPresent([String].self, forKey: .insecureRegistries) ?? d.insecureRegistries
+        manifestRescanSeconds = try c.decodeIfPresent(Int.self, forKey: .manifestRescanSeconds) ?? d.manifestRescanSeconds
+        stopPodsOnExit = try c.decodeIfPresent(Bool.self, forKey: .stopPodsOnExit) ?? d.stopPodsOnExit
+    }
+
+    static let defaults = EdgedConfig()
+
+    public var socketPath: String { socket ?? "\(runDir)/edged.sock" }
+
+    public var resolvedNodeName: String {
+        if let n = nodeName, !n.isEmpty { return n }
+        var buf = [CChar](repeating: 0, count: 256)
+        gethostname(&buf, 255)
+        return String(cString: buf).lowercased()
+    }
+
+    /// Loads the file at `path`. A missing file at the default path means "all defaults"; a missing file the
+    /// user named is an error.
+    public static func load(path: String, required: Bool) throws(EdgedError) -> EdgedConfig {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            if errno == ENOENT && !required { return EdgedConfig() }
+            throw EdgedError(.invalidConfig, "cannot read config \(path): \(String(cString: strerror(errno)))")
+        }
+        var bytes: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 16384)
+        while true {
+            let n = read(fd, &buf, buf.count)
+            if n <= 0 { break }
+            bytes += buf[0..<n]
+        }
+        close(fd)
+        return try parse(String(decoding: bytes, as: UTF8.self), source: path)
+    }
+
+    public static func parse(_ text: String, source: String) throws(EdgedError) -> EdgedConfig {
+        let docs: [JSONValue]
+        do { docs = try YAMLParser.parse(text) } catch { throw EdgedError(.invalidConfig, "\(source): \(error.message)") }
+        guard let doc = docs.first, doc != .null else { return EdgedConfig() }
+        guard case .object(let members) = doc else { throw EdgedError(.invalidConfig, "\(source): the config must be a mapping of keys to values") }
+        let known = Set(CodingKeys.allCases.map(\.rawValue))
+        for (key, _) in members where !known.contains(key) {
+            throw EdgedError(.invalidConfig, "\(source): unknown key \"\(key)\" (known keys: \(known.sorted().joined(separator: ", ")))")
+        }
+        do {
+            let config = try JSONDecoder().decode(EdgedConfig.self, from: Data(doc.jsonText.utf8))
+            try config.validate(source: source)
+            return config
+        } catch let e as EdgedError {
+            throw e
+        } catch let e as DecodingError {
+            var path = ""
+            if case .typeMismatch(_, let ctx) = e { path = ctx.codingPath.map(\.stringValue).joined(separator: ".") }
+            throw EdgedError(.invalidConfig, "\(source): \(path.isEmpty ? "" : "key \(path) ")has the wrong type")
+        } catch {
+            throw EdgedError(.invalidConfig, "\(source): \(error)")
+        }
+    }
+
+    func validate(source: String) throws(EdgedError) {
+        do { _ = try Quantity(containerLogMaxSize).value() } catch {
+            throw EdgedError(.invalidConfig, "\(source): containerLogMaxSize: \(error.message)")
+        }
+        guard containerLogMaxFiles >= 2 else {
+            throw EdgedError(.invalidConfig, "\(source): containerLogMaxFiles must be at least 2 (like kubelet)")
+        }
+        for (name, path) in [("stateDir", stateDir), ("runDir", runDir), ("manifestDir", manifestDir), ("logDir", logDir)] where !path.hasPrefix("/") {
+            throw EdgedError(.invalidConfig, "\(source): \(name) must be an absolute path, not \"\(path)\"")
+        }
+    }
+}

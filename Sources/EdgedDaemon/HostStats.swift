@@ -1,0 +1,74 @@
+// Node and process figures for `edgectl status`, read from /proc and statvfs.
+
+import EdgedControl
+import Glibc
+
+enum HostStats {
+    static func node(stateDir: String) -> NodeStats {
+        let mem = meminfo()
+        var vfs = statvfs()
+        var total: Int64 = 0, free: Int64 = 0
+        if statvfs(stateDir, &vfs) == 0 {
+            total = Int64(vfs.f_blocks) * Int64(vfs.f_frsize)
+            free = Int64(vfs.f_bavail) * Int64(vfs.f_frsize)
+        }
+        var load = [Double](repeating: 0, count: 3)
+        getloadavg(&load, 3)
+        return NodeStats(memoryTotalBytes: mem["MemTotal"] ?? 0, memoryAvailableBytes: mem["MemAvailable"] ?? 0,
+                         diskTotalBytes: total, diskFreeBytes: free, load1: load[0])
+    }
+
+    static func meminfo() -> [String: Int64] {
+        var out: [String: Int64] = [:]
+        for line in readText("/proc/meminfo").split(separator: "\n") {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard parts.count >= 2, let v = Int64(parts[1]) else { continue }
+            out[String(parts[0].dropLast())] = v * 1024
+        }
+        return out
+    }
+
+    /// VmRSS of a process in bytes (0 if it is gone).
+    static func rss(pid: Int32) -> Int64 {
+        for line in readText("/proc/\(pid)/status").split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            if parts.count >= 2, let kb = Int64(parts[1]) { return kb * 1024 }
+        }
+        return 0
+    }
+
+    static func threads() -> Int {
+        for line in readText("/proc/self/status").split(separator: "\n") where line.hasPrefix("Threads:") {
+            return Int(line.split(separator: "\t").last.map(String.init)?.trimmingCharacters() ?? "") ?? 0
+        }
+        return 0
+    }
+
+    static func openFiles() -> Int {
+        guard let dir = opendir("/proc/self/fd") else { return 0 }
+        defer { closedir(dir) }
+        var n = -2
+        while readdir(dir) != nil { n += 1 }
+        return max(n, 0)
+    }
+
+    static func readText(_ path: String) -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return "" }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 8192)
+        while true {
+            let n = read(fd, &buf, buf.count)
+            if n <= 0 { break }
+            bytes += buf[0..<n]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+extension String {
+    func trimmingCharacters() -> String {
+        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" || $0 == "\n" }.reversed())
+    }
+}

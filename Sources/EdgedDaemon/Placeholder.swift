@@ -1,1 +1,0 @@
-// EdgedDaemon: placeholder until its first type lands.

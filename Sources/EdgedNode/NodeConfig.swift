@@ -1,0 +1,31 @@
+// Settings the pod runner needs, filled in by EdgedDaemon from the config file and flags.
+
+/// What the pod runner needs to know about this node.
+public struct NodeConfig: Sendable {
+    public var nodeName: String
+    /// Per-pod state (emptyDir volumes): `<podsDir>/<uid>/`.
+    public var podsDir: String
+    /// Container logs: `<logDir>/<ns>_<pod>_<uid>/<container>/<restart>.log`, like kubelet.
+    public var logDir: String
+    public var containerLogMaxBytes: Int
+    public var containerLogMaxFiles: Int
+    /// kubelet's --seccomp-default: RuntimeDefault for containers that do not ask for a profile. Off by default, like kubelet.
+    public var seccompDefault: Bool
+    /// kubelet's --pod-max-pids (nil: unlimited).
+    public var podPidsLimit: Int64?
+    /// How often each pod worker re-checks its containers when nothing wakes it.
+    public var resyncInterval: Duration
+
+    public init(nodeName: String, podsDir: String, logDir: String, containerLogMaxBytes: Int = 10 << 20,
+                containerLogMaxFiles: Int = 5, seccompDefault: Bool = false, podPidsLimit: Int64? = nil,
+                resyncInterval: Duration = .seconds(1)) {
+        self.nodeName = nodeName
+        self.podsDir = podsDir
+        self.logDir = logDir
+        self.containerLogMaxBytes = containerLogMaxBytes
+        self.containerLogMaxFiles = containerLogMaxFiles
+        self.seccompDefault = seccompDefault
+        self.podPidsLimit = podPidsLimit
+        self.resyncInterval = resyncInterval
+    }
+}

@@ -1,1 +1,0 @@
-// EdgedNode: placeholder until its first type lands.

@@ -1,0 +1,100 @@
+// Computes a pod's phase and the kubectl-style status from its containers, following kubelet's rules.
+
+import EdgedControl
+import EdgedCore
+import EdgedRuntime
+
+enum PodStatusBuilder {
+    static func summary(_ input: PodSummaryInput) -> PodSummary {
+        let pod = input.pod
+        let containers = input.containers.map(containerSummary)
+        let regular = containers.filter { !$0.isInit }
+        let phase = phaseOf(input, regular: regular)
+        let restarts = containers.reduce(0) { $0 + $1.restarts }
+        let ready = phase == .running && !regular.isEmpty && regular.allSatisfy { $0.ready && $0.state == "running" }
+        return PodSummary(namespace: pod.namespace, name: pod.name, uid: pod.metadata.uid ?? "", phase: phase.rawValue,
+                          ready: ready, restarts: restarts, reason: displayReason(input, phase: phase, containers: containers),
+                          message: input.podMessage, source: input.source, podIP: nil, containers: containers)
+    }
+
+    /// kubelet's getPhase: Pending until every container started once; Running while any runs or will restart;
+    /// Succeeded/Failed once all terminated and none will restart.
+    static func phaseOf(_ input: PodSummaryInput, regular: [ContainerSummary]) -> PodPhase {
+        if input.podFailed { return .failed }
+        if !input.initDone { return .pending }
+        let policy = input.pod.spec.restartPolicy ?? .always
+        var running = 0, waiting = 0, succeeded = 0, failed = 0, unknown = 0
+        for c in regular {
+            switch c.state {
+            case "running": running += 1
+            case "terminated": if c.exitCode == 0 { succeeded += 1 } else { failed += 1 }
+            default:
+                if c.restarts > 0 || c.exitCode != nil { failed += 1 } else if c.reason != nil || true { waiting += 1 } else { unknown += 1 }
+            }
+        }
+        if waiting > 0 { return .pending }
+        if running > 0 { return .running }
+        if running + succeeded + failed == regular.count {
+            switch policy {
+            case .always: return .running
+            case .onFailure: return failed > 0 ? .running : .succeeded
+            case .never: return failed > 0 ? .failed : .succeeded
+            }
+        }
+        return unknown > 0 ? .unknown : .pending
+    }
+
+    static func containerSummary(_ v: ContainerView) -> ContainerSummary {
+        var s = ContainerSummary(name: v.name, state: "waiting", restarts: v.restartCount, ready: v.ready, image: v.image,
+                                 containerID: v.current.map { "edged://\($0.spec.id)" }, isInit: v.isInit)
+        if let w = v.waiting, !(v.current.map { if case .running = $0.status { return true } else { return false } } ?? false) {
+            s.state = "waiting"
+            s.reason = w.reason
+            s.message = w.message
+            if let last = lastTerminated(v) { s.exitCode = last.exitCode }
+            return s
+        }
+        guard let cur = v.current else {
+            s.reason = v.isInit ? "PodInitializing" : "ContainerCreating"
+            return s
+        }
+        switch cur.status {
+        case .running(let pid, let startedAt):
+            s.state = "running"
+            s.pid = pid
+            s.startedAt = startedAt.rfc3339
+        case .exited(let code, _, let oom, _, _, let message):
+            s.state = "terminated"
+            s.exitCode = code
+            s.reason = oom ? "OOMKilled" : (code == 0 ? "Completed" : "Error")
+            s.message = message
+            s.ready = false
+        }
+        return s
+    }
+
+    static func lastTerminated(_ v: ContainerView) -> ContainerState.Terminated? {
+        if let f = v.lastStartFailure { return f }
+        if let cur = v.current, case .exited(let code, _, let oom, _, _, let message) = cur.status {
+            return ContainerState.Terminated(exitCode: code, reason: oom ? "OOMKilled" : (code == 0 ? "Completed" : "Error"), message: message)
+        }
+        return nil
+    }
+
+    /// What `kubectl get pods` shows in STATUS when it is not just the phase.
+    static func displayReason(_ input: PodSummaryInput, phase: PodPhase, containers: [ContainerSummary]) -> String? {
+        if input.terminating { return "Terminating" }
+        let inits = containers.filter(\.isInit)
+        if !input.initDone && !inits.isEmpty {
+            if let w = inits.first(where: { $0.state == "waiting" && ($0.reason ?? "") != "PodInitializing" }), let r = w.reason { return "Init:\(r)" }
+            if let t = inits.first(where: { $0.state == "terminated" && $0.exitCode != 0 }) { return "Init:\(t.reason ?? "Error")" }
+            let done = inits.filter { $0.state == "terminated" && $0.exitCode == 0 }.count
+            return "Init:\(done)/\(inits.count)"
+        }
+        for c in containers where !c.isInit {
+            if c.state == "waiting", let r = c.reason { return r }
+            if c.state == "terminated", let r = c.reason { return r }
+        }
+        return nil
+    }
+}

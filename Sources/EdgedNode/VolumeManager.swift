@@ -1,0 +1,96 @@
+// emptyDir and hostPath volumes: directories on the node that containers bind-mount.
+
+import EdgedCore
+import Glibc
+
+enum VolumeManager {
+    /// Creates the pod's emptyDir directories and checks hostPath types like kubelet; returns volume name → host path.
+    /// Errors name the volume and say what to fix.
+    static func prepare(pod: Pod, podDir: String) throws(EdgedError) -> [String: String] {
+        var paths: [String: String] = [:]
+        for v in pod.spec.volumes ?? [] {
+            if v.emptyDir != nil {
+                let dir = "\(podDir)/volumes/kubernetes.io~empty-dir/\(v.name)"
+                guard mkdirs(dir, mode: 0o777) else {
+                    throw EdgedError(.io, "volume \(v.name): cannot create \(dir): \(String(cString: strerror(errno)))")
+                }
+                chmod(dir, 0o777)
+                paths[v.name] = dir
+            } else if let hp = v.hostPath {
+                try checkHostPath(hp, volume: v.name)
+                paths[v.name] = hp.path
+            }
+        }
+        return paths
+    }
+
+    static func checkHostPath(_ hp: HostPathVolumeSource, volume: String) throws(EdgedError) {
+        guard hp.path.hasPrefix("/") else {
+            throw EdgedError(.invalidManifest, "volume \(volume): hostPath \"\(hp.path)\" must be an absolute path")
+        }
+        var st = stat()
+        let exists = stat(hp.path, &st) == 0
+        let kind = st.st_mode & S_IFMT
+        func fail(_ what: String) -> EdgedError {
+            EdgedError(.invalidManifest, "volume \(volume): hostPath \(hp.path) \(what)")
+        }
+        switch hp.type ?? "" {
+        case "":
+            return
+        case "DirectoryOrCreate":
+            if !exists && !mkdirs(hp.path, mode: 0o755) { throw fail("could not be created: \(String(cString: strerror(errno)))") }
+            if exists && kind != S_IFDIR { throw fail("exists but is not a directory") }
+        case "Directory":
+            if !exists || kind != S_IFDIR { throw fail("is not a directory (type: Directory needs it to exist)") }
+        case "FileOrCreate":
+            if !exists {
+                let fd = open(hp.path, O_CREAT | O_WRONLY | O_CLOEXEC, 0o644)
+                if fd < 0 { throw fail("could not be created: \(String(cString: strerror(errno)))") }
+                close(fd)
+            } else if kind != S_IFREG {
+                throw fail("exists but is not a file")
+            }
+        case "File":
+            if !exists || kind != S_IFREG { throw fail("is not a file (type: File needs it to exist)") }
+        case "Socket":
+            if !exists || kind != S_IFSOCK { throw fail("is not a socket") }
+        case "CharDevice":
+            if !exists || kind != S_IFCHR { throw fail("is not a character device") }
+        case "BlockDevice":
+            if !exists || kind != S_IFBLK { throw fail("is not a block device") }
+        default:
+            throw fail("has unknown type \"\(hp.type!)\"")
+        }
+    }
+}
+
+/// mkdir -p; true on success (or if it exists).
+@discardableResult
+func mkdirs(_ path: String, mode: mode_t = 0o755) -> Bool {
+    var current = ""
+    for part in path.split(separator: "/") {
+        current += "/" + part
+        if mkdir(current, mode) != 0 && errno != EEXIST { return false }
+    }
+    return true
+}
+
+/// rm -rf without following symlinks.
+func removeTree(_ path: String) {
+    var st = stat()
+    guard lstat(path, &st) == 0 else { return }
+    if st.st_mode & S_IFMT == S_IFDIR {
+        if let dir = opendir(path) {
+            var names: [String] = []
+            while let e = readdir(dir) {
+                let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if name != "." && name != ".." { names.append(name) }
+            }
+            closedir(dir)
+            for n in names { removeTree("\(path)/\(n)") }
+        }
+        rmdir(path)
+    } else {
+        unlink(path)
+    }
+}
