@@ -263,9 +263,10 @@ public final class TestTokenServer: @unchecked Sendable {
 
     public var realm: String { "http://127.0.0.1:\(port)/token" }
 
+    /// SIGKILL: test runners may start children with SIGTERM ignored, which python would then keep.
     public func stop() {
         if process.isRunning {
-            process.terminate()
+            kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
     }
@@ -391,9 +392,10 @@ public final class TestRegistry: @unchecked Sendable {
         return "\(storage)/docker/registry/v2/blobs/sha256/\(hex.prefix(2))/\(hex)/data"
     }
 
+    /// SIGKILL: test runners may start children with SIGTERM ignored, which python would then keep.
     public func stop() {
         if process.isRunning {
-            process.terminate()
+            kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
     }
