@@ -82,10 +82,12 @@ public actor PodManager {
         }
         for (uid, infos) in byPod where !wanted.contains(uid) {
             logger.info("removing \(infos.count) container(s) of pod \(infos[0].spec.podNamespace)/\(infos[0].spec.podName), which is no longer wanted")
-            for info in infos {
-                if case .running = info.status { _ = try? await runtime.stop(id: info.spec.id, grace: .seconds(10)) }
-                try? await runtime.remove(id: info.spec.id)
+            await withTaskGroup(of: Void.self) { group in
+                for info in infos where info.status.isRunning {
+                    group.addTask { [runtime] in _ = try? await runtime.stop(id: info.spec.id, grace: .seconds(10)) }
+                }
             }
+            for info in infos { try? await runtime.remove(id: info.spec.id) }
             try? await runtime.removeSandbox(podUID: uid)
             removeTree("\(config.podsDir)/\(uid)")
         }

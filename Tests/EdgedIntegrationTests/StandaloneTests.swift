@@ -28,8 +28,7 @@ func busyboxPod(_ name: String, command: String, restartPolicy: String = "Always
         image: \(Demo.imageReference)
         imagePullPolicy: IfNotPresent
         command: ["sh", "-c", \(String(reflecting: command))]
-    \(extra)
-    """
+    """ + (extra.isEmpty ? "" : "\n" + extra + "\n")
 }
 
 func containers(_ pod: [String: Any]) -> [[String: Any]] { pod["containers"] as? [[String: Any]] ?? [] }
@@ -56,7 +55,8 @@ struct StandaloneTests {
             let files = try FileManager.default.subpathsOfDirectory(atPath: edged.logDir).filter { $0.hasSuffix("main/0.log") }
             #expect(files.count == 1)
             let raw = try String(contentsOfFile: "\(edged.logDir)/\(files[0])", encoding: .utf8)
-            #expect(raw.range(of: #"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z stdout F hello from edged$"#, options: [.regularExpression, .anchorsMatchLines]) != nil)
+            let line = raw.split(separator: "\n").first { $0.hasSuffix("stdout F hello from edged") }.map(String.init) ?? ""
+            #expect(line.range(of: #"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z stdout F hello from edged$"#, options: .regularExpression) != nil, "CRI line: \(raw)")
             let status = try edged.edgectl(["status"], check: false)
             #expect(status.status == 0, "healthy node: \(status.stdout) \(status.stderr)")
             #expect(status.stdout.contains("hello"))
@@ -189,23 +189,21 @@ struct StandaloneTests {
 
     @Test func livenessProbeFailureRestartsTheContainer() throws {
         try withEdged("liveness") { edged in
-            try edged.writeManifest("live.yaml", busyboxPod("live", command: "touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 3600", extra: """
-                      livenessProbe:
-                        exec: {command: ["cat", "/tmp/healthy"]}
-                        periodSeconds: 1
-                        failureThreshold: 1
-                """))
-            let p = try edged.waitForPod("live", "restarted by liveness", timeout: 40) { (mainContainer($0)["restarts"] as? Int ?? 0) >= 1 }
+            try edged.writeManifest("live.yaml", busyboxPod("live", command: "touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 3600", extra: [
+                "    livenessProbe:",
+                "      exec: {command: [cat, /tmp/healthy]}",
+                "      periodSeconds: 1",
+                "      failureThreshold: 1",
+            ].joined(separator: "\n")))
+            let p = try edged.waitForPod("live", timeout: 40, "restarted by liveness") { (mainContainer($0)["restarts"] as? Int ?? 0) >= 1 }
             #expect(mainContainer(p)["restarts"] as? Int ?? 0 >= 1)
         }
     }
 
     @Test func memoryLimitReportsOOMKilled() throws {
         try withEdged("oom") { edged in
-            try edged.writeManifest("oom.yaml", busyboxPod("oom", command: "exec tail /dev/zero", restartPolicy: "Never", extra: """
-                      resources:
-                        limits: {memory: 16Mi}
-                """))
+            try edged.writeManifest("oom.yaml", busyboxPod("oom", command: "exec tail /dev/zero", restartPolicy: "Never",
+                                                          extra: "    resources:\n      limits: {memory: 16Mi}"))
             let p = try edged.waitForPod("oom", "OOMKilled") { $0["phase"] as? String == "Failed" }
             #expect(mainContainer(p)["reason"] as? String == "OOMKilled")
             #expect(mainContainer(p)["exitCode"] as? Int == 137)
@@ -215,7 +213,7 @@ struct StandaloneTests {
     @Test func edgectlSaysWhenEdgedIsNotRunning() throws {
         let dir = try TempDir("edgectl-nodaemon")
         defer { dir.remove() }
-        let r = try runCommand(["\(buildBinDir)/edgectl", "--socket", dir.sub("none.sock"), "status"], check: false)
+        let r = try runCommand(["\(buildBinDir)/edgectl", "status", "--socket", dir.sub("none.sock")], check: false)
         #expect(r.status == 2)
         #expect(r.stderr.contains("edged is not running"))
     }
