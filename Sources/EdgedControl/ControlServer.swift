@@ -139,7 +139,12 @@ public final class ControlServer: Sendable {
             if case .running(let channel) = state { return channel }
             return nil
         }
-        channel?.close(promise: nil)
+        guard let channel else { return }
+        // Stop accepting first, and close a moment later: a connection accepted just before the close is still
+        // handed to the accept loop (and closed properly) instead of being dropped half set up.
+        channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in
+            channel.eventLoop.scheduleTask(in: .milliseconds(20)) { channel.close(promise: nil) }
+        }
     }
 
     // MARK: - Connections

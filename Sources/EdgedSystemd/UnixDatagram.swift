@@ -42,13 +42,16 @@ final class UnixDatagramSender: Sendable {
         }
         let pathOffset = MemoryLayout<sockaddr_un>.offset(of: \.sun_path)!
         let length = socklen_t(pathOffset + name.count + (abstract ? 0 : 1))
-        let sent = bytes.withUnsafeBytes { buf in
-            withUnsafePointer(to: &addr) { ap in
-                ap.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                    sendto(fd, buf.baseAddress, buf.count, Int32(MSG_NOSIGNAL), sa, length)
+        var sent: Int
+        repeat {
+            sent = bytes.withUnsafeBytes { buf in
+                withUnsafePointer(to: &addr) { ap in
+                    ap.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                        sendto(fd, buf.baseAddress, buf.count, Int32(MSG_NOSIGNAL), sa, length)
+                    }
                 }
             }
-        }
+        } while sent < 0 && errno == EINTR
         guard sent == bytes.count else { throw SystemdSocketError(socketPath: path, errno: sent < 0 ? errno : EMSGSIZE) }
     }
 }

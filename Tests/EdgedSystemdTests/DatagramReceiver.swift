@@ -25,8 +25,17 @@ final class DatagramReceiver: @unchecked Sendable {
 
     /// The next datagram, or nil after `timeoutMs`.
     func receive(timeoutMs: Int32 = 2000) -> [UInt8]? {
-        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        guard poll(&pfd, 1, timeoutMs) == 1 else { return nil }
+        // Retry on EINTR: other tests' child processes send SIGCHLD to this process.
+        let deadline = ContinuousClock.now + .milliseconds(Int(timeoutMs))
+        var ready: Int32 = -1
+        while ready < 0 {
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let left = max(0, Int32((deadline - ContinuousClock.now).components.seconds * 1000
+                                    + (deadline - ContinuousClock.now).components.attoseconds / 1_000_000_000_000_000))
+            ready = poll(&pfd, 1, left)
+            if ready < 0 && errno != EINTR { return nil }
+        }
+        guard ready == 1 else { return nil }
         var buf = [UInt8](repeating: 0, count: 256 * 1024)
         let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
         return n >= 0 ? Array(buf[0..<n]) : nil

@@ -80,9 +80,10 @@ import Testing
         }
         task.cancel()
         _ = try? await task.value
-        // 5 pings: at 0, 200, 400, 600, 800 ms. Never faster; slower only when parallel tests load the machine.
+        // 5 pings: at 0, 200, 400, 600, 800 ms. Never faster; slower only when parallel tests load the 2-core machine
+        // (the pinger shares the cooperative pool), so the upper bound is loose.
         let span = times[4] - times[0]
-        #expect(span >= .milliseconds(700) && span <= .milliseconds(2500), "pings spanned \(span)")
+        #expect(span >= .milliseconds(700) && span <= .milliseconds(5000), "pings spanned \(span)")
         // After cancellation no more pings arrive.
         while await receiver.receiveTextAsync(timeoutMs: 50) != nil {}
         #expect(await receiver.receiveTextAsync(timeoutMs: 500) == nil)
