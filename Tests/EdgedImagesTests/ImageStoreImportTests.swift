@@ -35,9 +35,11 @@ struct ImageFixture {
         #expect(entries("tmp").isEmpty, comment)
     }
 
-    func close() async {
-        try? await store.shutdown()
+    /// Removes the scratch dir now; the store's HTTP client shuts down in the background.
+    func close() {
         tmp.remove()
+        let store = self.store
+        Task { try? await store.shutdown() }
     }
 }
 
@@ -56,7 +58,7 @@ func expectImageError(_ code: ImageError.Code, containing parts: [String] = [], 
 @Suite struct ImageStoreImportTests {
     @Test func importsOCILayoutDirectory() async throws {
         let f = try ImageFixture("layout")
-        defer { Task { await f.close() } }
+        defer { f.close() }
         let layout = try f.busyboxLayout("layout")
         let images = try await f.store.importArchive(at: layout.path)
         #expect(images.count == 1)
@@ -87,7 +89,7 @@ func expectImageError(_ code: ImageError.Code, containing parts: [String] = [], 
     @Test(arguments: [false, true])
     func importsOCIArchive(gzip: Bool) async throws {
         let f = try ImageFixture("ociarchive")
-        defer { Task { await f.close() } }
+        defer { f.close() }
         let layout = try f.busyboxLayout("layout", gzip: !gzip)
         let archive = f.tmp.sub("image.tar")
         try runTool(["tar", "-C", layout.path, "-cf", archive, "."])
@@ -104,7 +106,7 @@ func expectImageError(_ code: ImageError.Code, containing parts: [String] = [], 
 
     @Test func importsDockerArchiveAndSharesTheLayerWithTheOCIImage() async throws {
         let f = try ImageFixture("docker")
-        defer { Task { await f.close() } }
+        defer { f.close() }
         let layout = try f.busyboxLayout("layout", gzip: false)
         let archive = f.tmp.sub("docker.tar")
         try runTool(["skopeo", "--insecure-policy", "copy", "oci:\(layout.path):edged.test/busybox:1",
@@ -123,7 +125,7 @@ func expectImageError(_ code: ImageError.Code, containing parts: [String] = [], 
 
     @Test func sharedLayersAreUnpackedOnce() async throws {
         let f = try ImageFixture("dedup")
-        defer { Task { await f.close() } }
+        defer { f.close() }
         let rootfs = f.tmp.sub("rootfs")
         try makeBusyboxRootfs(at: rootfs)
         let layout = try TestImageLayout(at: f.tmp.sub("layout"))
@@ -148,7 +150,7 @@ func expectImageError(_ code: ImageError.Code, containing parts: [String] = [], 
 
     @Test func picksTheNodePlatformFromAnIndex() async throws {
         let f = try ImageFixture("platform")
-        defer { Task { await f.close() } }
+        defer { f.close() }
         let rootfs = f.tmp.sub("rootfs")
         try makeBusyboxRootfs(at: rootfs)
         let other = hostOCIArchitecture == "arm64" ? "amd64" : "arm64"
@@ -168,7 +170,7 @@ func expectImageError(_ code: ImageError.Code, containing parts: [String] = [], 
 
         // An index with only the other platform: a clear error listing what exists.
         let g = try ImageFixture("platform-none")
-        defer { Task { await g.close() } }
+        defer { g.close() }
         let only = try TestImageLayout(at: g.tmp.sub("layout"))
         let fm = try only.addImage(layers: [try only.addLayer(fromDirectory: fakeDir)], architecture: other)
         try only.writeIndexJSON([(try only.addIndex([(fm, other, nil)]), "application/vnd.oci.image.index.v1+json", "edged.test/foreign:1")])
@@ -180,7 +182,7 @@ func expectImageError(_ code: ImageError.Code, containing parts: [String] = [], 
 
     @Test func truncatedArchivesFailAndLeaveNothing() async throws {
         let f = try ImageFixture("truncated")
-        defer { Task { await f.close() } }
+        defer { f.close() }
         let layout = try f.busyboxLayout("layout", gzip: false)
         let archive = f.tmp.sub("image.tar")
         try runTool(["tar", "-C", layout.path, "-cf", archive, "."])
@@ -220,7 +222,7 @@ func expectImageError(_ code: ImageError.Code, containing parts: [String] = [], 
 
     @Test func digestMismatchAndMissingBlobInALayout() async throws {
         let f = try ImageFixture("mismatch")
-        defer { Task { await f.close() } }
+        defer { f.close() }
         let rootfs = f.tmp.sub("rootfs")
         try makeBusyboxRootfs(at: rootfs)
         let layout = try TestImageLayout(at: f.tmp.sub("layout"))
@@ -246,7 +248,7 @@ func expectImageError(_ code: ImageError.Code, containing parts: [String] = [], 
 
     @Test func unknownAndZstdMediaTypes() async throws {
         let f = try ImageFixture("mediatype")
-        defer { Task { await f.close() } }
+        defer { f.close() }
         for (type, code) in [("application/vnd.example.unknown.layer", ImageError.Code.unsupportedMediaType),
                              ("application/vnd.oci.image.layer.v1.tar+zstd", .compression)] {
             let layout = try TestImageLayout(at: f.tmp.sub("layout-\(code)"))
@@ -288,7 +290,7 @@ func expectImageError(_ code: ImageError.Code, containing parts: [String] = [], 
 
     @Test func entriesEscapingTheLayerAreRefused() async throws {
         let f = try ImageFixture("escape")
-        defer { Task { await f.close() } }
+        defer { f.close() }
         let outside = f.tmp.sub("outside")
         try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
         try "keep\n".write(toFile: "\(outside)/secret", atomically: true, encoding: .utf8)
@@ -327,7 +329,7 @@ func expectImageError(_ code: ImageError.Code, containing parts: [String] = [], 
     @Test func whiteoutsBecomeOverlayfsMarkers() async throws {
         guard isRoot else { return }
         let f = try ImageFixture("whiteout")
-        defer { Task { await f.close() } }
+        defer { f.close() }
         let layout = try hostileLayout(f, "whiteout") { w in
             w.add("dir/", kind: .directory, mode: 0o755)
             w.add("dir/.wh.gone")
@@ -357,7 +359,7 @@ func expectImageError(_ code: ImageError.Code, containing parts: [String] = [], 
 
     @Test func importDirectoryMovesDoneFilesAndKeepsFailedOnesWithAnErrorFile() async throws {
         let f = try ImageFixture("importdir")
-        defer { Task { await f.close() } }
+        defer { f.close() }
         let layout = try f.busyboxLayout("layout")
         let dir = f.tmp.sub("import")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -385,7 +387,7 @@ func expectImageError(_ code: ImageError.Code, containing parts: [String] = [], 
 
     @Test func removeAndGarbageCollectFreeBlobsAndLayers() async throws {
         let f = try ImageFixture("gc")
-        defer { Task { await f.close() } }
+        defer { f.close() }
         let rootfs = f.tmp.sub("rootfs")
         try makeBusyboxRootfs(at: rootfs)
         let layout = try TestImageLayout(at: f.tmp.sub("layout"))

@@ -15,7 +15,7 @@ import Testing
 
     @Test func pullsAnonymouslyAndSkipsBlobsItHas() async throws {
         let f = try ImageFixture("pull")
-        defer { Task { await f.close() } }
+        defer { f.close() }
         let registry = try TestRegistry(directory: f.tmp.path)
         defer { registry.stop() }
         let (layout, manifest) = try busyboxLayout(f)
@@ -49,7 +49,7 @@ import Testing
 
     @Test func pullPicksTheNodePlatformFromAnIndex() async throws {
         let f = try ImageFixture("pull-index")
-        defer { Task { await f.close() } }
+        defer { f.close() }
         let registry = try TestRegistry(directory: f.tmp.path)
         defer { registry.stop() }
         let rootfs = f.tmp.sub("rootfs")
@@ -83,7 +83,7 @@ import Testing
 
     @Test func pullsWithBearerTokenAuth() async throws {
         let f = try ImageFixture("pull-token")
-        defer { Task { await f.close() } }
+        defer { f.close() }
         let token = try TestTokenServer(directory: f.tmp.path)
         defer { token.stop() }
         let registry = try TestRegistry(directory: f.tmp.path, token: token)
@@ -104,7 +104,7 @@ import Testing
 
     @Test func corruptBlobInTheRegistryIsADigestMismatch() async throws {
         let f = try ImageFixture("pull-corrupt")
-        defer { Task { await f.close() } }
+        defer { f.close() }
         let registry = try TestRegistry(directory: f.tmp.path)
         defer { registry.stop() }
         let rootfs = f.tmp.sub("rootfs")
@@ -126,7 +126,7 @@ import Testing
 
     @Test func missingImagesAndUnreachableRegistries() async throws {
         let f = try ImageFixture("pull-errors")
-        defer { Task { await f.close() } }
+        defer { f.close() }
         let registry = try TestRegistry(directory: f.tmp.path)
         defer { registry.stop() }
         await expectImageError(.notFound, containing: ["\(registry.host)/edged/nothing", "404"]) {
