@@ -23,7 +23,7 @@ struct Bench: AsyncParsableCommand {
         guard getuid() == 0 else { throw ValidationError("edged-bench needs root: it starts real containers (sudo edged-bench)") }
         let bin = binDir ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
         let root = NSTemporaryDirectory() + "edged-bench-\(getpid())"
-        defer { try? FileManager.default.removeItem(atPath: root) }
+        defer { cleanUp(root: root, cgroupPrefix: "edged-bench") }
         let fm = FileManager.default
         let state = "\(root)/state", run = "\(root)/run", manifests = "\(root)/manifests", logs = "\(root)/logs"
         for d in [state, run, manifests, logs, "\(state)/images/import"] { try fm.createDirectory(atPath: d, withIntermediateDirectories: true) }
@@ -217,4 +217,21 @@ func podmanStartP50(archive: String, runs: Int) throws -> Double? {
         samples.append(Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e6)
     }
     return percentile(samples.sorted(), 0.5)
+}
+
+/// Removes what the run left: the sandboxes bind mount (kept by the runtime like /run/netns), the now-empty
+/// cgroup prefix dirs, the temp tree.
+func cleanUp(root: String, cgroupPrefix: String) {
+    umount2("\(root)/run/sandboxes", Int32(MNT_DETACH))
+    let fm = FileManager.default
+    for hierarchy in (try? fm.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] {
+        let dir = "/sys/fs/cgroup/\(hierarchy)/\(cgroupPrefix)"
+        guard fm.fileExists(atPath: dir) else { continue }
+        // Deepest first; cgroup dirs are removed with rmdir, never recursively.
+        // (rmdir fails harmlessly on the control files the enumeration also lists.)
+        let entries = fm.enumerator(atPath: dir)?.allObjects as? [String] ?? []
+        for sub in entries.sorted(by: { $0.count > $1.count }) { rmdir("\(dir)/\(sub)") }
+        rmdir(dir)
+    }
+    try? fm.removeItem(atPath: root)
 }
