@@ -253,7 +253,8 @@ build_aarch64() {
             --scratch-path "/work/build-aarch64-$CONFIG" \
             --swift-sdks-path /work/sdks --swift-sdk "$SDK_ID" \
             --static-swift-stdlib -Xswiftc -static-executable \
-            --product "$p"
+            --product "$p" \
+            || die "aarch64 build of $p failed with sid's Swift 6.2 (older than the host's): see cross/README.md, 'Keeping the arm64 build green'"
     done
     local bin objcopy
     objcopy=$(host_objcopy)
