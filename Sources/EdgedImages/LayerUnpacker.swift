@@ -187,7 +187,10 @@ final class LayerUnpacker {
     }
 
     private func makeDevice(_ major: UInt32, _ minor: UInt32) -> dev_t {
+        // glibc's makedev; split into typed parts because Swift 6.2.3's type checker gives up on the one-liner.
         let ma = UInt64(major), mi = UInt64(minor)
-        return dev_t(((ma & 0xffff_f000) << 32) | ((ma & 0xfff) << 8) | ((mi & 0xffff_ff00) << 12) | (mi & 0xff))
+        let high: UInt64 = ((ma & 0xffff_f000) << 32) | ((ma & 0xfff) << 8)
+        let low: UInt64 = ((mi & 0xffff_ff00) << 12) | (mi & 0xff)
+        return dev_t(high | low)
     }
 }

@@ -241,14 +241,19 @@ struct ContainerRuntimeTests {
 
     @Test func readoptionAcrossRuntimeInstances() async throws {
         try await withRuntime { f in
-            let spec = f.spec("readopt", ["sh", "-c", "sleep 2; exit 7"])
+            // Exits 7 on SIGTERM, which the test sends itself once no runtime instance is watching.
+            let spec = f.spec("readopt", ["sh", "-c", "trap 'exit 7' TERM; while true; do sleep 0.1; done"])
             _ = try await f.runtime.start(spec, sandbox: try await f.sandbox())
+            var pid: Int32 = 0
             do {
                 let second = try f.newRuntime()
                 let seen = try #require(await second.inspect(id: spec.id))
                 #expect(seen.status.isRunning)
                 #expect(seen.spec == spec)
+                if case .running(let p, _) = seen.status { pid = p }
             }
+            #expect(pid > 0)
+            Glibc.kill(pid, SIGTERM)
             // Let it exit with no new instance watching, then ask a third one.
             let state = ContainerStore(dir: "\(f.config.stateDir)/\(spec.id)")
             while state.readExit() == nil { try await Task.sleep(for: .milliseconds(100)) }
