@@ -1,0 +1,131 @@
+// The config file's rules, and pods that use hostPath volumes and network probes, end to end.
+
+import EdgedCore
+import EdgedDaemon
+import EdgedTestSupport
+import Foundation
+import Testing
+
+struct ConfigTests {
+    @Test func defaultsAndOverrides() throws {
+        let empty = try EdgedConfig.parse("", source: "c.yaml")
+        #expect(empty.stateDir == "/var/lib/edged")
+        #expect(empty.socketPath == "/run/edged/edged.sock")
+        #expect(empty.seccompDefault == false)
+        let c = try EdgedConfig.parse("stateDir: /data/edged\nrunDir: /run/e\ncontainerLogMaxSize: 1Mi\nseccompDefault: true\n", source: "c.yaml")
+        #expect(c.stateDir == "/data/edged")
+        #expect(c.socketPath == "/run/e/edged.sock")
+        #expect(c.seccompDefault)
+    }
+
+    @Test(arguments: [
+        ("stateDirr: /x", "unknown key \"stateDirr\""),
+        ("stateDir: relative/path", "must be an absolute path"),
+        ("containerLogMaxSize: big", "containerLogMaxSize"),
+        ("containerLogMaxFiles: 1", "at least 2"),
+        ("seccompDefault: maybe", "wrong type"),
+        ("[1, 2]", "must be a mapping"),
+        ("stateDir: [", "YAML error"),
+    ])
+    func badConfigIsRejectedWithTheKey(text: String, expected: String) {
+        do {
+            _ = try EdgedConfig.parse(text, source: "/etc/edged/config.yaml")
+            Issue.record("accepted: \(text)")
+        } catch {
+            #expect(error.message.hasPrefix("/etc/edged/config.yaml"))
+            #expect(error.message.contains(expected), "\(error.message)")
+        }
+    }
+
+    @Test func missingNamedConfigIsAnError() throws {
+        #expect(throws: EdgedError.self) { try EdgedConfig.load(path: "/nonexistent/edged.yaml", required: true) }
+        #expect(try EdgedConfig.load(path: "/nonexistent/edged.yaml", required: false) == EdgedConfig())
+    }
+
+    @Test(.enabled(if: isRoot)) func edgedRefusesABadConfigWithAClearMessage() throws {
+        let dir = try TempDir("edged-badconfig")
+        defer { dir.remove() }
+        try "stateDirr: /x\n".write(toFile: dir.sub("config.yaml"), atomically: true, encoding: .utf8)
+        let r = try runCommand(["\(buildBinDir)/edged", "--config", dir.sub("config.yaml")], check: false)
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("unknown key \"stateDirr\""))
+    }
+}
+
+@Suite(.serialized, .enabled(if: isRoot, "needs root: starts real containers"))
+struct VolumeAndProbeTests {
+    @Test func hostPathVolumesAndTypeChecks() throws {
+        try withEdged("hostpath") { edged in
+            let host = edged.root.sub("hostdata")
+            try FileManager.default.createDirectory(atPath: host, withIntermediateDirectories: true)
+            try "from the host\n".write(toFile: "\(host)/in.txt", atomically: true, encoding: .utf8)
+            try edged.writeManifest("hp.yaml", """
+                apiVersion: v1
+                kind: Pod
+                metadata: {name: hp}
+                spec:
+                  restartPolicy: Never
+                  volumes:
+                  - {name: data, hostPath: {path: \(host), type: Directory}}
+                  - {name: made, hostPath: {path: \(host)/made, type: DirectoryOrCreate}}
+                  containers:
+                  - name: main
+                    image: \(Demo.imageReference)
+                    command: [sh, -c, "cat /data/in.txt && echo written > /made/out.txt && ! touch /ro/x"]
+                    volumeMounts: [{name: data, mountPath: /data}, {name: made, mountPath: /made}, {name: data, mountPath: /ro, readOnly: true}]
+                """)
+            let p = try edged.waitForPod("hp", "Succeeded") { $0["phase"] as? String == "Succeeded" || $0["phase"] as? String == "Failed" }
+            #expect(p["phase"] as? String == "Succeeded", "\(p)")
+            #expect(try String(contentsOfFile: "\(host)/made/out.txt", encoding: .utf8) == "written\n")
+            #expect(try edged.edgectl(["logs", "hp"]).stdout.contains("from the host"))
+            // A hostPath that must exist but does not fails that pod alone, with the path in the message.
+            try edged.writeManifest("missing.yaml", """
+                apiVersion: v1
+                kind: Pod
+                metadata: {name: missing}
+                spec:
+                  volumes: [{name: d, hostPath: {path: /nonexistent/edged-test, type: Directory}}]
+                  containers: [{name: main, image: \(Demo.imageReference), command: [sleep, "60"], volumeMounts: [{name: d, mountPath: /d}]}]
+                """)
+            let m = try edged.waitForPod("missing", "CreateContainerConfigError") { $0["reason"] as? String == "CreateContainerConfigError" }
+            let message = (m["containers"] as? [[String: Any]])?.first?["message"] as? String ?? ""
+            #expect(message.contains("/nonexistent/edged-test"))
+            let r = try edged.edgectl(["status"], check: false)
+            #expect(r.status == 1)
+        }
+    }
+
+    @Test func httpAndTCPProbesOnHostNetwork() throws {
+        try withEdged("netprobes") { edged in
+            let port = 18000 + Int(getpid() % 1000)
+            try edged.writeManifest("web.yaml", """
+                apiVersion: v1
+                kind: Pod
+                metadata: {name: web}
+                spec:
+                  hostNetwork: true
+                  terminationGracePeriodSeconds: 1
+                  containers:
+                  - name: main
+                    image: \(Demo.imageReference)
+                    command: [sh, -c, "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p \(port) -h /www"]
+                    readinessProbe: {httpGet: {path: /index.html, port: \(port)}, periodSeconds: 1}
+                    livenessProbe: {tcpSocket: {port: \(port)}, periodSeconds: 1}
+                  - name: broken
+                    image: \(Demo.imageReference)
+                    command: [sleep, "3600"]
+                    readinessProbe: {httpGet: {path: /missing, port: \(port)}, periodSeconds: 1}
+                """)
+            let p = try edged.waitForPod("web", "main ready") {
+                (($0["containers"] as? [[String: Any]]) ?? []).first { $0["name"] as? String == "main" }?["ready"] as? Bool == true
+            }
+            let broken = (p["containers"] as? [[String: Any]] ?? []).first { $0["name"] as? String == "broken" }
+            #expect(broken?["ready"] as? Bool == false, "a 404 keeps the container unready")
+            #expect(p["ready"] as? Bool == false, "the pod is ready only when every container is")
+            Thread.sleep(forTimeInterval: 3)
+            let later = try edged.pod("web")
+            let main = (later?["containers"] as? [[String: Any]] ?? []).first { $0["name"] as? String == "main" }
+            #expect(main?["restarts"] as? Int == 0, "the tcpSocket liveness probe passes")
+        }
+    }
+}
