@@ -18,6 +18,8 @@ struct Bench: AsyncParsableCommand {
     var pods = 20
     @Option(help: "Directory with the edged, edgectl and edged-monitor binaries (default: next to edged-bench).")
     var binDir: String?
+    @Option(help: "cross/build.sh's output dir, for the arm64 binary size.")
+    var crossOut = "cross/out"
 
     func run() async throws {
         guard getuid() == 0 else { throw ValidationError("edged-bench needs root: it starts real containers (sudo edged-bench)") }
@@ -78,13 +80,15 @@ struct Bench: AsyncParsableCommand {
         let podman = try? podmanStartP50(archive: "\(root)/busybox-oci.tar", runs: 5)
         let size = strippedSize("\(bin)/edged", scratch: "\(root)/edged.stripped")
         let monitorSize = strippedSize("\(bin)/edged-monitor", scratch: "\(root)/monitor.stripped")
+        // The shipped arm64 binary, when cross/build.sh has produced it (already static and stripped).
+        let arm64 = (try? FileManager.default.attributesOfItem(atPath: crossOut + "/aarch64/edged"))?[.size] as? Int
 
         let sorted = samples.sorted()
         let result = BenchResult(
             pod_start_p50_ms: percentile(sorted, 0.5), pod_start_p95_ms: percentile(sorted, 0.95),
             runc_start_p50_ms: runc, podman_start_p50_ms: podman,
             rss_idle_kb: rssIdle, rss_20_pods_kb: rss20, rss_per_pod_kb: Double(rss20 - rssIdle) / Double(max(pods, 1)),
-            binary_bytes: size, monitor_binary_bytes: monitorSize, pods: pods)
+            binary_bytes: size, monitor_binary_bytes: monitorSize, arm64_binary_bytes: arm64, pods: pods)
         if json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.sortedKeys]
@@ -105,6 +109,8 @@ struct BenchResult: Codable {
     var rss_per_pod_kb: Double
     var binary_bytes: Int
     var monitor_binary_bytes: Int
+    /// Static, stripped aarch64 edged from cross/out (nil when it was not built).
+    var arm64_binary_bytes: Int?
     var pods: Int
 
     var table: String {
@@ -119,6 +125,7 @@ struct BenchResult: Codable {
             edged RSS + monitors, \(pods) pods      \(rss_20_pods_kb) KB (\(String(format: "%.0f", rss_per_pod_kb)) KB per pod)
             edged binary (stripped)              \(binary_bytes) bytes
             edged-monitor binary (stripped)      \(monitor_binary_bytes) bytes
+            edged arm64 static (cross/out)       \(arm64_binary_bytes.map { "\($0) bytes" } ?? "n/a (run cross/build.sh)")
             """
     }
 }
