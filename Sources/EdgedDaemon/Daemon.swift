@@ -30,7 +30,7 @@ public struct Daemon {
         let startedClock = ContinuousClock.now
         let notifier = (try? SystemdNotifier()) ?? nil
         for dir in [config.stateDir, config.runDir, config.manifestDir, config.logDir, "\(config.stateDir)/images/import"] {
-            guard Daemon.mkdirs(dir) else {
+            guard Files.makeDirectories(dir) else {
                 throw EdgedError(.io, "cannot create \(dir): \(String(cString: strerror(errno))) — check the path and that edged runs as root")
             }
         }
@@ -81,15 +81,6 @@ public struct Daemon {
         try? await images.shutdown()
         if let failure { throw failure }
         logger.info("edged stopped")
-    }
-
-    static func mkdirs(_ path: String) -> Bool {
-        var current = ""
-        for part in path.split(separator: "/") {
-            current += "/" + part
-            if mkdir(current, 0o755) != 0 && errno != EEXIST { return false }
-        }
-        return true
     }
 }
 

@@ -57,7 +57,7 @@ public enum Demo {
 
     /// Writes an OCI archive (a tar of an image layout) holding a one-layer busybox image built from `busybox`.
     public static func writeImageArchive(to path: String, busybox: String = "/bin/busybox") throws(EdgedError) {
-        guard let binary = readAll(busybox) else {
+        guard let binary = Files.read(busybox) else {
             throw EdgedError(.notFound, "\(busybox) is missing: install it with `apt-get install busybox-static`")
         }
         var tar = TarWriter()
@@ -112,23 +112,9 @@ public enum Demo {
         }.joined()
     }
 
-    static func readAll(_ path: String) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var out: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let n = read(fd, &buf, buf.count)
-            if n < 0 { return nil }
-            if n == 0 { return out }
-            out += buf[0..<n]
-        }
-    }
-
     public static func write(_ path: String, _ bytes: [UInt8]) throws(EdgedError) {
         let parent = String(path[..<path.lastIndex(of: "/")!])
-        _ = Daemon.mkdirs(parent)
+        Files.makeDirectories(parent)
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw EdgedError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }

@@ -88,20 +88,11 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
     /// Loads the file at `path`. A missing file at the default path means "all defaults"; a missing file the
     /// user named is an error.
     public static func load(path: String, required: Bool) throws(EdgedError) -> EdgedConfig {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 {
+        guard let text = Files.readText(path, limit: 1 << 20) else {
             if errno == ENOENT && !required { return EdgedConfig() }
             throw EdgedError(.invalidConfig, "cannot read config \(path): \(String(cString: strerror(errno)))")
         }
-        var bytes: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 16384)
-        while true {
-            let n = read(fd, &buf, buf.count)
-            if n <= 0 { break }
-            bytes += buf[0..<n]
-        }
-        close(fd)
-        return try parse(String(decoding: bytes, as: UTF8.self), source: path)
+        return try parse(text, source: path)
     }
 
     public static func parse(_ text: String, source: String) throws(EdgedError) -> EdgedConfig {

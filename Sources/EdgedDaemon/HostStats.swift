@@ -1,6 +1,7 @@
 // Node and process figures for `edgectl status`, read from /proc and statvfs.
 
 import EdgedControl
+import EdgedCore
 import Glibc
 
 enum HostStats {
@@ -20,7 +21,7 @@ enum HostStats {
 
     static func meminfo() -> [String: Int64] {
         var out: [String: Int64] = [:]
-        for line in readText("/proc/meminfo").split(separator: "\n") {
+        for line in (Files.readText("/proc/meminfo") ?? "").split(separator: "\n") {
             let parts = line.split(separator: " ", omittingEmptySubsequences: true)
             guard parts.count >= 2, let v = Int64(parts[1]) else { continue }
             out[String(parts[0].dropLast())] = v * 1024
@@ -30,7 +31,7 @@ enum HostStats {
 
     /// VmRSS of a process in bytes (0 if it is gone).
     static func rss(pid: Int32) -> Int64 {
-        for line in readText("/proc/\(pid)/status").split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        for line in (Files.readText("/proc/\(pid)/status") ?? "").split(separator: "\n") where line.hasPrefix("VmRSS:") {
             let parts = line.split(separator: " ", omittingEmptySubsequences: true)
             if parts.count >= 2, let kb = Int64(parts[1]) { return kb * 1024 }
         }
@@ -38,7 +39,7 @@ enum HostStats {
     }
 
     static func threads() -> Int {
-        for line in readText("/proc/self/status").split(separator: "\n") where line.hasPrefix("Threads:") {
+        for line in (Files.readText("/proc/self/status") ?? "").split(separator: "\n") where line.hasPrefix("Threads:") {
             return Int(line.split(separator: "\t").last.map(String.init)?.trimmingCharacters() ?? "") ?? 0
         }
         return 0
@@ -50,20 +51,6 @@ enum HostStats {
         var n = -2
         while readdir(dir) != nil { n += 1 }
         return max(n, 0)
-    }
-
-    static func readText(_ path: String) -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return "" }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 8192)
-        while true {
-            let n = read(fd, &buf, buf.count)
-            if n <= 0 { break }
-            bytes += buf[0..<n]
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 }
 

@@ -54,7 +54,7 @@ public struct ManifestSource: Sendable {
         var seen: [String: String] = [:]
         for name in names.sorted() {
             let path = "\(directory)/\(name)"
-            guard let text = readFile(path) else {
+            guard let text = Files.readText(path, limit: 4 << 20) else {
                 result.errors[path] = "cannot read \(path): \(String(cString: strerror(errno)))"
                 continue
             }
@@ -118,22 +118,6 @@ public struct ManifestSource: Sendable {
         }
         return hex(h1) + hex(h2)
     }
-}
-
-/// Reads a whole (small) file; nil on error with errno set.
-func readFile(_ path: String, limit: Int = 4 << 20) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var buf = [UInt8](repeating: 0, count: 65536)
-    while bytes.count < limit {
-        let n = read(fd, &buf, buf.count)
-        if n < 0 { if errno == EINTR { continue }; return nil }
-        if n == 0 { break }
-        bytes.append(contentsOf: buf[0..<n])
-    }
-    return String(decoding: bytes, as: UTF8.self)
 }
 
 /// Waits for changes in one directory with inotify, on one small dedicated thread blocked in poll(2), so an idle

@@ -89,7 +89,7 @@ public actor PodManager {
             }
             for info in infos { try? await runtime.remove(id: info.spec.id) }
             try? await runtime.removeSandbox(podUID: uid)
-            removeTree("\(config.podsDir)/\(uid)")
+            Files.removeTree("\(config.podsDir)/\(uid)")
         }
     }
 

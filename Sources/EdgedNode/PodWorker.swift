@@ -380,7 +380,7 @@ actor PodWorker {
                     throw EdgedError(.invalidManifest, "volumeMount \(m.name) subPath \"\(sub)\" must be relative and must not contain '..'")
                 }
                 source += "/" + sub
-                mkdirs(source)
+                Files.makeDirectories(source)
             }
             mounts.append(MountSpec(source: source, destination: m.mountPath, readOnly: m.readOnly ?? false))
         }
@@ -485,8 +485,8 @@ actor PodWorker {
         do { try await runtime.removeSandbox(podUID: uid) } catch {
             errors.record(subject, "removing the pod sandbox: \(error)")
         }
-        removeTree("\(config.podsDir)/\(uid)")
-        removeTree("\(config.logDir)/\(pod.namespace)_\(pod.name)_\(uid)")
+        Files.removeTree("\(config.podsDir)/\(uid)")
+        Files.removeTree("\(config.logDir)/\(pod.namespace)_\(pod.name)_\(uid)")
         terminated = true
         logger.info("pod terminated")
     }

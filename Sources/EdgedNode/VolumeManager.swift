@@ -11,7 +11,7 @@ enum VolumeManager {
         for v in pod.spec.volumes ?? [] {
             if v.emptyDir != nil {
                 let dir = "\(podDir)/volumes/kubernetes.io~empty-dir/\(v.name)"
-                guard mkdirs(dir, mode: 0o777) else {
+                guard Files.makeDirectories(dir, mode: 0o777) else {
                     throw EdgedError(.io, "volume \(v.name): cannot create \(dir): \(String(cString: strerror(errno)))")
                 }
                 chmod(dir, 0o777)
@@ -38,7 +38,7 @@ enum VolumeManager {
         case "":
             return
         case "DirectoryOrCreate":
-            if !exists && !mkdirs(hp.path, mode: 0o755) { throw fail("could not be created: \(String(cString: strerror(errno)))") }
+            if !exists && !Files.makeDirectories(hp.path, mode: 0o755) { throw fail("could not be created: \(String(cString: strerror(errno)))") }
             if exists && kind != S_IFDIR { throw fail("exists but is not a directory") }
         case "Directory":
             if !exists || kind != S_IFDIR { throw fail("is not a directory (type: Directory needs it to exist)") }
@@ -61,36 +61,5 @@ enum VolumeManager {
         default:
             throw fail("has unknown type \"\(hp.type!)\"")
         }
-    }
-}
-
-/// mkdir -p; true on success (or if it exists).
-@discardableResult
-func mkdirs(_ path: String, mode: mode_t = 0o755) -> Bool {
-    var current = ""
-    for part in path.split(separator: "/") {
-        current += "/" + part
-        if mkdir(current, mode) != 0 && errno != EEXIST { return false }
-    }
-    return true
-}
-
-/// rm -rf without following symlinks.
-func removeTree(_ path: String) {
-    var st = stat()
-    guard lstat(path, &st) == 0 else { return }
-    if st.st_mode & S_IFMT == S_IFDIR {
-        if let dir = opendir(path) {
-            var names: [String] = []
-            while let e = readdir(dir) {
-                let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                if name != "." && name != ".." { names.append(name) }
-            }
-            closedir(dir)
-            for n in names { removeTree("\(path)/\(n)") }
-        }
-        rmdir(path)
-    } else {
-        unlink(path)
     }
 }

@@ -1,0 +1,60 @@
+// Whole-file reads, mkdir -p and rm -rf over Glibc, for modules that must not pull in Foundation.
+
+import Glibc
+
+public enum Files {
+    /// Reads a whole file (up to `limit` bytes); nil with errno set when it cannot be opened or read.
+    public static func read(_ path: String, limit: Int = 64 << 20) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while bytes.count < limit {
+            let n = Glibc.read(fd, &buf, buf.count)
+            if n < 0 {
+                if errno == EINTR { continue }
+                return nil
+            }
+            if n == 0 { break }
+            bytes.append(contentsOf: buf[0..<n])
+        }
+        return bytes
+    }
+
+    /// Reads a whole text file; nil with errno set on error.
+    public static func readText(_ path: String, limit: Int = 64 << 20) -> String? {
+        read(path, limit: limit).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// mkdir -p; true on success or when the directory exists.
+    @discardableResult
+    public static func makeDirectories(_ path: String, mode: mode_t = 0o755) -> Bool {
+        var current = ""
+        for part in path.split(separator: "/") {
+            current += "/" + part
+            if mkdir(current, mode) != 0 && errno != EEXIST { return false }
+        }
+        return true
+    }
+
+    /// rm -rf that never follows symlinks.
+    public static func removeTree(_ path: String) {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        guard st.st_mode & S_IFMT == S_IFDIR else {
+            unlink(path)
+            return
+        }
+        if let dir = opendir(path) {
+            var names: [String] = []
+            while let e = readdir(dir) {
+                let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if name != "." && name != ".." { names.append(name) }
+            }
+            closedir(dir)
+            for n in names { removeTree("\(path)/\(n)") }
+        }
+        rmdir(path)
+    }
+}
