@@ -160,6 +160,15 @@ public final class EdgedInstance: @unchecked Sendable {
                 if fields.count > 4, fields[4].hasPrefix(root.path) { umount2(String(fields[4]), Int32(MNT_DETACH)) }
             }
         }
+        // The runtime keeps its cgroup prefix dir (like kubelet's kubepods); a test's own prefix goes with it.
+        let fm = FileManager.default
+        for hierarchy in (try? fm.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] {
+            let dir = "/sys/fs/cgroup/\(hierarchy)/\(cgroupRoot)"
+            guard fm.fileExists(atPath: dir) else { continue }
+            let entries = fm.enumerator(atPath: dir)?.allObjects as? [String] ?? []
+            for sub in entries.sorted(by: { $0.count > $1.count }) { rmdir("\(dir)/\(sub)") }
+            rmdir(dir)
+        }
         root.remove()
     }
 }
