@@ -111,6 +111,7 @@ struct DemoCommand: AsyncParsableCommand {
               curl http://127.0.0.1:8080/            # the demo web container
             Stop with Ctrl-C (pods keep running; add --stop-pods-on-exit to stop them too).
             """)
+        fflush(nil)  // all streams: the how-to goes out before the daemon's log lines, not at exit
         try await startDaemon(config)
     }
 }
