@@ -23,25 +23,23 @@ enum PodStatusBuilder {
         if input.podFailed { return .failed }
         if !input.initDone { return .pending }
         let policy = input.pod.spec.restartPolicy ?? .always
-        var running = 0, waiting = 0, succeeded = 0, failed = 0, unknown = 0
+        var running = 0, waiting = 0, succeeded = 0, failed = 0
         for c in regular {
             switch c.state {
             case "running": running += 1
             case "terminated": if c.exitCode == 0 { succeeded += 1 } else { failed += 1 }
             default:
-                if c.restarts > 0 || c.exitCode != nil { failed += 1 } else if c.reason != nil || true { waiting += 1 } else { unknown += 1 }
+                // Waiting after a run (back-off) counts as failed, like kubelet; never started counts as waiting.
+                if c.restarts > 0 || c.exitCode != nil { failed += 1 } else { waiting += 1 }
             }
         }
         if waiting > 0 { return .pending }
         if running > 0 { return .running }
-        if running + succeeded + failed == regular.count {
-            switch policy {
-            case .always: return .running
-            case .onFailure: return failed > 0 ? .running : .succeeded
-            case .never: return failed > 0 ? .failed : .succeeded
-            }
+        switch policy {
+        case .always: return .running
+        case .onFailure: return failed > 0 ? .running : .succeeded
+        case .never: return failed > 0 ? .failed : .succeeded
         }
-        return unknown > 0 ? .unknown : .pending
     }
 
     static func containerSummary(_ v: ContainerView) -> ContainerSummary {

@@ -288,7 +288,7 @@ actor PodWorker {
         records[name] = rec
         let reason = oom ? "OOMKilled" : (code == 0 ? "Completed" : "Error")
         logger.info("container \(name) exited with code \(code) (\(reason))")
-        if code != 0 && !(rec.isInit && false) {
+        if code != 0 {
             errors.record(subject, "container \(name) exited with code \(code) (\(reason))")
         }
     }
