@@ -38,6 +38,18 @@ public enum Files {
         return true
     }
 
+    /// The names in a directory, without "." and ".."; nil with errno set when it cannot be opened.
+    public static func list(_ path: String) -> [String]? {
+        guard let dir = opendir(path) else { return nil }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let e = readdir(dir) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
     /// rm -rf that never follows symlinks.
     public static func removeTree(_ path: String) {
         var st = stat()
@@ -46,15 +58,16 @@ public enum Files {
             unlink(path)
             return
         }
-        if let dir = opendir(path) {
-            var names: [String] = []
-            while let e = readdir(dir) {
-                let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                if name != "." && name != ".." { names.append(name) }
-            }
-            closedir(dir)
-            for n in names { removeTree("\(path)/\(n)") }
-        }
+        for name in list(path) ?? [] { removeTree("\(path)/\(name)") }
         rmdir(path)
+    }
+
+    /// VmRSS of a process in bytes (0 when it is gone).
+    public static func rssBytes(pid: Int32) -> Int64 {
+        for line in (readText("/proc/\(pid)/status") ?? "").split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            if parts.count >= 2, let kb = Int64(parts[1]) { return kb * 1024 }
+        }
+        return 0
     }
 }

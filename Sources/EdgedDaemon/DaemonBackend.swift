@@ -21,7 +21,7 @@ struct DaemonBackend: ControlBackend {
         let podList = await pods.summaries()
         let imageList = await images()
         let node = HostStats.node(stateDir: config.stateDir)
-        let daemon = DaemonStats(rssBytes: HostStats.rss(pid: getpid()), monitorsRSSBytes: await runtime.monitorsRSSBytes(),
+        let daemon = DaemonStats(rssBytes: Files.rssBytes(pid: getpid()), monitorsRSSBytes: await runtime.monitorsRSSBytes(),
                                  threads: HostStats.threads(), openFiles: HostStats.openFiles())
         let reasons = HealthCheck.reasons(pods: podList, manifestErrors: await pods.currentManifestErrors, node: node)
         let up = ContinuousClock.now - startedClock

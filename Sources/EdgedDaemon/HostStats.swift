@@ -29,15 +29,6 @@ enum HostStats {
         return out
     }
 
-    /// VmRSS of a process in bytes (0 if it is gone).
-    static func rss(pid: Int32) -> Int64 {
-        for line in (Files.readText("/proc/\(pid)/status") ?? "").split(separator: "\n") where line.hasPrefix("VmRSS:") {
-            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
-            if parts.count >= 2, let kb = Int64(parts[1]) { return kb * 1024 }
-        }
-        return 0
-    }
-
     static func threads() -> Int {
         for line in (Files.readText("/proc/self/status") ?? "").split(separator: "\n") where line.hasPrefix("Threads:") {
             return Int(line.split(separator: "\t").last.map(String.init)?.trimmingCharacters() ?? "") ?? 0

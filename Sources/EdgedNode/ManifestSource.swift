@@ -40,17 +40,11 @@ public struct ManifestSource: Sendable {
     /// Reads the directory once. Dotfiles, editor backups and non-manifest extensions are ignored, like kubelet.
     public func scan() -> Scan {
         var result = Scan(pods: [], errors: [:])
-        guard let dir = opendir(directory) else {
+        guard let entries = Files.list(directory) else {
             if errno != ENOENT { result.errors[directory] = "cannot read manifest dir \(directory): \(String(cString: strerror(errno)))" }
             return result
         }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            guard !name.hasPrefix("."), name.hasSuffix(".yaml") || name.hasSuffix(".yml") || name.hasSuffix(".json") else { continue }
-            names.append(name)
-        }
+        let names = entries.filter { !$0.hasPrefix(".") && ($0.hasSuffix(".yaml") || $0.hasSuffix(".yml") || $0.hasSuffix(".json")) }
         var seen: [String: String] = [:]
         for name in names.sorted() {
             let path = "\(directory)/\(name)"

@@ -359,7 +359,7 @@ public actor ContainerRuntime {
 
     /// The sum of VmRSS of the live monitors (what edged leaves per container).
     public func monitorsRSSBytes() -> Int64 {
-        records.values.filter { $0.status.isRunning }.reduce(0) { $0 + FileIO.rssBytes(pid: $1.monitorPid) }
+        records.values.filter { $0.status.isRunning }.reduce(0) { $0 + Files.rssBytes(pid: $1.monitorPid) }
     }
 }
 

@@ -1,5 +1,7 @@
 // Small file helpers over Glibc: durable atomic writes, whole-file reads, mkdir -p, /proc lookups.
 
+import EdgedCore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -8,20 +10,7 @@ import Musl
 
 enum FileIO {
     /// Reads a whole file; nil when it cannot be opened.
-    static func read(_ path: String) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var out: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            out.append(contentsOf: buf[0..<n])
-        }
-        return out
-    }
+    static func read(_ path: String) -> [UInt8]? { Files.read(path) }
 
     static func readString(_ path: String) -> String? {
         read(path).map { String(decoding: $0, as: UTF8.self) }
@@ -98,30 +87,10 @@ enum FileIO {
         }
     }
 
-    static func listDir(_ path: String) -> [String] {
-        guard let d = opendir(path) else { return [] }
-        defer { closedir(d) }
-        var names: [String] = []
-        while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
-                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
-    }
+    static func listDir(_ path: String) -> [String] { Files.list(path) ?? [] }
 
     /// Removes a tree (rm -rf), not following symlinks.
-    static func removeTree(_ path: String) {
-        var st = stat()
-        guard lstat(path, &st) == 0 else { return }
-        if (st.st_mode & S_IFMT) == S_IFDIR {
-            for name in listDir(path) { removeTree(path + "/" + name) }
-            rmdir(path)
-        } else {
-            unlink(path)
-        }
-    }
+    static func removeTree(_ path: String) { Files.removeTree(path) }
 
     /// Parses "key=value" lines.
     static func keyValues(_ text: String) -> [String: String] {
@@ -144,15 +113,5 @@ enum FileIO {
         guard fields.count > 19 else { return nil }
         if fields[0] == "Z" { return nil }
         return UInt64(fields[19])
-    }
-
-    /// VmRSS of a process in bytes (0 when gone).
-    static func rssBytes(pid: Int32) -> Int64 {
-        guard let status = readString("/proc/\(pid)/status") else { return 0 }
-        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
-            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
-            if parts.count >= 2, let kb = Int64(parts[1]) { return kb * 1024 }
-        }
-        return 0
     }
 }

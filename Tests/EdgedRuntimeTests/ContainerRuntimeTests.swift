@@ -340,7 +340,7 @@ struct ContainerRuntimeTests {
         try await withRuntime { f in
             let spec = f.spec("clean", ["sleep", "60"])
             let started = try await f.runtime.start(spec, sandbox: try await f.sandbox())
-            #expect(FileIO.rssBytes(pid: started.monitorPid) < 512 * 1024, "monitor RSS")
+            #expect(Files.rssBytes(pid: started.monitorPid) < 512 * 1024, "monitor RSS")
             #expect(await f.runtime.monitorsRSSBytes() > 0)
             await #expect(throws: RuntimeError.self) { try await f.runtime.remove(id: spec.id) }
             _ = try await f.runtime.stop(id: spec.id, grace: .milliseconds(100))
