@@ -18,6 +18,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.25.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.30.0"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.10.0"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.3.0"),
     ],
     targets: [
         // C libraries, through system library targets.
@@ -46,9 +49,34 @@ let package = Package(
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        // HTTP/1.1 client on SwiftNIO + NIOSSL (pinned CA, client certificates, streamed bodies): registry and API server.
+        .target(name: "EdgedHTTP", dependencies: [
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        ]),
+        // Kubernetes API client: typed models, get/list/watch/create/patch/update/delete, list+watch informers.
+        .target(name: "EdgedKube", dependencies: [
+            "EdgedCore", "EdgedHTTP",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Node credentials: device keys, CSRs, CA pinning, bootstrap-token discovery, cert storage and rotation timing.
+        .target(name: "EdgedCredentials", dependencies: [
+            "EdgedCore",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "X509", package: "swift-certificates"),
+            .product(name: "SwiftASN1", package: "swift-asn1"),
+        ]),
+        // Pod networking through CNI plugins: conflist loading, ADD/DEL/CHECK, result parsing, result cache.
+        .target(name: "EdgedNetwork", dependencies: [
+            "EdgedCore",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // Pod runner: manifest source, pod workers, restarts/backoff, probes, volumes, status.
         .target(name: "EdgedNode", dependencies: [
-            "EdgedCore", "EdgedRuntime", "EdgedImages", "EdgedControl",
+            "EdgedCore", "EdgedRuntime", "EdgedImages", "EdgedControl", "EdgedNetwork",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
@@ -86,6 +114,10 @@ let package = Package(
         ]),
 
         .testTarget(name: "EdgedCoreTests", dependencies: ["EdgedCore"]),
+        .testTarget(name: "EdgedHTTPTests", dependencies: ["EdgedHTTP", "EdgedTestSupport"]),
+        .testTarget(name: "EdgedKubeTests", dependencies: ["EdgedKube", "EdgedCore", "EdgedHTTP", "EdgedTestSupport"]),
+        .testTarget(name: "EdgedCredentialsTests", dependencies: ["EdgedCredentials", "EdgedCore", "EdgedTestSupport"]),
+        .testTarget(name: "EdgedNetworkTests", dependencies: ["EdgedNetwork", "EdgedCore", "EdgedRuntime", "EdgedTestSupport"]),
         .testTarget(name: "EdgedRuntimeTests", dependencies: ["EdgedRuntime", "EdgedCore", "EdgedTestSupport"]),
         .testTarget(name: "EdgedImagesTests", dependencies: ["EdgedImages", "EdgedCore", "EdgedTestSupport"]),
         .testTarget(name: "EdgedNodeTests", dependencies: ["EdgedNode", "EdgedCore", "EdgedTestSupport"]),
@@ -93,6 +125,16 @@ let package = Package(
         .testTarget(name: "EdgedSystemdTests", dependencies: ["EdgedSystemd"]),
         .testTarget(name: "EdgedIntegrationTests", dependencies: ["EdgedCore", "EdgedControl", "EdgedDaemon", "EdgedTestSupport"]),
         // Helpers only tests import: building busybox rootfs/images from Debian's busybox-static, temp dirs.
-        .target(name: "EdgedTestSupport", dependencies: ["EdgedCore"], path: "Tests/EdgedTestSupport"),
+        // Also the test Kubernetes API server (TLS, client certs, resourceVersions, watch, CSR signing).
+        .target(name: "EdgedTestSupport", dependencies: [
+            "EdgedCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "X509", package: "swift-certificates"),
+            .product(name: "SwiftASN1", package: "swift-asn1"),
+        ], path: "Tests/EdgedTestSupport"),
     ]
 )
