@@ -38,7 +38,9 @@ public enum Manifest {
     }
 
     /// Checks what the API server would reject before running anything.
-    public static func validate(_ pod: Pod, source: String) throws(EdgedError) {
+    /// `apiObjects`: whether the pod may use volumes backed by API objects (configMap, secret, downwardAPI,
+    /// projected); static pods may not, as with kubelet.
+    public static func validate(_ pod: Pod, source: String, apiObjects: Bool = false) throws(EdgedError) {
         guard let name = pod.metadata.name, !name.isEmpty else {
             throw EdgedError(.invalidManifest, "\(source): metadata.name is required")
         }
@@ -72,8 +74,15 @@ public enum Manifest {
                 throw EdgedError(.invalidManifest, "\(source): container \"\(c.name)\" mounts volume \"\(m.name)\", which spec.volumes does not define")
             }
         }
-        for v in pod.spec.volumes ?? [] where v.emptyDir == nil && v.hostPath == nil {
-            throw EdgedError(.invalidManifest, "\(source): volume \"\(v.name)\" has no supported source (emptyDir or hostPath)")
+        for v in pod.spec.volumes ?? [] {
+            let apiBacked = v.configMap != nil || v.secret != nil || v.downwardAPI != nil || v.projected != nil
+            if v.emptyDir == nil && v.hostPath == nil && !apiBacked {
+                let kinds = apiObjects ? Volume.supportedSources.joined(separator: ", ") : "emptyDir or hostPath"
+                throw EdgedError(.invalidManifest, "\(source): volume \"\(v.name)\" has no supported source (\(kinds))")
+            }
+            if apiBacked && !apiObjects {
+                throw EdgedError(.invalidManifest, "\(source): volume \"\(v.name)\": static pods cannot use configMap, secret, downwardAPI or projected volumes (only emptyDir and hostPath)")
+            }
         }
     }
 

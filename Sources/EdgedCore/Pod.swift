@@ -11,6 +11,12 @@ public struct ObjectMeta: Codable, Sendable, Equatable {
     public var resourceVersion: String?
     public var generation: Int64?
     public var creationTimestamp: String?
+    public var generateName: String?
+    /// Set by the API server when a graceful delete starts; the node then stops the pod within the grace period.
+    public var deletionTimestamp: String?
+    public var deletionGracePeriodSeconds: Int64?
+    public var ownerReferences: [OwnerReference]?
+    public var finalizers: [String]?
 
     public init(name: String? = nil, namespace: String? = nil, uid: String? = nil,
                 labels: [String: String]? = nil, annotations: [String: String]? = nil) {
@@ -19,6 +25,22 @@ public struct ObjectMeta: Codable, Sendable, Equatable {
         self.uid = uid
         self.labels = labels
         self.annotations = annotations
+    }
+}
+
+public struct OwnerReference: Codable, Sendable, Equatable {
+    public var apiVersion: String
+    public var kind: String
+    public var name: String
+    public var uid: String
+    public var controller: Bool?
+    public var blockOwnerDeletion: Bool?
+    public init(apiVersion: String, kind: String, name: String, uid: String, controller: Bool? = nil) {
+        self.apiVersion = apiVersion
+        self.kind = kind
+        self.name = name
+        self.uid = uid
+        self.controller = controller
     }
 }
 
@@ -64,6 +86,10 @@ public struct PodSpec: Codable, Sendable, Equatable {
     public var serviceAccountName: String?
     public var dnsPolicy: String?
     public var nodeSelector: [String: String]?
+    public var automountServiceAccountToken: Bool?
+    public var enableServiceLinks: Bool?
+    public var imagePullSecrets: [LocalObjectReference]?
+    public var tolerations: [Toleration]?
 
     public init(containers: [Container], initContainers: [Container]? = nil, restartPolicy: RestartPolicy? = nil,
                 terminationGracePeriodSeconds: Int64? = nil, hostNetwork: Bool? = nil, volumes: [Volume]? = nil) {
@@ -95,6 +121,7 @@ public struct Container: Codable, Sendable, Equatable {
     public var args: [String]?
     public var workingDir: String?
     public var env: [EnvVar]?
+    public var envFrom: [EnvFromSource]?
     public var ports: [ContainerPort]?
     public var resources: ResourceRequirements?
     public var volumeMounts: [VolumeMount]?
@@ -118,7 +145,78 @@ public struct Container: Codable, Sendable, Equatable {
 public struct EnvVar: Codable, Sendable, Equatable {
     public var name: String
     public var value: String?
-    public init(name: String, value: String?) { self.name = name; self.value = value }
+    public var valueFrom: EnvVarSource?
+    public init(name: String, value: String?, valueFrom: EnvVarSource? = nil) {
+        self.name = name
+        self.value = value
+        self.valueFrom = valueFrom
+    }
+}
+
+public struct EnvVarSource: Codable, Sendable, Equatable {
+    public var fieldRef: ObjectFieldSelector?
+    public var resourceFieldRef: ResourceFieldSelector?
+    public var configMapKeyRef: KeySelector?
+    public var secretKeyRef: KeySelector?
+    public init(fieldRef: ObjectFieldSelector? = nil, resourceFieldRef: ResourceFieldSelector? = nil,
+                configMapKeyRef: KeySelector? = nil, secretKeyRef: KeySelector? = nil) {
+        self.fieldRef = fieldRef
+        self.resourceFieldRef = resourceFieldRef
+        self.configMapKeyRef = configMapKeyRef
+        self.secretKeyRef = secretKeyRef
+    }
+}
+
+public struct ObjectFieldSelector: Codable, Sendable, Equatable {
+    public var apiVersion: String?
+    public var fieldPath: String
+    public init(fieldPath: String) { self.fieldPath = fieldPath }
+}
+
+public struct ResourceFieldSelector: Codable, Sendable, Equatable {
+    public var containerName: String?
+    public var resource: String
+    public var divisor: Quantity?
+    public init(resource: String, containerName: String? = nil) { self.resource = resource; self.containerName = containerName }
+}
+
+/// configMapKeyRef / secretKeyRef.
+public struct KeySelector: Codable, Sendable, Equatable {
+    public var name: String
+    public var key: String
+    public var optional: Bool?
+    public init(name: String, key: String, optional: Bool? = nil) { self.name = name; self.key = key; self.optional = optional }
+}
+
+public struct EnvFromSource: Codable, Sendable, Equatable {
+    public var prefix: String?
+    public var configMapRef: NameRef?
+    public var secretRef: NameRef?
+    public init(prefix: String? = nil, configMapRef: NameRef? = nil, secretRef: NameRef? = nil) {
+        self.prefix = prefix
+        self.configMapRef = configMapRef
+        self.secretRef = secretRef
+    }
+}
+
+/// A reference by name with an `optional` flag (envFrom's configMapRef / secretRef).
+public struct NameRef: Codable, Sendable, Equatable {
+    public var name: String
+    public var optional: Bool?
+    public init(name: String, optional: Bool? = nil) { self.name = name; self.optional = optional }
+}
+
+public struct LocalObjectReference: Codable, Sendable, Equatable {
+    public var name: String
+    public init(name: String) { self.name = name }
+}
+
+public struct Toleration: Codable, Sendable, Equatable {
+    public var key: String?
+    public var `operator`: String?
+    public var value: String?
+    public var effect: String?
+    public var tolerationSeconds: Int64?
 }
 
 public struct ContainerPort: Codable, Sendable, Equatable {
@@ -153,11 +251,101 @@ public struct Volume: Codable, Sendable, Equatable {
     public var name: String
     public var emptyDir: EmptyDirVolumeSource?
     public var hostPath: HostPathVolumeSource?
-    public init(name: String, emptyDir: EmptyDirVolumeSource? = nil, hostPath: HostPathVolumeSource? = nil) {
+    public var configMap: ConfigMapVolumeSource?
+    public var secret: SecretVolumeSource?
+    public var downwardAPI: DownwardAPIVolumeSource?
+    public var projected: ProjectedVolumeSource?
+    public init(name: String, emptyDir: EmptyDirVolumeSource? = nil, hostPath: HostPathVolumeSource? = nil,
+                configMap: ConfigMapVolumeSource? = nil, secret: SecretVolumeSource? = nil) {
         self.name = name
         self.emptyDir = emptyDir
         self.hostPath = hostPath
+        self.configMap = configMap
+        self.secret = secret
     }
+
+    /// Volume source kinds edged knows; any other key in a volume (nfs, csi, ...) is reported as unsupported.
+    public static let supportedSources = ["emptyDir", "hostPath", "configMap", "secret", "downwardAPI", "projected"]
+}
+
+/// One key of a configMap/secret projected to a relative path.
+public struct KeyToPath: Codable, Sendable, Equatable {
+    public var key: String
+    public var path: String
+    public var mode: Int32?
+    public init(key: String, path: String, mode: Int32? = nil) { self.key = key; self.path = path; self.mode = mode }
+}
+
+public struct ConfigMapVolumeSource: Codable, Sendable, Equatable {
+    public var name: String?
+    public var items: [KeyToPath]?
+    public var defaultMode: Int32?
+    public var optional: Bool?
+    public init(name: String?, items: [KeyToPath]? = nil, defaultMode: Int32? = nil, optional: Bool? = nil) {
+        self.name = name
+        self.items = items
+        self.defaultMode = defaultMode
+        self.optional = optional
+    }
+}
+
+public struct SecretVolumeSource: Codable, Sendable, Equatable {
+    public var secretName: String?
+    public var items: [KeyToPath]?
+    public var defaultMode: Int32?
+    public var optional: Bool?
+    public init(secretName: String?, items: [KeyToPath]? = nil, defaultMode: Int32? = nil, optional: Bool? = nil) {
+        self.secretName = secretName
+        self.items = items
+        self.defaultMode = defaultMode
+        self.optional = optional
+    }
+}
+
+public struct DownwardAPIVolumeFile: Codable, Sendable, Equatable {
+    public var path: String
+    public var fieldRef: ObjectFieldSelector?
+    public var resourceFieldRef: ResourceFieldSelector?
+    public var mode: Int32?
+}
+
+public struct DownwardAPIVolumeSource: Codable, Sendable, Equatable {
+    public var items: [DownwardAPIVolumeFile]?
+    public var defaultMode: Int32?
+}
+
+public struct ServiceAccountTokenProjection: Codable, Sendable, Equatable {
+    public var audience: String?
+    public var expirationSeconds: Int64?
+    public var path: String
+}
+
+public struct VolumeProjection: Codable, Sendable, Equatable {
+    public var configMap: ConfigMapProjection?
+    public var secret: SecretProjection?
+    public var downwardAPI: DownwardAPIProjection?
+    public var serviceAccountToken: ServiceAccountTokenProjection?
+}
+
+public struct ConfigMapProjection: Codable, Sendable, Equatable {
+    public var name: String?
+    public var items: [KeyToPath]?
+    public var optional: Bool?
+}
+
+public struct SecretProjection: Codable, Sendable, Equatable {
+    public var name: String?
+    public var items: [KeyToPath]?
+    public var optional: Bool?
+}
+
+public struct DownwardAPIProjection: Codable, Sendable, Equatable {
+    public var items: [DownwardAPIVolumeFile]?
+}
+
+public struct ProjectedVolumeSource: Codable, Sendable, Equatable {
+    public var sources: [VolumeProjection]?
+    public var defaultMode: Int32?
 }
 
 public struct EmptyDirVolumeSource: Codable, Sendable, Equatable {

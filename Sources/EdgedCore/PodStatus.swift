@@ -7,11 +7,19 @@ public struct PodStatus: Codable, Sendable, Equatable {
     public var reason: String?
     public var hostIP: String?
     public var podIP: String?
+    public var podIPs: [PodIP]?
+    public var hostIPs: [PodIP]?
     public var startTime: String?
     public var initContainerStatuses: [ContainerStatus]?
     public var containerStatuses: [ContainerStatus]?
     public var qosClass: String?
     public init(phase: PodPhase? = nil) { self.phase = phase }
+}
+
+/// An entry of status.podIPs / status.hostIPs.
+public struct PodIP: Codable, Sendable, Equatable {
+    public var ip: String
+    public init(ip: String) { self.ip = ip }
 }
 
 public enum PodPhase: String, Codable, Sendable {
