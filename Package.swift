@@ -56,6 +56,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOTLS", package: "swift-nio"),
         ]),
         // Kubernetes API client: typed models, get/list/watch/create/patch/update/delete, list+watch informers.
         .target(name: "EdgedKube", dependencies: [
