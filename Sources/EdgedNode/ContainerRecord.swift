@@ -45,7 +45,7 @@ struct Backoff: Sendable {
 }
 
 struct ContainerRecord: Sendable {
-    let container: Container
+    var container: Container
     let isInit: Bool
     let order: Int
     var image: StoredImage?
@@ -62,6 +62,10 @@ struct ContainerRecord: Sendable {
     var lastStartFailure: ContainerState.Terminated?
     var started = false
     var ready = false
+    /// The spec changed in place (a new image): restart this container with the new spec at the next sync.
+    var specChanged = false
+    /// When the last BackOff event was sent (one per back-off period, not one per sync).
+    var backoffEventSent = false
 
     init(container: Container, isInit: Bool, order: Int) {
         self.container = container
@@ -101,6 +105,8 @@ struct PodSummaryInput: Sendable {
     var terminating: Bool
     var containers: [ContainerView]
     var startTime: Timestamp?
+    /// The pod's IPs (CNI result; empty for hostNetwork pods, which use the host's).
+    var podIPs: [String] = []
 }
 
 extension ContainerInfo {

@@ -24,7 +24,9 @@ enum ContainerSpecBuilder {
     }
 
     /// The environment in order: image env, then the container's (later wins, first position kept).
-    static func environment(container: Container, image: ImageConfig, extra: [(String, String)]) -> [(String, String)] {
+    /// `valueFrom`: the resolved values of env entries that use valueFrom (not expanded, like kubelet).
+    static func environment(container: Container, image: ImageConfig, extra: [(String, String)],
+                            valueFrom: [String: String] = [:]) -> [(String, String)] {
         var order: [String] = []
         var values: [String: String] = [:]
         func set(_ k: String, _ v: String) {
@@ -38,7 +40,11 @@ enum ContainerSpecBuilder {
         if values["PATH"] == nil { set("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin") }
         for (k, v) in extra { set(k, v) }
         for e in container.env ?? [] {
-            set(e.name, expand(e.value ?? "", values))
+            if e.valueFrom != nil {
+                if let v = valueFrom[e.name] { set(e.name, v) }
+            } else {
+                set(e.name, expand(e.value ?? "", values))
+            }
         }
         return order.map { ($0, values[$0]!) }
     }

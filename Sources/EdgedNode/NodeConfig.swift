@@ -1,5 +1,7 @@
 // Settings the pod runner needs, filled in by EdgedDaemon from the config file and flags.
 
+import EdgedNetwork
+
 /// What the pod runner needs to know about this node.
 public struct NodeConfig: Sendable {
     public var nodeName: String
@@ -15,6 +17,13 @@ public struct NodeConfig: Sendable {
     public var podPidsLimit: Int64?
     /// How often each pod worker re-checks its containers when nothing wakes it.
     public var resyncInterval: Duration
+    /// Set when the node has joined a cluster: where Events go and where API-backed volumes/env come from.
+    public var events: PodEventSink?
+    public var apiObjects: (any PodAPIObjects)?
+    /// How often configMap/secret/projected volumes are re-read (kubelet: about a minute; watches speed it up).
+    public var volumeRefreshInterval: Duration = .seconds(60)
+    /// Pod networking through CNI (nil: pods that are not hostNetwork get a netns with only lo).
+    public var network: PodNetwork?
 
     public init(nodeName: String, podsDir: String, logDir: String, containerLogMaxBytes: Int = 10 << 20,
                 containerLogMaxFiles: Int = 5, seccompDefault: Bool = false, podPidsLimit: Int64? = nil,

@@ -10,30 +10,57 @@ import ServiceLifecycle
 
 /// The pod runner. Feed it the desired pods (`apply`), ask it for status (`summaries`).
 public actor PodManager {
+    /// Where desired pods come from: static manifests, and the API server once the node has joined a cluster.
+    public enum Origin: String, Sendable { case file, api }
+
+    private struct Entry {
+        var worker: PodWorker
+        var task: Task<Void, Never>
+        var origin: Origin
+        var pod: Pod
+    }
+
     private let runtime: ContainerRuntime
     private let images: ImageStore
     private let config: NodeConfig
     private let errors: ErrorLog
     private let logger: Logger
-    private var workers: [String: (worker: PodWorker, task: Task<Void, Never>)] = [:]  // by pod UID
+    private var workers: [String: Entry] = [:]  // by pod UID
     private var terminating: [String: Task<Void, Never>] = [:]
-    private var adopted = false
+    private var expectedOrigins: Set<Origin>
+    private var adoptedOrigins: Set<Origin> = []
+    private var leftovers: [String: [ContainerInfo]]?
     private var manifestErrors: [String: String] = [:]
 
-    public init(runtime: ContainerRuntime, images: ImageStore, config: NodeConfig, errors: ErrorLog, logger: Logger) {
+    /// `origins`: the sources that will call `apply`; containers of pods no source wants are removed only once
+    /// every one of them has reported (so API pods survive a restart while the API server is still away).
+    public init(runtime: ContainerRuntime, images: ImageStore, config: NodeConfig, errors: ErrorLog, logger: Logger,
+                origins: Set<Origin> = [.file]) {
         self.runtime = runtime
         self.images = images
         self.config = config
         self.errors = errors
         self.logger = logger
+        self.expectedOrigins = origins
     }
 
-    /// Makes the running pods match `desired`: new UIDs start, missing UIDs terminate (an edited manifest
-    /// has a new UID, so its old pod terminates and the new one starts, as with kubelet's static pods).
-    public func apply(_ desired: [DesiredPod]) async {
-        if !adopted { await adoptLeftovers(desired) }
+    /// Adds a source after start (`edgectl join` on a running edged).
+    public func expect(_ origin: Origin) { expectedOrigins.insert(origin) }
+
+    /// Makes the running pods of `origin` match `desired`: new UIDs start, missing UIDs terminate (an edited
+    /// manifest has a new UID, so its old pod terminates and the new one starts, as with kubelet's static pods).
+    /// A known UID with a changed pod is updated in place (image change, deletionTimestamp).
+    public func apply(_ desired: [DesiredPod], origin: Origin = .file) async {
+        if leftovers == nil { leftovers = Dictionary(grouping: await runtime.list(), by: { $0.spec.podUID }) }
         let wanted = Dictionary(desired.map { ($0.pod.metadata.uid ?? "", $0) }, uniquingKeysWith: { a, _ in a })
-        for (uid, entry) in workers where wanted[uid] == nil {
+        for (uid, entry) in workers where entry.origin == origin {
+            if let d = wanted[uid] {
+                if d.pod != entry.pod {
+                    workers[uid]?.pod = d.pod
+                    await entry.worker.update(d.pod)
+                }
+                if d.pod.metadata.deletionTimestamp == nil { continue }
+            }
             await entry.worker.requestTermination()
             workers[uid] = nil
             let task = entry.task
@@ -42,8 +69,23 @@ public actor PodManager {
                 await self?.finishedTerminating(uid)
             }
         }
-        for (uid, d) in wanted where workers[uid] == nil {
-            start(d, adopting: [])
+        for (uid, d) in wanted where workers[uid] == nil && terminating[uid] == nil {
+            let infos = leftovers?.removeValue(forKey: uid) ?? []
+            if d.pod.metadata.deletionTimestamp != nil && infos.isEmpty { continue }
+            start(d, origin: origin, adopting: infos)
+            if d.pod.metadata.deletionTimestamp != nil, let entry = workers.removeValue(forKey: uid) {
+                // Being deleted while edged was down: adopt its containers only to stop them gracefully.
+                await entry.worker.requestTermination()
+                terminating[uid] = Task { [weak self] in
+                    await entry.task.value
+                    await self?.finishedTerminating(uid)
+                }
+            }
+        }
+        adoptedOrigins.insert(origin)
+        if adoptedOrigins.isSuperset(of: expectedOrigins), let rest = leftovers, !rest.isEmpty {
+            leftovers = [:]
+            await removeLeftovers(rest)
         }
     }
 
@@ -60,27 +102,23 @@ public actor PodManager {
         terminating[uid] = nil
     }
 
-    private func start(_ d: DesiredPod, adopting infos: [ContainerInfo]) {
+    /// Whether a pod still has a worker or is still being terminated.
+    public func isActive(uid: String) -> Bool { workers[uid] != nil || terminating[uid] != nil }
+
+    private func start(_ d: DesiredPod, origin: Origin, adopting infos: [ContainerInfo]) {
         let uid = d.pod.metadata.uid ?? ""
         let worker = PodWorker(pod: d.pod, source: d.source, runtime: runtime, images: images, config: config, errors: errors, logger: logger)
         let task = Task {
             if !infos.isEmpty { await worker.adopt(infos) }
             await worker.run()
         }
-        workers[uid] = (worker, task)
+        workers[uid] = Entry(worker: worker, task: task, origin: origin, pod: d.pod)
     }
 
-    /// On the first apply after start: containers of desired pods are handed to their workers; containers of
-    /// pods that are gone (manifest removed while edged was down) are stopped and removed with their sandbox.
-    private func adoptLeftovers(_ desired: [DesiredPod]) async {
-        adopted = true
-        let byPod = Dictionary(grouping: await runtime.list(), by: { $0.spec.podUID })
-        let wanted = Set(desired.compactMap { $0.pod.metadata.uid })
-        for d in desired {
-            let uid = d.pod.metadata.uid ?? ""
-            if let infos = byPod[uid], !infos.isEmpty { start(d, adopting: infos) }
-        }
-        for (uid, infos) in byPod where !wanted.contains(uid) {
+    /// Containers of pods that no source wants any more (removed while edged was down) are stopped and removed
+    /// with their sandbox.
+    private func removeLeftovers(_ byPod: [String: [ContainerInfo]]) async {
+        for (uid, infos) in byPod where workers[uid] == nil && terminating[uid] == nil {
             logger.info("removing \(infos.count) container(s) of pod \(infos[0].spec.podNamespace)/\(infos[0].spec.podName), which is no longer wanted")
             await withTaskGroup(of: Void.self) { group in
                 for info in infos where info.status.isRunning {
@@ -88,8 +126,24 @@ public actor PodManager {
                 }
             }
             for info in infos { try? await runtime.remove(id: info.spec.id) }
+            try? await config.network?.tearDown(podUID: uid)
             try? await runtime.removeSandbox(podUID: uid)
+            APIVolumes.unmountAll(under: "\(config.podsDir)/\(uid)")
             Files.removeTree("\(config.podsDir)/\(uid)")
+        }
+    }
+
+    /// Full status input of every API pod (for the status writer), by UID.
+    func apiPodInputs() async -> [String: PodSummaryInput] {
+        var out: [String: PodSummaryInput] = [:]
+        for (uid, entry) in workers where entry.origin == .api { out[uid] = await entry.worker.summary() }
+        return out
+    }
+
+    /// Wakes the pods that mount or read `kind` ("configmap"/"secret") `namespace/name`, to refresh their volumes.
+    public func objectChanged(kind: String, namespace: String, name: String) async {
+        for entry in workers.values where entry.pod.namespace == namespace && entry.pod.refers(to: kind, name: name) {
+            await entry.worker.refreshVolumesSoon()
         }
     }
 
@@ -114,7 +168,7 @@ public actor PodManager {
     /// The log file of a pod's container (`name` without the node suffix is accepted too).
     public func logPath(namespace: String, pod: String, container: String?, previous: Bool) async throws(EdgedError) -> String {
         for (_, entry) in workers {
-            let p = entry.worker.pod
+            let p = entry.pod
             if p.namespace == namespace && (p.name == pod || p.name == "\(pod)-\(config.nodeName)") {
                 return try await entry.worker.logPath(container: container, previous: previous)
             }
@@ -124,7 +178,7 @@ public actor PodManager {
 
     /// Stops every pod (used by tests and `edged --stop-pods-on-exit`); normally edged exits and leaves pods running.
     public func terminateAll() async {
-        await apply([])
+        for origin in Set(workers.values.map(\.origin)) { await apply([], origin: origin) }
         for t in terminating.values { await t.value }
     }
 
@@ -154,5 +208,16 @@ public struct StaticPodService: Service {
             }
         }
         await manager.waitForTerminations()
+    }
+}
+
+extension Pod {
+    /// Whether the pod's volumes or env refer to configMap/secret `name`.
+    func refers(to kind: String, name: String) -> Bool {
+        for v in spec.volumes ?? [] {
+            if kind == "configmap" && (v.configMap?.name == name || v.projected?.sources?.contains { $0.configMap?.name == name } == true) { return true }
+            if kind == "secret" && (v.secret?.secretName == name || v.projected?.sources?.contains { $0.secret?.name == name } == true) { return true }
+        }
+        return false
     }
 }

@@ -14,7 +14,8 @@ enum PodStatusBuilder {
         let ready = phase == .running && !regular.isEmpty && regular.allSatisfy { $0.ready && $0.state == "running" }
         return PodSummary(namespace: pod.namespace, name: pod.name, uid: pod.metadata.uid ?? "", phase: phase.rawValue,
                           ready: ready, restarts: restarts, reason: displayReason(input, phase: phase, containers: containers),
-                          message: input.podMessage, source: input.source, podIP: nil, containers: containers)
+                          message: input.podMessage, source: input.source, podIP: input.podIPs.first,
+                          podIPs: input.podIPs.isEmpty ? nil : input.podIPs, containers: containers)
     }
 
     /// kubelet's getPhase: Pending until every container started once; Running while any runs or will restart;

@@ -10,12 +10,13 @@
 
 import EdgedCore
 import EdgedImages
+import EdgedNetwork
 import EdgedRuntime
 import Glibc
 import Logging
 
 actor PodWorker {
-    let pod: Pod
+    private(set) var pod: Pod
     let source: String
     private let runtime: ContainerRuntime
     private let images: ImageStore
@@ -27,6 +28,11 @@ actor PodWorker {
     private var sandbox: Sandbox?
     private var volumePaths: [String: String] = [:]
     private var volumesReady = false
+    private var apiVolumesRefreshAt: ContinuousClock.Instant?
+    /// The pod's IPs from CNI (set by the network step; empty for hostNetwork pods and without CNI).
+    private var podIPs: [String] = []
+    private var networkBackoff = Backoff()
+    private var networkRetryAt: ContinuousClock.Instant?
     private var initDone = false
     private var podFailed = false
     private var podMessage: String?
@@ -89,6 +95,33 @@ actor PodWorker {
         wake()
     }
 
+    /// A new version of the same pod (same UID) from the API server. Containers whose image changed are restarted
+    /// with the new image, like kubelet's container-hash check (in-place upgrades); a deletionTimestamp starts a
+    /// graceful termination with the pod's deletion grace period. Other spec fields are immutable in the API.
+    func update(_ newPod: Pod) {
+        let byName = Dictionary(((newPod.spec.initContainers ?? []) + newPod.spec.containers).map { ($0.name, $0) },
+                                uniquingKeysWith: { a, _ in a })
+        for (name, var rec) in records {
+            guard let c = byName[name], c.image != rec.container.image else { continue }
+            logger.info("container \(name): image changed from \(rec.container.image ?? "") to \(c.image ?? ""), restarting it")
+            rec.container = c
+            rec.image = nil
+            rec.imagePulledOnce = false
+            rec.imageBackoff = Backoff()
+            rec.imageRetryAt = nil
+            rec.specChanged = !rec.isInit
+            records[name] = rec
+        }
+        pod = newPod
+        if newPod.metadata.deletionTimestamp != nil { terminationRequested = true }
+        wake()
+    }
+
+    /// Sends a kubelet-style Event when the node has joined a cluster.
+    private func event(_ container: String?, _ kind: PodEvent.Kind, _ reason: String, _ message: String) {
+        config.events?(PodEvent(pod: pod, container: container, kind: kind, reason: reason, message: message))
+    }
+
     /// Takes over containers a previous edged started for this pod (found in the runtime's state dir).
     func adopt(_ infos: [ContainerInfo]) {
         for info in infos {
@@ -122,7 +155,7 @@ actor PodWorker {
         guard !podFailed else { return }
         guard await ensureImages() else { return }
         guard await ensureSandbox() else { return }
-        guard ensureVolumes() else { return }
+        guard await ensureVolumes() else { return }
         if !initDone {
             guard await syncInitContainers() else { return }
             initDone = true
@@ -154,20 +187,26 @@ actor PodWorker {
                 if policy == .never && image == nil {
                     rec.waiting = ("ErrImageNeverPull", "image \(ref) is not present and imagePullPolicy is Never: import it with `edgectl images import FILE`")
                     errors.record(subject, "container \(name): \(rec.waiting!.message)")
+                    event(name, .warning, "ErrImageNeverPull", "Container image \"\(ref)\" is not present with pull policy of Never")
                     records[name] = rec
                     ok = false
                     continue
                 }
                 do {
                     logger.info("pulling image \(ref)")
+                    event(name, .normal, "Pulling", "Pulling image \"\(ref)\"")
+                    let began = ContinuousClock.now
                     image = try await images.pull(ref)
                     rec.imagePulledOnce = true
+                    event(name, .normal, "Pulled", "Successfully pulled image \"\(ref)\" in \(Self.seconds(ContinuousClock.now - began))")
                 } catch {
                     if image == nil {
                         let delay = rec.imageBackoff.next()
                         rec.imageRetryAt = .now + delay
                         rec.waiting = (rec.imageBackoff.failures > 1 ? "ImagePullBackOff" : "ErrImagePull", "\(error)")
                         errors.record(subject, "container \(name): pulling image \(ref): \(error)")
+                        event(name, .warning, "Failed", "Failed to pull image \"\(ref)\": \(error)")
+                        if rec.imageBackoff.failures > 1 { event(name, .normal, "BackOff", "Back-off pulling image \"\(ref)\"") }
                         records[name] = rec
                         ok = false
                         continue
@@ -176,6 +215,8 @@ actor PodWorker {
                     logger.warning("pull of \(ref) failed, using the cached image: \(error)")
                     rec.imagePulledOnce = true
                 }
+            } else {
+                event(name, .normal, "Pulled", "Container image \"\(ref)\" already present on machine")
             }
             rec.image = image
             rec.imageBackoff = Backoff()
@@ -188,11 +229,40 @@ actor PodWorker {
     private func ensureSandbox() async -> Bool {
         if sandbox != nil { return true }
         do {
-            sandbox = try await runtime.createSandbox(podUID: uid, hostname: hostname, hostNetwork: pod.spec.hostNetwork ?? false)
+            let created = try await runtime.createSandbox(podUID: uid, hostname: hostname, hostNetwork: pod.spec.hostNetwork ?? false)
+            guard await ensureNetwork(created) else { return false }
+            sandbox = created
             return true
         } catch {
             setAllWaiting("CreatePodSandboxError", "\(error)")
             errors.record(subject, "creating the pod sandbox: \(error)")
+            event(nil, .warning, "FailedCreatePodSandBox", "Failed to create pod sandbox: \(error)")
+            return false
+        }
+    }
+
+    /// Connects a non-hostNetwork pod's netns through CNI (kubelet: SetUpPod right after the sandbox). A failure
+    /// fails the sandbox step (FailedCreatePodSandBox, naming the plugin) and is retried with back-off.
+    private func ensureNetwork(_ created: Sandbox) async -> Bool {
+        guard let network = config.network, !created.hostNetwork, let netns = created.netns else { return true }
+        if let at = networkRetryAt, ContinuousClock.now < at { return false }
+        let ports = pod.spec.containers.flatMap { $0.ports ?? [] }.compactMap { p -> PortMapping? in
+            guard let host = p.hostPort, host > 0 else { return nil }
+            return PortMapping(hostPort: Int(host), containerPort: Int(p.containerPort), protocol: p.protocol ?? "TCP")
+        }
+        do {
+            let status = try await network.setUp(podUID: uid, namespace: pod.namespace, name: pod.name, netnsPath: netns,
+                                                  portMappings: ports)
+            podIPs = status?.ips ?? []
+            networkBackoff = Backoff()
+            networkRetryAt = nil
+            return true
+        } catch {
+            networkRetryAt = .now + networkBackoff.next()
+            let message = "failed to set up the network for sandbox of pod \(pod.fullName): \(error.message)"
+            setAllWaiting("CreatePodSandboxError", message)
+            errors.record(subject, message)
+            event(nil, .warning, "FailedCreatePodSandBox", "Failed to create pod sandbox: \(message)")
             return false
         }
     }
@@ -206,17 +276,44 @@ actor PodWorker {
         return String((pod.spec.hostname ?? pod.name).prefix(63))
     }
 
-    private func ensureVolumes() -> Bool {
-        if volumesReady { return true }
+    private func ensureVolumes() async -> Bool {
+        if volumesReady {
+            await refreshAPIVolumes()
+            return true
+        }
         do {
             volumePaths = try VolumeManager.prepare(pod: pod, podDir: podDir)
+            if let objects = config.apiObjects {
+                volumePaths.merge(try await APIVolumes.sync(pod: pod, podDir: podDir, podIPs: podIPs, objects: objects)) { _, b in b }
+                apiVolumesRefreshAt = .now + config.volumeRefreshInterval
+            }
             volumesReady = true
             return true
         } catch {
             setAllWaiting("CreateContainerConfigError", error.message)
             errors.record(subject, error.message)
+            event(nil, .warning, "FailedMount", error.message)
             return false
         }
+    }
+
+    /// Rewrites configMap/secret/downwardAPI/projected volumes whose source changed (kubelet's periodic remount).
+    /// A failure keeps the last good content and is reported; containers keep running.
+    private func refreshAPIVolumes() async {
+        guard let objects = config.apiObjects, let at = apiVolumesRefreshAt, ContinuousClock.now >= at else { return }
+        apiVolumesRefreshAt = .now + config.volumeRefreshInterval
+        do {
+            _ = try await APIVolumes.sync(pod: pod, podDir: podDir, podIPs: podIPs, objects: objects)
+        } catch {
+            errors.record(subject, error.message)
+            event(nil, .warning, "FailedMount", error.message)
+        }
+    }
+
+    /// Asks the next sync to refresh API-backed volumes now (a watched configMap/secret changed).
+    func refreshVolumesSoon() {
+        if apiVolumesRefreshAt != nil { apiVolumesRefreshAt = .now }
+        wake()
     }
 
     private var podDir: String { "\(config.podsDir)/\(uid)" }
@@ -258,6 +355,10 @@ actor PodWorker {
 
     private func syncContainer(_ name: String) async {
         guard let rec = records[name] else { return }
+        if rec.specChanged, rec.image != nil {
+            await restartChanged(name)
+            return
+        }
         switch rec.current?.status {
         case .running:
             return
@@ -273,6 +374,34 @@ actor PodWorker {
                 await start(name, restart: 0)
             }
         }
+    }
+
+    /// Stops a container whose spec changed and starts it again with the new spec (restart count + 1).
+    private func restartChanged(_ name: String) async {
+        guard var rec = records[name] else { return }
+        if let cur = rec.current, case .running = cur.status {
+            event(name, .normal, "Killing", "Container \(name) definition changed, will be restarted")
+            probeTasks[name]?.cancel()
+            probeTasks[name] = nil
+            _ = try? await runtime.stop(id: cur.spec.id, grace: terminationGrace)
+            if let info = await runtime.inspect(id: cur.spec.id) { rec.current = info }
+        }
+        rec.exitHandled = true
+        rec.specChanged = false
+        rec.crashBackoff = Backoff()
+        records[name] = rec
+        await start(name, restart: rec.current == nil ? rec.restartCount : rec.restartCount + 1)
+    }
+
+    /// The grace period for stopping this pod's containers: the API server's deletion grace period when the pod
+    /// is being deleted, else spec.terminationGracePeriodSeconds (default 30 s).
+    private var terminationGrace: Duration {
+        .seconds(max(pod.metadata.deletionGracePeriodSeconds ?? pod.spec.terminationGracePeriodSeconds ?? 30, 0))
+    }
+
+    static func seconds(_ d: Duration) -> String {
+        let ms = d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000
+        return ms < 1000 ? "\(ms)ms" : "\(ms / 1000).\(ms % 1000 / 100)s"
     }
 
     /// Book-keeping the first time an instance is seen exited: backoff, previous instance, probes.
@@ -298,6 +427,10 @@ actor PodWorker {
         if let at = rec.crashBackoff.nextStartAt, ContinuousClock.now < at {
             var r = rec
             r.waiting = ("CrashLoopBackOff", "back-off \(rec.crashBackoff.currentDelayText) restarting failed container=\(name) pod=\(pod.fullName)")
+            if !r.backoffEventSent {
+                r.backoffEventSent = true
+                event(name, .warning, "BackOff", "Back-off restarting failed container \(name) in pod \(pod.name)")
+            }
             records[name] = r
             return
         }
@@ -317,11 +450,13 @@ actor PodWorker {
         let id = "\(uid.prefix(12))-\(name)-\(restart)"
         let spec: ContainerSpec
         do {
-            spec = try makeSpec(rec.container, image: image, id: id, restart: restart)
+            let env = try await PodEnv.resolve(pod: pod, container: rec.container, podIPs: podIPs, objects: config.apiObjects)
+            spec = try makeSpec(rec.container, image: image, id: id, restart: restart, apiEnv: env)
         } catch {
             rec.waiting = ("CreateContainerConfigError", error.message)
             records[name] = rec
             errors.record(subject, "container \(name): \(error.message)")
+            event(name, .warning, "Failed", "Error: \(error.message)")
             return
         }
         // Keep one previous instance (for `logs --previous`), remove older ones.
@@ -340,7 +475,10 @@ actor PodWorker {
             rec.lastStartFailure = nil
             rec.started = rec.container.startupProbe == nil
             rec.ready = false
+            rec.backoffEventSent = false
             records[name] = rec
+            event(name, .normal, "Created", "Created container \(name)")
+            event(name, .normal, "Started", "Started container \(name)")
             logger.info("started container \(name) (id \(id), pid \(info.pid ?? 0))")
             watchExit(name: name, id: id)
             if !rec.isInit { startProbes(name: name, id: id) }
@@ -354,15 +492,17 @@ actor PodWorker {
             rec.waiting = ("RunContainerError", "\(error)")
             records[name] = rec
             errors.record(subject, "container \(name): \(error)")
+            event(name, .warning, "Failed", "Error: \(error)")
             if (pod.spec.restartPolicy ?? .always) == .never {
                 failPod("container \(name) could not start: \(error)")
             }
         }
     }
 
-    private func makeSpec(_ c: Container, image: StoredImage, id: String, restart: Int) throws(EdgedError) -> ContainerSpec {
-        let extra: [(String, String)] = [("HOSTNAME", hostname)]
-        let env = ContainerSpecBuilder.environment(container: c, image: image.config, extra: extra)
+    private func makeSpec(_ c: Container, image: StoredImage, id: String, restart: Int,
+                          apiEnv: (before: [(String, String)], valueFrom: [String: String])) throws(EdgedError) -> ContainerSpec {
+        let extra: [(String, String)] = [("HOSTNAME", hostname)] + apiEnv.before
+        let env = ContainerSpecBuilder.environment(container: c, image: image.config, extra: extra, valueFrom: apiEnv.valueFrom)
         let argv = ContainerSpecBuilder.argv(container: c, image: image.config, env: env)
         guard !argv.isEmpty else {
             throw EdgedError(.invalidManifest, "no command: the image \(c.image ?? "") has no Entrypoint or Cmd and the container sets no command")
@@ -449,6 +589,8 @@ actor PodWorker {
             rec.ready = ready
         case .livenessFailed(let message), .startupFailed(let message):
             logger.warning("container \(name) failed its probe, restarting it: \(message)")
+            self.event(name, .warning, "Unhealthy", message)
+            self.event(name, .normal, "Killing", "Container \(name) failed probe, will be restarted")
             errors.record(subject, "container \(name): \(message); restarting it")
             records[name] = rec
             let grace = Duration.seconds(rec.container.livenessProbe?.terminationGracePeriodSeconds ?? pod.spec.terminationGracePeriodSeconds ?? 30)
@@ -465,9 +607,10 @@ actor PodWorker {
         logger.info("terminating pod")
         for t in probeTasks.values { t.cancel() }
         probeTasks = [:]
-        let grace = Duration.seconds(max(pod.spec.terminationGracePeriodSeconds ?? 30, 0))
+        let grace = terminationGrace
         let ids = records.values.compactMap { rec -> String? in
             guard let cur = rec.current, case .running = cur.status else { return nil }
+            event(rec.container.name, .normal, "Killing", "Stopping container \(rec.container.name)")
             return cur.spec.id
         }
         await withTaskGroup(of: Void.self) { group in
@@ -482,9 +625,18 @@ actor PodWorker {
                 }
             }
         }
+        if let network = config.network, pod.spec.hostNetwork != true {
+            do {
+                try await network.tearDown(podUID: uid, namespace: pod.namespace, name: pod.name, netnsPath: sandbox?.netns ?? "")
+            } catch {
+                errors.record(subject, "tearing down the pod network: \(error.message)")
+            }
+            podIPs = []
+        }
         do { try await runtime.removeSandbox(podUID: uid) } catch {
             errors.record(subject, "removing the pod sandbox: \(error)")
         }
+        APIVolumes.unmountAll(under: "\(config.podsDir)/\(uid)")
         Files.removeTree("\(config.podsDir)/\(uid)")
         Files.removeTree("\(config.logDir)/\(pod.namespace)_\(pod.name)_\(uid)")
         terminated = true
@@ -499,7 +651,8 @@ actor PodWorker {
             containers.append(rec.view)
         }
         return PodSummaryInput(pod: pod, source: source, initDone: initDone, podFailed: podFailed, podMessage: podMessage,
-                               terminating: terminationRequested, containers: containers, startTime: startTime)
+                               terminating: terminationRequested, containers: containers, startTime: startTime,
+                               podIPs: podIPs)
     }
 
     /// Log path of a container's current or previous instance.
