@@ -58,11 +58,13 @@ public struct PodSummary: Codable, Sendable, Equatable {
     /// The manifest file the pod came from (static pods).
     public var source: String?
     public var podIP: String?
+    /// Every pod IP (IPv4 first), like status.podIPs; absent without a CNI network.
+    public var podIPs: [String]?
     public var containers: [ContainerSummary]
 
     public init(namespace: String, name: String, uid: String, phase: String, ready: Bool, restarts: Int,
                 reason: String? = nil, message: String? = nil, source: String? = nil, podIP: String? = nil,
-                containers: [ContainerSummary]) {
+                podIPs: [String]? = nil, containers: [ContainerSummary]) {
         self.namespace = namespace
         self.name = name
         self.uid = uid
@@ -73,6 +75,7 @@ public struct PodSummary: Codable, Sendable, Equatable {
         self.message = message
         self.source = source
         self.podIP = podIP
+        self.podIPs = podIPs
         self.containers = containers
     }
 }
