@@ -107,6 +107,8 @@ struct PodSummaryInput: Sendable {
     var startTime: Timestamp?
     /// The pod's IPs (CNI result; empty for hostNetwork pods, which use the host's).
     var podIPs: [String] = []
+    /// The sandbox (namespaces, network) exists.
+    var sandboxReady = false
 }
 
 extension ContainerInfo {

@@ -652,7 +652,7 @@ actor PodWorker {
         }
         return PodSummaryInput(pod: pod, source: source, initDone: initDone, podFailed: podFailed, podMessage: podMessage,
                                terminating: terminationRequested, containers: containers, startTime: startTime,
-                               podIPs: podIPs)
+                               podIPs: podIPs, sandboxReady: sandbox != nil)
     }
 
     /// Log path of a container's current or previous instance.

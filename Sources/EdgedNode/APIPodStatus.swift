@@ -1,0 +1,126 @@
+// The core/v1 PodStatus kubelet writes for a pod (what `kubectl get pod -o wide` and `kubectl describe pod` show),
+// built from the pod worker's view of its containers.
+
+import EdgedCore
+import EdgedRuntime
+
+enum APIPodStatus {
+    /// `previous`: the status last written, so condition transition times only move when a condition changes.
+    static func build(_ input: PodSummaryInput, hostIPs: [String], previous: PodStatus?) -> PodStatus {
+        let pod = input.pod
+        let regularViews = input.containers.filter { !$0.isInit }
+        let summaries = input.containers.map(PodStatusBuilder.containerSummary)
+        let phase = PodStatusBuilder.phaseOf(input, regular: summaries.filter { !$0.isInit })
+        var st = PodStatus(phase: phase)
+        let now = Timestamp.now().rfc3339
+        let containersReady = !regularViews.isEmpty && regularViews.allSatisfy { v in
+            v.ready && v.current?.status.isRunning == true
+        }
+        func condition(_ type: String, _ ok: Bool, reason: String? = nil) -> PodCondition {
+            let before = previous?.conditions?.first { $0.type == type }
+            let status = ok ? "True" : "False"
+            let time = before?.status == status ? (before?.lastTransitionTime ?? now) : now
+            return PodCondition(type: type, status: status, lastTransitionTime: time, reason: ok ? nil : reason)
+        }
+        let terminal = phase == .succeeded || phase == .failed
+        let notReady = terminal ? "PodCompleted" : "ContainersNotReady"
+        st.conditions = [
+            condition("PodReadyToStartContainers", input.sandboxReady),
+            condition("Initialized", input.initDone, reason: terminal ? "PodCompleted" : "ContainersNotInitialized"),
+            condition("Ready", containersReady, reason: notReady),
+            condition("ContainersReady", containersReady, reason: notReady),
+            condition("PodScheduled", true),
+        ]
+        if input.podFailed { st.message = input.podMessage }
+        if pod.spec.hostNetwork == true {
+            st.podIP = hostIPs.first
+            st.podIPs = hostIPs.isEmpty ? nil : hostIPs.map(PodIP.init)
+        } else {
+            st.podIP = input.podIPs.first
+            st.podIPs = input.podIPs.isEmpty ? nil : input.podIPs.map(PodIP.init)
+        }
+        st.hostIP = hostIPs.first
+        st.hostIPs = hostIPs.isEmpty ? nil : hostIPs.map(PodIP.init)
+        st.startTime = input.startTime?.rfc3339
+        let inits = input.containers.filter(\.isInit).map(containerStatus)
+        st.initContainerStatuses = inits.isEmpty ? nil : inits
+        st.containerStatuses = regularViews.map(containerStatus)
+        st.qosClass = qosClass(pod)
+        return st
+    }
+
+    static func containerStatus(_ v: ContainerView) -> EdgedCore.ContainerStatus {
+        var state = ContainerState(waiting: .init(reason: v.isInit ? "PodInitializing" : "ContainerCreating"))
+        var running = false
+        if let cur = v.current {
+            switch cur.status {
+            case .running(_, let startedAt):
+                state = ContainerState(running: .init(startedAt: startedAt.rfc3339))
+                running = true
+            case .exited(let code, let signal, let oom, let started, let finished, let message):
+                state = ContainerState(terminated: .init(
+                    exitCode: code, signal: signal, reason: oom ? "OOMKilled" : (code == 0 ? "Completed" : "Error"),
+                    message: message, startedAt: started.rfc3339, finishedAt: finished.rfc3339,
+                    containerID: "edged://\(cur.spec.id)"))
+            }
+        }
+        if let w = v.waiting, !running {
+            state = ContainerState(waiting: .init(reason: w.reason, message: w.message))
+        }
+        var last: ContainerState?
+        if let f = v.lastStartFailure, !running {
+            last = ContainerState(terminated: f)
+        } else if let cur = v.current, !running, state.waiting != nil, case .exited = cur.status {
+            // Waiting to restart: the exited instance is the last state.
+            last = containerStatus(ContainerView(name: v.name, image: v.image, imageID: v.imageID, isInit: v.isInit,
+                                                 restartCount: v.restartCount, current: cur, previous: nil, waiting: nil,
+                                                 lastStartFailure: nil, ready: false, started: false)).state
+        } else if let prev = v.previous, case .exited(let code, let signal, let oom, let started, let finished, let message) = prev.status {
+            last = ContainerState(terminated: .init(
+                exitCode: code, signal: signal, reason: oom ? "OOMKilled" : (code == 0 ? "Completed" : "Error"),
+                message: message, startedAt: started.rfc3339, finishedAt: finished.rfc3339,
+                containerID: "edged://\(prev.spec.id)"))
+        }
+        let imageID = v.imageID.isEmpty ? "" : "\(repository(of: v.image))@\(v.imageID)"
+        return EdgedCore.ContainerStatus(name: v.name, state: state, lastState: last ?? ContainerState(), ready: v.ready && running,
+                               started: running ? v.started : false, restartCount: Int32(v.restartCount), image: v.image,
+                               imageID: imageID, containerID: v.current.map { "edged://\($0.spec.id)" })
+    }
+
+    /// "registry/repo" of an image reference, without tag or digest (kubelet's imageID is repo@digest).
+    static func repository(of ref: String) -> String {
+        var r = ref
+        if let at = r.firstIndex(of: "@") { r = String(r[..<at]) }
+        if let colon = r.lastIndex(of: ":"), !r[colon...].contains("/") { r = String(r[..<colon]) }
+        return r
+    }
+
+    /// Guaranteed: every container has equal cpu and memory requests and limits; BestEffort: none has any; else Burstable.
+    static func qosClass(_ pod: Pod) -> String {
+        let all = (pod.spec.initContainers ?? []) + pod.spec.containers
+        var any = false
+        var guaranteed = true
+        for c in all {
+            let limits = c.resources?.limits ?? [:]
+            let requests = c.resources?.requests ?? [:]
+            if !limits.isEmpty || !requests.isEmpty { any = true }
+            for r in ["cpu", "memory"] {
+                guard let l = limits[r] else { guaranteed = false; continue }
+                if let q = requests[r], (try? q.milliValue()) != (try? l.milliValue()) { guaranteed = false }
+            }
+        }
+        if !any { return "BestEffort" }
+        return guaranteed ? "Guaranteed" : "Burstable"
+    }
+}
+
+extension PodManager {
+    /// The API status of every running API-bound pod, by UID.
+    public func apiStatuses(hostIPs: [String], previous: [String: PodStatus]) async -> [String: PodStatus] {
+        var out: [String: PodStatus] = [:]
+        for (uid, input) in await apiPodInputs() {
+            out[uid] = APIPodStatus.build(input, hostIPs: hostIPs, previous: previous[uid])
+        }
+        return out
+    }
+}
