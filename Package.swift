@@ -95,7 +95,7 @@ let package = Package(
         ]),
         // Builds every service from the config and runs them in one ServiceGroup.
         .target(name: "EdgedDaemon", dependencies: [
-            "EdgedCore", "EdgedNode", "EdgedImages", "EdgedRuntime", "EdgedControl", "EdgedSystemd",
+            "EdgedCore", "EdgedNode", "EdgedImages", "EdgedRuntime", "EdgedControl", "EdgedSystemd", "EdgedNetwork",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

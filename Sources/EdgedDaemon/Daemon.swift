@@ -3,6 +3,7 @@
 import EdgedControl
 import EdgedCore
 import EdgedImages
+import EdgedNetwork
 import EdgedNode
 import EdgedRuntime
 import EdgedSystemd
@@ -50,11 +51,15 @@ public struct Daemon {
             case .failure(let error): errors.record("image archive \(file)", "\(error)")
             }
         }
-        let nodeConfig = NodeConfig(
+        var nodeConfig = NodeConfig(
             nodeName: nodeName, podsDir: "\(config.stateDir)/pods", logDir: config.logDir,
             containerLogMaxBytes: Int((try? Quantity(config.containerLogMaxSize).value()) ?? 10 << 20),
             containerLogMaxFiles: config.containerLogMaxFiles, seccompDefault: config.seccompDefault,
             podPidsLimit: config.podPidsLimit > 0 ? config.podPidsLimit : nil)
+        nodeConfig.network = PodNetwork(
+            config: PodNetworkConfig(confDir: config.cni.confDir, binDirs: config.cni.binDirs, cacheDir: config.cniCacheDir,
+                                     pluginTimeout: .seconds(config.cni.pluginTimeoutSeconds), allowNoNetwork: true),
+            logger: logger)
         let pods = PodManager(runtime: runtime, images: images, config: nodeConfig, errors: errors, logger: logger)
         let backend = DaemonBackend(config: config, nodeName: nodeName, pods: pods, images: images, runtime: runtime,
                                     errors: errors, startedAt: started, startedClock: startedClock)

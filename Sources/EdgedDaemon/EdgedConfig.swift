@@ -44,13 +44,42 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
     public var manifestRescanSeconds: Int = 20
     /// Stop all pods when edged stops. Default false: pods keep running across edged restarts and upgrades.
     public var stopPodsOnExit: Bool = false
+    /// Pod networking through CNI plugins (kubelet's --cni-conf-dir / --cni-bin-dir).
+    public var cni: CNISettings = CNISettings()
+
+    /// The `cni:` section. Without any network config in confDir, standalone pods get a netns with only lo.
+    public struct CNISettings: Codable, Sendable, Equatable {
+        /// Network configs (*.conflist, *.conf, *.json; the lexically first is used). Default /etc/cni/net.d.
+        public var confDir: String = "/etc/cni/net.d"
+        /// Plugin dirs, searched in order. Default /opt/cni/bin, /usr/lib/cni (Debian's containernetworking-plugins).
+        public var binDirs: [String] = ["/opt/cni/bin", "/usr/lib/cni"]
+        /// Per-pod ADD results, so DEL works after a restart. Default <stateDir>/cni.
+        public var cacheDir: String?
+        /// Seconds one plugin call may take before it is killed. Default 60.
+        public var pluginTimeoutSeconds: Int = 60
+
+        public init() {}
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case confDir, binDirs, cacheDir, pluginTimeoutSeconds
+        }
+
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            let d = CNISettings()
+            confDir = try c.decodeIfPresent(String.self, forKey: .confDir) ?? d.confDir
+            binDirs = try c.decodeIfPresent([String].self, forKey: .binDirs) ?? d.binDirs
+            cacheDir = try c.decodeIfPresent(String.self, forKey: .cacheDir)
+            pluginTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .pluginTimeoutSeconds) ?? d.pluginTimeoutSeconds
+        }
+    }
 
     public init() {}
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case nodeName, stateDir, runDir, manifestDir, socket, socketGroup, logDir, logLevel, containerLogMaxSize,
              containerLogMaxFiles, cgroupRoot, seccompDefault, podPidsLimit, insecureRegistries, manifestRescanSeconds,
-             stopPodsOnExit
+             stopPodsOnExit, cni
     }
 
     public init(from decoder: Decoder) throws {
@@ -72,11 +101,14 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
         insecureRegistries = try c.decodeIfPresent([String].self, forKey: .insecureRegistries) ?? d.insecureRegistries
         manifestRescanSeconds = try c.decodeIfPresent(Int.self, forKey: .manifestRescanSeconds) ?? d.manifestRescanSeconds
         stopPodsOnExit = try c.decodeIfPresent(Bool.self, forKey: .stopPodsOnExit) ?? d.stopPodsOnExit
+        cni = try c.decodeIfPresent(CNISettings.self, forKey: .cni) ?? d.cni
     }
 
     static let defaults = EdgedConfig()
 
     public var socketPath: String { socket ?? "\(runDir)/edged.sock" }
+
+    public var cniCacheDir: String { cni.cacheDir ?? "\(stateDir)/cni" }
 
     public var resolvedNodeName: String {
         if let n = nodeName, !n.isEmpty { return n }
@@ -104,6 +136,12 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
         for (key, _) in members where !known.contains(key) {
             throw EdgedError(.invalidConfig, "\(source): unknown key \"\(key)\" (known keys: \(known.sorted().joined(separator: ", ")))")
         }
+        if case .object(let cniMembers)? = doc["cni"] {
+            let knownCNI = Set(CNISettings.CodingKeys.allCases.map(\.rawValue))
+            for (key, _) in cniMembers where !knownCNI.contains(key) {
+                throw EdgedError(.invalidConfig, "\(source): unknown key \"cni.\(key)\" (known keys: \(knownCNI.sorted().joined(separator: ", ")))")
+            }
+        }
         do {
             let config = try JSONDecoder().decode(EdgedConfig.self, from: Data(doc.jsonText.utf8))
             try config.validate(source: source)
@@ -126,7 +164,12 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
         guard containerLogMaxFiles >= 2 else {
             throw EdgedError(.invalidConfig, "\(source): containerLogMaxFiles must be at least 2 (like kubelet)")
         }
-        for (name, path) in [("stateDir", stateDir), ("runDir", runDir), ("manifestDir", manifestDir), ("logDir", logDir)] where !path.hasPrefix("/") {
+        var paths = [("stateDir", stateDir), ("runDir", runDir), ("manifestDir", manifestDir), ("logDir", logDir), ("cni.confDir", cni.confDir)]
+        paths += cni.binDirs.map { ("cni.binDirs", $0) } + (cni.cacheDir.map { [("cni.cacheDir", $0)] } ?? [])
+        guard cni.pluginTimeoutSeconds > 0 else {
+            throw EdgedError(.invalidConfig, "\(source): cni.pluginTimeoutSeconds must be at least 1")
+        }
+        for (name, path) in paths where !path.hasPrefix("/") {
             throw EdgedError(.invalidConfig, "\(source): \(name) must be an absolute path, not \"\(path)\"")
         }
     }
