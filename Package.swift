@@ -62,6 +62,7 @@ let package = Package(
         .target(name: "EdgedKube", dependencies: [
             "EdgedCore", "EdgedHTTP",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
         ]),
         // Node credentials: device keys, CSRs, CA pinning, bootstrap-token discovery, cert storage and rotation timing.
         .target(name: "EdgedCredentials", dependencies: [
@@ -117,7 +118,7 @@ let package = Package(
         .testTarget(name: "EdgedCoreTests", dependencies: ["EdgedCore"]),
         .testTarget(name: "EdgedHTTPTests", dependencies: ["EdgedHTTP", "EdgedTestSupport"]),
         .testTarget(name: "EdgedKubeTests", dependencies: ["EdgedKube", "EdgedCore", "EdgedHTTP", "EdgedTestSupport"]),
-        .testTarget(name: "EdgedCredentialsTests", dependencies: ["EdgedCredentials", "EdgedCore", "EdgedTestSupport"]),
+        .testTarget(name: "EdgedCredentialsTests", dependencies: ["EdgedCredentials", "EdgedCore", "EdgedTestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "EdgedNetworkTests", dependencies: ["EdgedNetwork", "EdgedCore", "EdgedRuntime", "EdgedTestSupport"]),
         .testTarget(name: "EdgedRuntimeTests", dependencies: ["EdgedRuntime", "EdgedCore", "EdgedTestSupport"]),
         .testTarget(name: "EdgedImagesTests", dependencies: ["EdgedImages", "EdgedCore", "EdgedTestSupport"]),
