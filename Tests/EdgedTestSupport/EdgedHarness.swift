@@ -44,7 +44,9 @@ public final class EdgedInstance: @unchecked Sendable {
     /// Starts edged and waits until edgectl answers (or throws with edged's log).
     public func start(extraArgs: [String] = [], timeout: TimeInterval = 30) throws {
         if !FileManager.default.fileExists(atPath: root.sub("config.yaml")) {
-            try "# test config: all defaults, flags override\n".write(toFile: root.sub("config.yaml"), atomically: true, encoding: .utf8)
+            // No CNI network unless a test asks for one: the host's /etc/cni/net.d (podman's bridge) is not the test's.
+            try "# test config: all defaults, flags override\ncni:\n  confDir: \(root.sub("cni/net.d"))\n"
+                .write(toFile: root.sub("config.yaml"), atomically: true, encoding: .utf8)
         }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "\(buildBinDir)/edged")
