@@ -45,7 +45,9 @@ public struct ClusterInfo: Sendable, Equatable {
             throw CredentialError(.invalidClusterInfo, "kube-public/cluster-info: the kubeconfig's cluster has no base64 certificate-authority-data")
         }
         let caPEM = String(decoding: caBytes, as: UTF8.self)
-        _ = try PEMBlocks.certificates(caPEM, source: "kube-public/cluster-info certificate-authority-data")
+        do { _ = try PEMBlocks.certificates(caPEM, source: "kube-public/cluster-info certificate-authority-data") } catch {
+            throw CredentialError(.invalidClusterInfo, error.message)
+        }
         self.server = server
         self.caPEM = caPEM
     }
