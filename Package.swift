@@ -16,7 +16,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
-        .package(url: "https://github.com/swift-server/async-http-client", from: "1.25.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.30.0"),
         .package(url: "https://github.com/apple/swift-certificates", from: "1.10.0"),
@@ -46,7 +45,7 @@ let package = Package(
             "EdgedCore", "CZlib",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            "EdgedHTTP",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // HTTP/1.1 client on SwiftNIO + NIOSSL (pinned CA, client certificates, streamed bodies): registry and API server.
@@ -82,6 +81,12 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // Cluster membership: join (TLS bootstrap), Node + Lease, API-bound pods and their status, Events, cert rotation.
+        .target(name: "EdgedCluster", dependencies: [
+            "EdgedCore", "EdgedKube", "EdgedCredentials", "EdgedNode", "EdgedImages", "EdgedHTTP",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // The local control API (Unix socket, HTTP/1.1 + JSON): shared types, server (daemon) and client (edgectl).
         .target(name: "EdgedControl", dependencies: [
             "EdgedCore",
@@ -96,7 +101,7 @@ let package = Package(
         ]),
         // Builds every service from the config and runs them in one ServiceGroup.
         .target(name: "EdgedDaemon", dependencies: [
-            "EdgedCore", "EdgedNode", "EdgedImages", "EdgedRuntime", "EdgedControl", "EdgedSystemd", "EdgedNetwork",
+            "EdgedCore", "EdgedNode", "EdgedImages", "EdgedRuntime", "EdgedControl", "EdgedSystemd", "EdgedCluster", "EdgedNetwork",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -126,6 +131,7 @@ let package = Package(
         .testTarget(name: "EdgedControlTests", dependencies: ["EdgedControl", "EdgedCore"]),
         .testTarget(name: "EdgedSystemdTests", dependencies: ["EdgedSystemd"]),
         .testTarget(name: "EdgedIntegrationTests", dependencies: ["EdgedCore", "EdgedControl", "EdgedDaemon", "EdgedTestSupport"]),
+        .testTarget(name: "KubeAPIServerTests", dependencies: ["EdgedTestSupport", "EdgedCore"]),
         // Helpers only tests import: building busybox rootfs/images from Debian's busybox-static, temp dirs.
         // Also the test Kubernetes API server (TLS, client certs, resourceVersions, watch, CSR signing).
         .target(name: "EdgedTestSupport", dependencies: [

@@ -8,8 +8,13 @@ import Synchronization
 /// A pod the node should run, with where it came from.
 public struct DesiredPod: Sendable, Equatable {
     public var pod: Pod
-    /// The manifest file (static pods).
+    /// The manifest file (static pods), or "api".
     public var source: String
+
+    public init(pod: Pod, source: String) {
+        self.pod = pod
+        self.source = source
+    }
 }
 
 /// Reads every manifest in a directory and reports the full desired set whenever a file is added, edited or

@@ -22,7 +22,7 @@ public actor PodManager {
 
     private let runtime: ContainerRuntime
     private let images: ImageStore
-    private let config: NodeConfig
+    private var config: NodeConfig
     private let errors: ErrorLog
     private let logger: Logger
     private var workers: [String: Entry] = [:]  // by pod UID
@@ -46,6 +46,13 @@ public actor PodManager {
 
     /// Adds a source after start (`edgectl join` on a running edged).
     public func expect(_ origin: Origin) { expectedOrigins.insert(origin) }
+
+    /// Connects pods started from now on to the cluster: Events and API-backed volumes/env.
+    public func connect(events: PodEventSink?, objects: (any PodAPIObjects)?, volumeRefreshInterval: Duration) {
+        config.events = events
+        config.apiObjects = objects
+        config.volumeRefreshInterval = volumeRefreshInterval
+    }
 
     /// Makes the running pods of `origin` match `desired`: new UIDs start, missing UIDs terminate (an edited
     /// manifest has a new UID, so its old pod terminates and the new one starts, as with kubelet's static pods).

@@ -1,0 +1,631 @@
+// The node side of cluster membership, as kubelet does it:
+//   - registers the Node (labels, taints, addresses, nodeInfo, capacity/allocatable) and keeps its status current
+//     (on change, and at least every nodeStatusReportInterval, like kubelet's nodeStatusReportFrequency);
+//   - renews the node Lease in kube-node-lease every leaseRenewInterval;
+//   - runs the pods bound to the node (watch with fieldSelector spec.nodeName), writes their pods/status, sends
+//     Events, finishes graceful deletions by deleting the pod object, and gives static pods mirror pods;
+//   - rotates the client certificate at 70–90 % of its lifetime and asks for a serving certificate.
+// Every loop survives the API server going away: it retries with back-off and pods keep running.
+
+import EdgedCore
+import EdgedCredentials
+import EdgedImages
+import EdgedKube
+import EdgedNode
+import Logging
+import Synchronization
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+public struct ClusterAgentConfig: Sendable {
+    public var nodeName: String
+    /// Where `edgectl join` stored the credentials (CredentialStore layout).
+    public var credentialsDir: String
+    /// The filesystem whose free space is the node's ephemeral-storage.
+    public var stateDir: String
+    /// The node's InternalIP (default: the first IPv4 address of an interface that is up).
+    public var nodeIP: String?
+    public var leaseDurationSeconds: Int32 = 40
+    public var leaseRenewInterval: Duration = .seconds(10)
+    public var nodeStatusReportInterval: Duration = .seconds(300)
+    public var nodeStatusUpdateFrequency: Duration = .seconds(10)
+    public var podStatusInterval: Duration = .milliseconds(250)
+    public var maxPods: Int = 110
+    public var systemReserved: [String: Quantity] = [:]
+    public var kubeletPort: Int32 = 10250
+    /// edged's own version; kubeletVersion is "<kubernetesVersion>+edged-<version>".
+    public var version: String
+    public var kubernetesVersion: String = "v1.31.0"
+    public var volumeRefreshInterval: Duration = .seconds(60)
+
+    public init(nodeName: String, credentialsDir: String, stateDir: String, version: String) {
+        self.nodeName = nodeName
+        self.credentialsDir = credentialsDir
+        self.stateDir = stateDir
+        self.version = version
+    }
+
+    public var kubeletVersion: String { "\(kubernetesVersion)+edged-\(version)" }
+}
+
+/// What `edgectl status` shows about the cluster connection.
+public struct ClusterState: Sendable, Equatable {
+    public var server: String = ""
+    public var registered = false
+    public var lastLeaseRenewal: Timestamp?
+    public var lastNodeStatus: Timestamp?
+    public var lastError: String?
+    public var apiPods = 0
+    public var certificateNotAfter: String?
+    public var eventsSent = 0
+}
+
+public actor ClusterAgent {
+    let config: ClusterAgentConfig
+    let pods: PodManager
+    let images: ImageStore
+    /// nil when pod networking is ready, else why not (kubelet's NetworkReady=false message).
+    let networkProblem: @Sendable () async -> String?
+    let logger: Logger
+    let store: CredentialStore
+
+    private var client: KubeClient?
+    private var objects: APIObjectSource?
+    private var events: EventRecorder?
+    private var nodeUID: String?
+    private var lastNodeStatus: NodeStatus?
+    private var lastNodeReport: ContinuousClock.Instant?
+    private var known: [String: Pod] = [:]          // API pods bound to this node, by UID
+    private var rejected: [String: String] = [:]     // UID → why the pod cannot run (admission)
+    private var written: [String: PodStatus] = [:]   // last status written, by UID
+    private var deleting: Set<String> = []
+    private var state = ClusterState()
+    private var podsSynced = false
+    private let wakeStatus: AsyncStream<Void>.Continuation
+    private let statusWakes: AsyncStream<Void>
+
+    public init(config: ClusterAgentConfig, pods: PodManager, images: ImageStore,
+                networkProblem: @escaping @Sendable () async -> String?, logger: Logger) {
+        self.config = config
+        self.pods = pods
+        self.images = images
+        self.networkProblem = networkProblem
+        self.logger = logger
+        self.store = CredentialStore(dir: config.credentialsDir)
+        (statusWakes, wakeStatus) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    public var snapshot: ClusterState {
+        var s = state
+        s.apiPods = known.count
+        return s
+    }
+
+    /// Whether credentials from `edgectl join` exist.
+    public nonisolated var isJoined: Bool {
+        (try? store.load())?.flatMap { $0.client } != nil
+    }
+
+    /// Runs every loop until cancelled. Throws only when the stored credentials are unusable.
+    public func run() async throws {
+        guard let contents = try store.load(), let cluster = contents.cluster, let pair = contents.client, let ca = contents.caPEM else {
+            throw EdgedError(.invalidConfig, "this node has not joined a cluster: run `edgectl join --server URL --token TOKEN`")
+        }
+        state.server = cluster.server
+        state.certificateNotAfter = Bootstrapper.rfc3339(pair.info.notAfter)
+        let client = try KubeClient(config: KubeClientConfig(
+            server: cluster.server, caPEM: ca,
+            credentials: .clientCertificate(certificatePEM: pair.certificatePEM, privateKeyPEM: pair.key.pem),
+            userAgent: "edged/\(config.version) (linux/\(NodeFacts.architecture)) kubelet/\(config.kubernetesVersion)"),
+            logger: logger)
+        self.client = client
+        let objects = APIObjectSource(client: client, logger: logger)
+        objects.setHostIPs(NodeFacts.internalIPs(configured: config.nodeIP))
+        self.objects = objects
+        let recorder = EventRecorder(client: client, nodeName: config.nodeName, logger: logger)
+        self.events = recorder
+        await pods.expect(.api)
+        await pods.connect(events: recorder.sink(), objects: objects, volumeRefreshInterval: config.volumeRefreshInterval)
+        logger.info("node agent for \(config.nodeName) at \(cluster.server)")
+
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await recorder.run() }
+            group.addTask { await self.nodeLoop() }
+            group.addTask { await self.leaseLoop() }
+            group.addTask { await self.podSourceLoop() }
+            group.addTask { await self.podStatusLoop() }
+            group.addTask { await self.objectWatchLoop(.configMaps, kind: "configmap") }
+            group.addTask { await self.objectWatchLoop(.secrets, kind: "secret") }
+            group.addTask { await self.rotationLoop(caPEM: ca) }
+            await group.waitForAll()
+        }
+    }
+
+    func noteError(_ what: String, _ error: any Error) {
+        let text = "\(what): \(error)"
+        if state.lastError != text { logger.warning("\(text)") }
+        state.lastError = text
+    }
+
+    // MARK: - Node
+
+    private func nodeLoop() async {
+        var delay = Duration.milliseconds(500)
+        while !Task.isCancelled {
+            do {
+                if nodeUID == nil { try await registerNode() }
+                try await updateNodeStatus()
+                delay = .milliseconds(500)
+                try? await Task.sleep(for: config.nodeStatusUpdateFrequency)
+            } catch {
+                noteError("updating node \(config.nodeName)", error)
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(30))
+            }
+        }
+    }
+
+    func nodeLabels(_ reg: NodeRegistration) -> [String: String] {
+        var labels = reg.labels
+        labels["kubernetes.io/hostname"] = config.nodeName
+        labels["kubernetes.io/os"] = "linux"
+        labels["kubernetes.io/arch"] = NodeFacts.architecture
+        labels["beta.kubernetes.io/os"] = "linux"
+        labels["beta.kubernetes.io/arch"] = NodeFacts.architecture
+        labels["node.kubernetes.io/edged"] = "true"
+        if let pool = reg.nodePool, !pool.isEmpty { labels["apps.openyurt.io/nodepool"] = pool }
+        return labels
+    }
+
+    private func registerNode() async throws {
+        guard let client else { return }
+        let reg = try NodeRegistration.load(dir: config.credentialsDir) ?? NodeRegistration()
+        var meta = ObjectMeta(name: config.nodeName, labels: nodeLabels(reg),
+                              annotations: ["node.alpha.kubernetes.io/ttl": "0",
+                                            "volumes.kubernetes.io/controller-managed-attach-detach": "true"])
+        meta.name = config.nodeName
+        let taints = try reg.taints.map { t throws(EdgedError) -> Taint in
+            let p = try NodeRegistration.parseTaint(t)
+            return Taint(key: p.key, value: p.value, effect: p.effect)
+        }
+        let node = Node(metadata: meta, spec: NodeSpec(taints: taints.isEmpty ? nil : taints))
+        do {
+            let created = try await client.create(.nodes, node)
+            nodeUID = created.metadata.uid
+            logger.info("registered node \(config.nodeName)")
+            await events?.nodeEvent(uid: nodeUID ?? "", reason: "Starting", message: "Starting edged \(config.version).")
+        } catch {
+            guard let e = error as? KubeError, e.isAlreadyExists else { throw error }
+            // Already there (re-join, restart): make its labels ours, keep everything else.
+            var labels: [(String, JSONValue)] = []
+            for (k, v) in nodeLabels(reg).sorted(by: { $0.key < $1.key }) { labels.append((k, .string(v))) }
+            let patched = try await client.patch(.nodes, name: config.nodeName,
+                                                 .merge(.object([("metadata", .object([("labels", .object(labels))]))])))
+            nodeUID = patched.metadata.uid
+            lastNodeStatus = patched.status
+            logger.info("node \(config.nodeName) already registered; labels reconciled")
+        }
+        state.registered = true
+    }
+
+    func currentNodeStatus(previous: NodeStatus?) async -> NodeStatus {
+        let now = Timestamp.now().rfc3339
+        let mem = NodeFacts.meminfo()
+        let disk = NodeFacts.disk(config.stateDir)
+        var capacity: [String: Quantity] = [
+            "cpu": Quantity(String(NodeFacts.cpuCount)),
+            "memory": Quantity("\((mem["MemTotal"] ?? 0) / 1024)Ki"),
+            "pods": Quantity(String(config.maxPods)),
+            "ephemeral-storage": Quantity("\(disk.total / 1024)Ki"),
+        ]
+        var allocatable = capacity
+        for (k, reserved) in config.systemReserved {
+            guard let cap = capacity[k] else { continue }
+            if k == "cpu", let c = try? cap.milliValue(), let r = try? reserved.milliValue() {
+                allocatable[k] = Quantity("\(max(c - r, 0))m")
+            } else if let c = try? cap.value(), let r = try? reserved.value() {
+                allocatable[k] = Quantity(String(max(c - r, 0)))
+            }
+        }
+        func condition(_ type: String, _ status: Bool, _ reason: String, _ message: String) -> NodeCondition {
+            let before = previous?.conditions?.first { $0.type == type }
+            let s = status ? "True" : "False"
+            return NodeCondition(type: type, status: s, lastHeartbeatTime: now,
+                                 lastTransitionTime: before?.status == s ? (before?.lastTransitionTime ?? now) : now,
+                                 reason: reason, message: message)
+        }
+        let memPressure = (mem["MemAvailable"] ?? Int64.max) < 100 << 20
+        let diskPressure = disk.total > 0 && Double(disk.free) / Double(disk.total) < 0.10
+        let pids = NodeFacts.pids()
+        let pidPressure = Double(pids.used) > Double(pids.max) * 0.9
+        let net = await networkProblem()
+        var conditions = [
+            condition("MemoryPressure", memPressure, memPressure ? "KubeletHasInsufficientMemory" : "KubeletHasSufficientMemory",
+                      memPressure ? "kubelet has insufficient memory available" : "kubelet has sufficient memory available"),
+            condition("DiskPressure", diskPressure, diskPressure ? "KubeletHasDiskPressure" : "KubeletHasNoDiskPressure",
+                      diskPressure ? "kubelet has disk pressure" : "kubelet has no disk pressure"),
+            condition("PIDPressure", pidPressure, pidPressure ? "KubeletHasInsufficientPID" : "KubeletHasSufficientPID",
+                      pidPressure ? "kubelet has insufficient PID available" : "kubelet has sufficient PID available"),
+        ]
+        if let net {
+            conditions.append(condition("Ready", false, "KubeletNotReady",
+                                        "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:\(net)"))
+        } else {
+            conditions.append(condition("Ready", true, "KubeletReady", "kubelet is posting ready status"))
+        }
+        let ips = NodeFacts.internalIPs(configured: config.nodeIP)
+        objects?.setHostIPs(ips)
+        var addresses = ips.map { NodeAddress(type: "InternalIP", address: $0) }
+        addresses.append(NodeAddress(type: "Hostname", address: config.nodeName))
+        let imageList = await images.list().map { img in
+            ContainerImage(names: img.nodeImageNames, sizeBytes: img.size)
+        }
+        return NodeStatus(capacity: capacity, allocatable: allocatable, conditions: conditions, addresses: addresses,
+                          daemonEndpoints: NodeDaemonEndpoints(kubeletEndpoint: DaemonEndpoint(port: config.kubeletPort)),
+                          nodeInfo: NodeFacts.systemInfo(kubeletVersion: config.kubeletVersion,
+                                                         runtimeVersion: "edged://\(config.version)"),
+                          images: imageList)
+    }
+
+    /// Patches node status when something other than heartbeat times changed, or when the report interval passed.
+    private func updateNodeStatus() async throws {
+        guard let client else { return }
+        let status = await currentNodeStatus(previous: lastNodeStatus)
+        let due = lastNodeReport.map { ContinuousClock.now - $0 >= config.nodeStatusReportInterval } ?? true
+        guard due || !Self.sameIgnoringHeartbeat(status, lastNodeStatus) else { return }
+        let wasReady = lastNodeStatus?.conditions?.first { $0.type == "Ready" }?.status
+        _ = try await client.patch(.nodeStatus, name: config.nodeName, try Patch.status(status))
+        let ready = status.conditions?.first { $0.type == "Ready" }?.status
+        if ready == "True" && wasReady != "True" {
+            await events?.nodeEvent(uid: nodeUID ?? "", reason: "NodeReady", message: "Node \(config.nodeName) status is now: NodeReady")
+        }
+        lastNodeStatus = status
+        lastNodeReport = .now
+        state.lastNodeStatus = .now()
+    }
+
+    static func sameIgnoringHeartbeat(_ a: NodeStatus, _ b: NodeStatus?) -> Bool {
+        guard var b else { return false }
+        var a = a
+        a.conditions = a.conditions?.map { var c = $0; c.lastHeartbeatTime = nil; return c }
+        b.conditions = b.conditions?.map { var c = $0; c.lastHeartbeatTime = nil; return c }
+        return a == b
+    }
+
+    // MARK: - Lease
+
+    private func leaseLoop() async {
+        var cached: JSONObject?
+        while !Task.isCancelled {
+            do {
+                cached = try await renewLease(cached)
+                state.lastLeaseRenewal = .now()
+                try? await Task.sleep(for: config.leaseRenewInterval)
+            } catch {
+                cached = nil
+                noteError("renewing lease kube-node-lease/\(config.nodeName)", error)
+                try? await Task.sleep(for: .milliseconds(Int64.random(in: 200...1000)))
+            }
+        }
+    }
+
+    /// Creates the lease, or PUTs the cached one with a new renewTime (kubelet's update with the last
+    /// resourceVersion; a conflict re-reads it).
+    private func renewLease(_ cached: JSONObject?) async throws -> JSONObject {
+        guard let client else { throw EdgedError(.io, "no client") }
+        let now = KubeTime.micro(.now())
+        var raw: JSONObject
+        if let cached {
+            raw = cached
+        } else {
+            do {
+                raw = try await client.getRaw(.leases, namespace: "kube-node-lease", name: config.nodeName)
+            } catch {
+                guard let e = error as? KubeError, e.isNotFound else { throw error }
+                var meta = ObjectMeta(name: config.nodeName, namespace: "kube-node-lease")
+                if let uid = nodeUID {
+                    meta.ownerReferences = [OwnerReference(apiVersion: "v1", kind: "Node", name: config.nodeName, uid: uid)]
+                }
+                let lease = Lease(metadata: meta, spec: LeaseSpec(holderIdentity: config.nodeName,
+                                                                  leaseDurationSeconds: config.leaseDurationSeconds,
+                                                                  renewTime: now))
+                _ = try await client.create(.leases, namespace: "kube-node-lease", lease)
+                return try await client.getRaw(.leases, namespace: "kube-node-lease", name: config.nodeName)
+            }
+        }
+        raw.set(["spec", "holderIdentity"], to: .string(config.nodeName))
+        raw.set(["spec", "leaseDurationSeconds"], to: .number(String(config.leaseDurationSeconds)))
+        raw.set(["spec", "renewTime"], to: .string(now))
+        return try await client.updateRaw(.leases, namespace: "kube-node-lease", raw)
+    }
+
+    // MARK: - Pods from the API
+
+    private func podSourceLoop() async {
+        guard let client else { return }
+        await Self.runPodInformer(self, client, nodeName: config.nodeName, logger: logger)
+    }
+
+    private static func runPodInformer(_ agent: ClusterAgent, _ client: KubeClient, nodeName: String, logger: Logger) async {
+        let informer = Informer(client: client, resource: .pods,
+                                options: .init(fieldSelector: FieldSelector.podsOnNode(nodeName)), logger: logger)
+        await informer.run { @Sendable event in
+            await agent.handle(event)
+        }
+    }
+
+    private func handle(_ event: InformerEvent<Pod>) async {
+        switch event {
+        case .replaced(let list):
+            known = [:]
+            for p in list { if let uid = p.metadata.uid { known[uid] = p } }
+            podsSynced = true
+        case .added(let p), .modified(let p):
+            if let uid = p.metadata.uid { known[uid] = p }
+        case .deleted(let p):
+            if let uid = p.metadata.uid {
+                known[uid] = nil
+                written[uid] = nil
+                rejected[uid] = nil
+            }
+        }
+        await applyPods()
+        wakeStatus.yield()
+    }
+
+    /// Feeds the pod manager: mirror pods are not run (their static pod is), terminal pods are not re-run, and
+    /// pods that fail validation or admission are rejected with a status and an Event that name the problem.
+    private func applyPods() async {
+        var desired: [DesiredPod] = []
+        for (uid, pod) in known.sorted(by: { $0.key < $1.key }) {
+            if pod.metadata.annotations?["kubernetes.io/config.mirror"] != nil { continue }
+            if let phase = pod.status?.phase, phase == .succeeded || phase == .failed, !(await pods.isActive(uid: uid)) { continue }
+            if rejected[uid] != nil { continue }
+            if !(await pods.isActive(uid: uid)), pod.metadata.deletionTimestamp == nil, let why = await admit(pod, others: desired) {
+                rejected[uid] = why.message
+                await reject(pod, reason: why.reason, message: why.message)
+                continue
+            }
+            desired.append(DesiredPod(pod: pod, source: "api"))
+        }
+        await pods.apply(desired, origin: .api)
+    }
+
+    /// Validation (what kubelet would refuse to run) and resource admission against allocatable.
+    func admit(_ pod: Pod, others: [DesiredPod]) async -> (reason: String, message: String)? {
+        do {
+            try Manifest.validate(pod, source: "pod \(pod.fullName)", apiObjects: true)
+        } catch {
+            return ("CreateContainerConfigError", error.message)
+        }
+        var allocatable = lastNodeStatus?.allocatable
+        if allocatable == nil { allocatable = await currentNodeStatus(previous: nil).allocatable }
+        guard let alloc = allocatable else { return nil }
+        for resource in ["cpu", "memory", "nvidia.com/gpu"] {
+            func amount(_ c: Container) -> Int64 {
+                guard let q = c.resources?.requests?[resource] ?? c.resources?.limits?[resource] else { return 0 }
+                return (resource == "cpu" ? try? q.milliValue() : try? q.value()) ?? 0
+            }
+            func requests(_ p: Pod) -> Int64 {
+                let all = p.spec.containers.map(amount).reduce(0, +)
+                let initMax = (p.spec.initContainers ?? []).map(amount).max() ?? 0
+                return max(all, initMax)
+            }
+            let want = requests(pod)
+            guard want > 0 else { continue }
+            guard let capQ = alloc[resource] else {
+                return ("UnexpectedAdmissionError", "Pod requests \(resource), which node \(config.nodeName) does not have")
+            }
+            let cap = (resource == "cpu" ? (try? capQ.milliValue()) : (try? capQ.value())) ?? 0
+            let used = others.map { requests($0.pod) }.reduce(0, +)
+            if used + want > cap {
+                let name = resource == "nvidia.com/gpu" ? "nvidia.com/gpu" : resource
+                return ("OutOf\(resource == "nvidia.com/gpu" ? "nvidia.com/gpu" : resource)",
+                        "Node didn't have enough resource: \(name), requested: \(want), used: \(used), capacity: \(cap)")
+            }
+        }
+        return nil
+    }
+
+    /// Writes a Failed status (admission) or a waiting status (invalid spec) and a Warning Event.
+    private func reject(_ pod: Pod, reason: String, message: String) async {
+        logger.warning("pod \(pod.fullName) cannot run: \(message)")
+        var st = PodStatus(phase: reason.hasPrefix("OutOf") || reason == "UnexpectedAdmissionError" ? .failed : .pending)
+        st.reason = reason
+        st.message = message
+        if st.phase == .pending {
+            st.containerStatuses = pod.spec.containers.map { c in
+                EdgedCore.ContainerStatus(name: c.name, state: ContainerState(waiting: .init(reason: reason, message: message)),
+                                          image: c.image ?? "")
+            }
+        }
+        st.hostIP = objects?.hostIPs.first
+        if let uid = pod.metadata.uid {
+            written[uid] = st
+            events?.sink()(PodEvent(pod: pod, kind: .warning, reason: st.phase == .failed ? reason : "Failed", message: message))
+            do {
+                _ = try await client?.patch(.podStatus, namespace: pod.namespace, name: pod.name, try Patch.status(st))
+            } catch {
+                noteError("writing the status of pod \(pod.fullName)", error)
+            }
+        }
+    }
+
+    // MARK: - Pod status
+
+    private func podStatusLoop() async {
+        let ticker = Task { [interval = config.podStatusInterval, wake = wakeStatus] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                wake.yield()
+            }
+        }
+        defer { ticker.cancel() }
+        for await _ in statusWakes {
+            if Task.isCancelled { break }
+            await syncPodStatuses()
+        }
+    }
+
+    private func syncPodStatuses() async {
+        guard let client, podsSynced else { return }
+        let hostIPs = objects?.hostIPs ?? []
+        let statuses = await pods.apiStatuses(hostIPs: hostIPs, previous: written)
+        for (uid, status) in statuses.sorted(by: { $0.key < $1.key }) {
+            guard let pod = known[uid], written[uid] != status else { continue }
+            do {
+                _ = try await client.patch(.podStatus, namespace: pod.namespace, name: pod.name, try Patch.status(status))
+                written[uid] = status
+            } catch {
+                if let e = error as? KubeError, e.isNotFound { known[uid] = nil; continue }
+                noteError("writing the status of pod \(pod.fullName)", error)
+            }
+        }
+        // Graceful deletions whose containers are gone: delete the object (kubelet's status manager does this).
+        for (uid, pod) in known where pod.metadata.deletionTimestamp != nil && !deleting.contains(uid) {
+            if await pods.isActive(uid: uid) { continue }
+            deleting.insert(uid)
+            do {
+                _ = try await client.delete(.pods, namespace: pod.namespace, name: pod.name,
+                                            options: DeleteOptions(gracePeriodSeconds: 0, preconditionUID: uid))
+                logger.info("pod \(pod.fullName) terminated; deleted it from the API server")
+            } catch {
+                deleting.remove(uid)
+                if let e = error as? KubeError, e.isNotFound || e.isConflict { known[uid] = nil; continue }
+                noteError("deleting pod \(pod.fullName)", error)
+            }
+        }
+        state.eventsSent = await events?.sent ?? 0
+    }
+
+    // MARK: - ConfigMaps and secrets mounted by pods
+
+    /// Watches configMaps/secrets so that an update reaches mounted volumes within seconds, not at the next
+    /// periodic refresh. Only objects that a pod on this node refers to matter; the watch is cluster-wide but
+    /// cheap for edge-sized clusters (the edge hub of [4] narrows it).
+    private func objectWatchLoop<T: KubeObject>(_ resource: KubeResource<T>, kind: String) async {
+        guard let client else { return }
+        await Self.runObjectInformer(self, client, resource, kind: kind, logger: logger)
+    }
+
+    private static func runObjectInformer<T: KubeObject>(_ agent: ClusterAgent, _ client: KubeClient, _ resource: KubeResource<T>,
+                                                         kind: String, logger: Logger) async {
+        let informer = Informer(client: client, resource: resource, options: .init(pageSize: 200), logger: logger)
+        await informer.run { @Sendable event in
+            switch event {
+            case .replaced:
+                // A re-list may hide changes made while the watch was down: refresh every pod's volumes.
+                await agent.objectsRelisted(kind)
+            case .added(let o), .modified(let o), .deleted(let o):
+                let meta = Self.meta(o)
+                await agent.objectChanged(kind: kind, namespace: meta.namespace ?? "default", name: meta.name ?? "")
+            }
+        }
+    }
+
+    private var relisted: Set<String> = []
+
+    private func objectsRelisted(_ kind: String) async {
+        guard relisted.insert(kind).inserted == false else { return }
+        for pod in known.values {
+            for v in pod.spec.volumes ?? [] {
+                if let n = v.configMap?.name { await objectChanged(kind: "configmap", namespace: pod.namespace, name: n) }
+                if let n = v.secret?.secretName { await objectChanged(kind: "secret", namespace: pod.namespace, name: n) }
+            }
+        }
+    }
+
+    static func meta<T: KubeObject>(_ o: T) -> ObjectMeta {
+        if let c = o as? ConfigMap { return c.metadata }
+        if let s = o as? Secret { return s.metadata }
+        return ObjectMeta()
+    }
+
+    private func objectChanged(kind: String, namespace: String, name: String) async {
+        objects?.invalidate(kind: kind, namespace: namespace, name: name)
+        await pods.objectChanged(kind: kind, namespace: namespace, name: name)
+    }
+
+    // MARK: - Certificates
+
+    /// Rotates the client certificate at its deadline (70–90 % of its lifetime, jittered); on failure keeps the
+    /// current one and retries. Also asks once for a serving certificate when there is none.
+    private func rotationLoop(caPEM: String) async {
+        var retry = Duration.seconds(30)
+        while !Task.isCancelled {
+            guard let contents = try? store.load(), let pair = contents.client else { return }
+            if contents.serving == nil, !servingRequested {
+                servingRequested = true
+                Task { await self.requestServingCertificate() }
+            }
+            let deadline = pair.info.rotationDeadline()
+            let wait = deadline.timeIntervalSinceNow
+            if wait > 0 {
+                try? await Task.sleep(for: .seconds(min(wait, 3600)))
+                continue
+            }
+            do {
+                try await rotateClient(caPEM: caPEM)
+                retry = .seconds(30)
+            } catch {
+                noteError("rotating the client certificate (the current one stays in use)", error)
+                try? await Task.sleep(for: retry)
+                retry = min(retry * 2, .seconds(900))
+            }
+        }
+    }
+
+    private var servingRequested = false
+
+    func rotateClient(caPEM: String) async throws {
+        guard let client else { return }
+        let key = NodeKey.generate()
+        let csr = try NodeCSR.client(nodeName: config.nodeName, key: key)
+        let (name, pem) = try await CSRFlow.request(client, csr: csr, timeoutSeconds: 900, what: "client certificate", logger: logger)
+        let info = try CertificateInfo(pem: pem, source: "CSR \(name)")
+        guard info.matches(key) else { throw EdgedError(.invalidConfig, "CSR \(name) answered with a certificate for another key") }
+        try info.verify(issuedBy: caPEM)
+        _ = try store.save(.client, certificatePEM: pem, key: key)
+        try client.updateCredentials(.clientCertificate(certificatePEM: pem, privateKeyPEM: key.pem))
+        state.certificateNotAfter = Bootstrapper.rfc3339(info.notAfter)
+        logger.info("rotated the client certificate (valid until \(Bootstrapper.rfc3339(info.notAfter)))")
+    }
+
+    /// The kubelet serving certificate (signer kubernetes.io/kubelet-serving) for the kubelet API of issue [5].
+    func requestServingCertificate() async {
+        guard let client else { return }
+        do {
+            let key = NodeKey.generate()
+            let csr = try NodeCSR.serving(nodeName: config.nodeName, key: key, dnsNames: [config.nodeName],
+                                          ipAddresses: NodeFacts.internalIPs(configured: config.nodeIP))
+            let (_, pem) = try await CSRFlow.request(client, csr: csr, timeoutSeconds: 3600, what: "serving certificate", logger: logger)
+            _ = try store.save(.serving, certificatePEM: pem, key: key)
+            logger.info("stored the kubelet serving certificate")
+        } catch {
+            noteError("getting a serving certificate", error)
+        }
+    }
+}
+
+extension StoredImage {
+    /// Names as kubelet lists them in node.status.images: repo@digest and every tag.
+    var nodeImageNames: [String] {
+        var names = references
+        if let first = references.first {
+            names.append("\(APIPodStatusNames.repository(of: first))@\(manifestDigest)")
+        }
+        return names
+    }
+}
+
+enum APIPodStatusNames {
+    static func repository(of ref: String) -> String {
+        var r = ref
+        if let at = r.firstIndex(of: "@") { r = String(r[..<at]) }
+        if let colon = r.lastIndex(of: ":"), !r[colon...].contains("/") { r = String(r[..<colon]) }
+        return r
+    }
+}

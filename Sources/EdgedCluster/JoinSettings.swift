@@ -1,0 +1,118 @@
+// What `edgectl join` asked for and what the node agent needs to run: kept beside the credentials so a reboot
+// (with or without the cloud) comes back as the same node.
+
+import EdgedCore
+import Glibc
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// How to join a cluster (the arguments of `edgectl join`).
+public struct JoinOptions: Codable, Sendable, Equatable {
+    /// "https://APISERVER:6443".
+    public var server: String
+    /// A bootstrap token "abcdef.0123456789abcdef".
+    public var token: String
+    /// kubeadm's --discovery-token-ca-cert-hash values ("sha256:<hex>"); empty: trust the CA that the token's
+    /// signature on cluster-info vouches for (kubeadm's --discovery-token-unsafe-skip-ca-verification).
+    public var caCertHashes: [String]
+    public var labels: [String: String]
+    public var nodePool: String?
+    public var taints: [String]
+    /// How long to wait for the client CSR's approval.
+    public var approvalTimeoutSeconds: Int
+
+    public init(server: String, token: String, caCertHashes: [String] = [], labels: [String: String] = [:],
+                nodePool: String? = nil, taints: [String] = [], approvalTimeoutSeconds: Int = 120) {
+        self.server = server
+        self.token = token
+        self.caCertHashes = caCertHashes
+        self.labels = labels
+        self.nodePool = nodePool
+        self.taints = taints
+        self.approvalTimeoutSeconds = approvalTimeoutSeconds
+    }
+}
+
+/// The node's registration choices, stored as `<credentialsDir>/node.json` (0600, written atomically).
+public struct NodeRegistration: Codable, Sendable, Equatable {
+    public var labels: [String: String]
+    public var nodePool: String?
+    /// "key=value:Effect" or "key:Effect", like kubelet's --register-with-taints.
+    public var taints: [String]
+
+    public init(labels: [String: String] = [:], nodePool: String? = nil, taints: [String] = []) {
+        self.labels = labels
+        self.nodePool = nodePool
+        self.taints = taints
+    }
+
+    public static let fileName = "node.json"
+
+    public static func load(dir: String) throws(EdgedError) -> NodeRegistration? {
+        let path = "\(dir)/\(fileName)"
+        guard let bytes = Files.read(path) else { return nil }
+        do { return try JSONDecoder().decode(NodeRegistration.self, from: Data(bytes)) } catch {
+            throw EdgedError(.invalidConfig, "\(path) is not valid (\(error)): run `edgectl join` again")
+        }
+    }
+
+    public func save(dir: String) throws(EdgedError) {
+        let bytes: [UInt8]
+        do { bytes = Array(try JSONEncoder().encode(self)) } catch {
+            throw EdgedError(.io, "encoding the node registration: \(error)")
+        }
+        try AtomicFile.write("\(dir)/\(Self.fileName)", bytes, mode: 0o600)
+    }
+
+    /// Parses "key=value:Effect" / "key:Effect"; the effect must be NoSchedule, PreferNoSchedule or NoExecute.
+    public static func parseTaint(_ text: String) throws(EdgedError) -> (key: String, value: String?, effect: String) {
+        guard let colon = text.lastIndex(of: ":") else {
+            throw EdgedError(.invalidConfig, "taint \"\(text)\" must look like key=value:NoSchedule")
+        }
+        let effect = String(text[text.index(after: colon)...])
+        guard ["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(effect) else {
+            throw EdgedError(.invalidConfig, "taint \"\(text)\": effect must be NoSchedule, PreferNoSchedule or NoExecute")
+        }
+        let kv = text[..<colon].split(separator: "=", maxSplits: 1).map(String.init)
+        guard let key = kv.first, !key.isEmpty else {
+            throw EdgedError(.invalidConfig, "taint \"\(text)\" has no key")
+        }
+        return (key, kv.count > 1 ? kv[1] : nil, effect)
+    }
+}
+
+/// Crash-safe file replacement: temp file, fsync, rename, fsync of the directory.
+enum AtomicFile {
+    static func write(_ path: String, _ bytes: [UInt8], mode: mode_t) throws(EdgedError) {
+        let dir = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
+        _ = Files.makeDirectories(dir, mode: 0o700)
+        let tmp = "\(path).tmp-\(getpid())"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw EdgedError(.io, "cannot write \(tmp): \(String(cString: strerror(errno)))") }
+        var off = 0
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                let msg = String(cString: strerror(errno))
+                close(fd)
+                unlink(tmp)
+                throw EdgedError(.io, "cannot write \(tmp): \(msg)")
+            }
+            off += n
+        }
+        fchmod(fd, mode)
+        fsync(fd)
+        close(fd)
+        guard rename(tmp, path) == 0 else {
+            let msg = String(cString: strerror(errno))
+            unlink(tmp)
+            throw EdgedError(.io, "cannot replace \(path): \(msg)")
+        }
+        let dfd = open(dir, O_RDONLY | O_DIRECTORY)
+        if dfd >= 0 { fsync(dfd); close(dfd) }
+    }
+}
