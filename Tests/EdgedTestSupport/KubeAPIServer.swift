@@ -1,0 +1,318 @@
+// A test stand-in for kube-apiserver: enough of its REST API, auth and semantics for edged's client, join flow and
+// node agent to be tested end to end, and for the real `kubectl` to drive it. It is NOT kube-apiserver.
+//
+// Copied from kube-apiserver (and the controllers a kubeadm cluster runs next to it):
+// - HTTPS on 127.0.0.1 with a serving certificate for 127.0.0.1/localhost from a per-server CA (TestPKI).
+// - Authentication: client certificates signed by the CA (CN → user, O → groups), bootstrap tokens "id.secret"
+//   stored as kube-system/bootstrap-token-<id> Secrets (user system:bootstrap:<id>, groups system:bootstrappers +
+//   auth-extra-groups, expiration honoured), ServiceAccount tokens from the TokenRequest API (a HS256 JWT, valid while
+//   unexpired and while its ServiceAccount and bound pod exist), anonymous requests as system:anonymous.
+//   Bad credentials answer 401 Status reason Unauthorized; a request the policy refuses answers 403 Forbidden with
+//   the real message shape.
+// - Discovery: /version, /api, /apis, /api/v1, /apis/<group>, /apis/<group>/<version> (the legacy, non-aggregated
+//   documents: kubectl falls back to them).
+// - Resources: namespaces (default, kube-system, kube-public, kube-node-lease exist; a "default" ServiceAccount is
+//   created in each), nodes (+status), pods (+status, +eviction), configmaps, secrets (stringData folded into data),
+//   services (default/kubernetes = 10.96.0.1:443; clusterIPs allocated from 10.96.0.0/16), serviceaccounts
+//   (+token), events, coordination.k8s.io/v1 leases, certificates.k8s.io/v1 certificatesigningrequests
+//   (+approval, +status).
+// - Object metadata: uid, creationTimestamp, one global resourceVersion counter (like an etcd revision),
+//   generation (1 on create, +1 when spec changes — for every resource), name or generateName, 404 NotFound,
+//   409 AlreadyExists, 409 Conflict for a stale metadata.resourceVersion on PUT/PATCH, 422 Invalid (missing/invalid
+//   name, pod without containers/images, bad CSR) with details.causes, 400 BadRequest for a body that is not JSON
+//   (as the real server; it is 400, not 422), creating in a missing namespace is 404. A no-op update keeps the RV.
+// - Status subresource (nodes, pods, services, namespaces, CSRs): the main resource ignores status changes, /status
+//   changes only status, /approval only status.conditions.
+// - Pod defaults that matter to a kubelet: restartPolicy, dnsPolicy, terminationGracePeriodSeconds,
+//   schedulerName, serviceAccountName, enableServiceLinks, the two 300 s not-ready/unreachable tolerations,
+//   imagePullPolicy (Always for :latest/untagged), terminationMessagePath/Policy, port protocol; status.phase
+//   Pending and qosClass on create. Pod spec updates may change only images, activeDeadlineSeconds, tolerations and
+//   terminationGracePeriodSeconds (422 otherwise).
+// - DELETE: a pod bound to a node and not Succeeded/Failed gets deletionTimestamp + deletionGracePeriodSeconds
+//   (body/query gracePeriodSeconds, else spec.terminationGracePeriodSeconds, else 30; a later delete may only
+//   shorten it) and 200 with the object; grace 0, an unbound or terminal pod is removed at once. Preconditions (uid,
+//   resourceVersion) → 409. Finalizers hold an object until the last one is removed. Deleting a namespace removes
+//   everything in it at once (the real one goes Terminating and a controller empties it).
+// - PATCH: merge-patch (RFC 7386), json-patch (RFC 6902 add/remove/replace/test/move/copy; failing test or missing
+//   path = 422), strategic-merge-patch APPROXIMATED: merge keys are looked up by field name (conditions and
+//   addresses by type, *containerStatuses/containers/volumes/env by name, podIPs/hostIPs by ip, volumeMounts by
+//   mountPath, taints by key, ownerReferences by uid, ports by containerPort, or by port under a service spec),
+//   finalizers merge as a set, every other list is replaced (so images is replaced); `$patch: replace|delete`,
+//   `$deleteFromPrimitiveList/` honoured, `$setElementOrder/` and `$retainKeys` ignored (new items are appended).
+//   apply-patch (server-side apply) is 415. No managedFields.
+// - LIST: list resourceVersion, labelSelector (=, ==, !=, in, notin, exists, !exists), fieldSelector
+//   (metadata.name/namespace and the per-resource fields in KubeResource.all, else 400 "field label not supported"),
+//   limit + opaque continue tokens that read a consistent snapshot at the first page's RV (rebuilt from history);
+//   a continue token older than the kept history answers 410 Expired. Items carry no kind/apiVersion, as the real one.
+// - WATCH (?watch=1 and the legacy /watch/ paths): chunked JSON lines {"type","object"}; RV "0" or none → synthetic
+//   ADDED for the current objects, RV N → replay of every change after N; allowWatchBookmarks → periodic BOOKMARK
+//   with only metadata.resourceVersion (every Options.watchBookmarkInterval, the real one ~1 min); an RV older than
+//   the history (see compact()) → HTTP 200 then one ERROR event with a 410 Expired Status; timeoutSeconds ends the
+//   stream cleanly; selectors apply and an object that stops matching is sent as DELETED (old content, new RV).
+// - CSRs: spec.request must be a signed PEM CSR; spec.username/groups are set from the creator; with
+//   autoApproveCSRs (or after an Approved condition through /approval or approveCSR) the two kubelet signers
+//   (kube-apiserver-client-kubelet, kubelet-serving) check the request (CN system:node:*, O system:nodes, usages,
+//   SANs) and the CA signs it with the CSR's subject and SANs for min(certificateLifetime, spec.expirationSeconds);
+//   approval and certificate are two separate MODIFIED changes; a Denied CSR gets no certificate; a request that
+//   breaks a signer rule gets a Failed condition (SignerValidationFailure).
+// - kube-public/cluster-info: data.kubeconfig (server + certificate-authority-data) and jws-kubeconfig-<id> per
+//   signing bootstrap token, a detached HS256 JWS "<header>..<signature>" exactly like the bootstrapsigner.
+//
+// NOT copied (do not rely on these):
+// - No RBAC and no node authorizer: a fixed policy. system:masters and nodes (system:node:* / system:nodes) may do
+//   anything; bootstrappers may create/get/list/watch CSRs and get kube-public/configmaps/cluster-info; anonymous
+//   may only get that ConfigMap plus /version and health; ServiceAccounts only discovery. No admission plugins
+//   besides the namespace-exists check and the pod defaults above.
+// - kubelet-serving CSRs are auto-approved when autoApproveCSRs is on (a real cluster needs an approver for them).
+// - No protobuf, no Table output (kubectl prints its default NAME/AGE columns), no OpenAPI, no server-side apply,
+//   no dry-run, no field validation, no sendInitialEvents/watch-list, no aggregated discovery, no pods/binding,
+//   log/exec/attach/port-forward, no resourceVersionMatch, no schema validation beyond the few checks above.
+// - Lists with resourceVersion=0 and a limit still page (the real watch cache may ignore the limit).
+// - Watches do not time out on their own (the real server ends them after 30-60 min); history is kept in memory
+//   (100 000 changes) until compact().
+// - One global lock: requests are served one at a time, which makes every request atomic.
+
+import Foundation
+import NIOCore
+import NIOPosix
+import NIOSSL
+import X509
+
+/// A kube-apiserver stand-in for tests (see the file comment for what it copies and what it does not).
+public final class KubeAPIServer: Sendable {
+    /// Server settings.
+    public struct Options: Sendable {
+        /// Approve CSRs of the two kubelet signers as soon as they are created.
+        public var autoApproveCSRs: Bool = true
+        /// Lifetime of certificates signed for CSRs (spec.expirationSeconds may shorten it).
+        public var certificateLifetime: Duration = .seconds(3600)
+        /// How often watches with allowWatchBookmarks get a BOOKMARK (the real server: about a minute).
+        public var watchBookmarkInterval: Duration = .seconds(1)
+        /// Print one line per request to stdout.
+        public var requestLog: Bool = false
+
+        public init(autoApproveCSRs: Bool = true, certificateLifetime: Duration = .seconds(3600),
+                    watchBookmarkInterval: Duration = .seconds(1), requestLog: Bool = false) {
+            self.autoApproveCSRs = autoApproveCSRs
+            self.certificateLifetime = certificateLifetime
+            self.watchBookmarkInterval = watchBookmarkInterval
+            self.requestLog = requestLog
+        }
+    }
+
+    /// One served request, for assertions.
+    public struct RequestRecord: Sendable, CustomStringConvertible {
+        public let method: String
+        /// Path and query as sent.
+        public let path: String
+        public let code: Int
+        /// The authenticated user ("system:anonymous"; "" when the credentials were refused).
+        public let user: String
+        public var description: String { "\(method) \(path) \(code) \(user)" }
+    }
+
+    /// A failed direct (non-HTTP) call: the HTTP code and Status message the same request would get.
+    public struct Failure: Error, CustomStringConvertible {
+        public let code: Int
+        public let reason: String
+        public let message: String
+        public var description: String { "\(code) \(reason): \(message)" }
+    }
+
+    /// "https://127.0.0.1:PORT".
+    public let url: String
+    public let port: Int
+    /// The cluster CA (it also signs CSRs).
+    public let pki: TestPKI
+    public var caPEM: String { pki.caPEM }
+    /// "sha256:<hex>" of the CA's SubjectPublicKeyInfo, as kubeadm's --discovery-token-ca-cert-hash.
+    public var caCertHash: String { pki.caCertHash }
+    /// CN=kubernetes-admin, O=system:masters.
+    public let adminCertPEM: String
+    public let adminKeyPEM: String
+
+    let core: KubeAPIServerCore
+    private let group: MultiThreadedEventLoopGroup
+    private let channel: Channel
+
+    private init(url: String, port: Int, pki: TestPKI, admin: TestKeyPair, core: KubeAPIServerCore,
+                 group: MultiThreadedEventLoopGroup, channel: Channel) {
+        self.url = url
+        self.port = port
+        self.pki = pki
+        self.adminCertPEM = admin.certPEM
+        self.adminKeyPEM = admin.keyPEM
+        self.core = core
+        self.group = group
+        self.channel = channel
+    }
+
+    /// Starts a server on 127.0.0.1 with an ephemeral port, a fresh CA and the default objects.
+    public static func start(options: Options = .init()) async throws -> KubeAPIServer {
+        let pki = try TestPKI.makeCA(commonName: "kubernetes")
+        let serving = try pki.issue(serverFor: "kube-apiserver", ips: ["127.0.0.1", "10.96.0.1"],
+                                    dns: ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                                          "kubernetes.default.svc.cluster.local"])
+        let admin = try pki.issueClient(cn: "kubernetes-admin", orgs: ["system:masters"])
+        let sslContext = try KubeAPITLS.context(serving: serving, ca: pki)
+        let core = KubeAPIServerCore(pki: pki, options: options)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let channel: Channel
+        do {
+            channel = try await ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 256)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelInitializer { ch in
+                    ch.eventLoop.makeCompletedFuture {
+                        try ch.pipeline.syncOperations.addHandler(KubeAPITLS.handler(sslContext))
+                        try ch.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                        try ch.pipeline.syncOperations.addHandler(KubeAPIHTTPHandler(core: core))
+                    }
+                }
+                .bind(host: "127.0.0.1", port: 0).get()
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        let port = channel.localAddress?.port ?? 0
+        core.serverAddress = "127.0.0.1:\(port)"
+        try core.store.lock.withLock { try core.bootstrap() }
+        return KubeAPIServer(url: "https://127.0.0.1:\(port)", port: port, pki: pki, admin: admin, core: core,
+                             group: group, channel: channel)
+    }
+
+    /// Stops listening and closes every connection (watch streams end without a final chunk).
+    public func shutdown() async throws {
+        try? await channel.close()
+        try await group.shutdownGracefully()
+    }
+
+    /// Writes a kubeconfig with the admin client certificate, for the real `kubectl --kubeconfig`.
+    public func writeAdminKubeconfig(to path: String) throws {
+        func b64(_ s: String) -> String { Data(s.utf8).base64EncodedString() }
+        let text = """
+        apiVersion: v1
+        kind: Config
+        clusters:
+        - name: test
+          cluster:
+            server: \(url)
+            certificate-authority-data: \(b64(caPEM))
+        users:
+        - name: kubernetes-admin
+          user:
+            client-certificate-data: \(b64(adminCertPEM))
+            client-key-data: \(b64(adminKeyPEM))
+        contexts:
+        - name: test
+          context:
+            cluster: test
+            user: kubernetes-admin
+        current-context: test
+
+        """
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    /// Adds (or replaces) bootstrap token "<id>.<secret>" (id: 6 chars [a-z0-9], secret: 16), like
+    /// `kubeadm token create`, and signs cluster-info with it.
+    public func addBootstrapToken(id: String, secret: String, expires: Date? = nil) throws {
+        try direct { try core.addBootstrapToken(id: id, secret: secret, expires: expires) }
+    }
+
+    /// Forgets the change history: watches from an older resourceVersion and older continue tokens then get 410.
+    public func compact() { core.store.lock.withLock { core.store.compact() } }
+
+    /// The current global resourceVersion.
+    public var resourceVersion: Int { core.store.lock.withLock { core.store.resourceVersion } }
+
+    /// Every request served so far (method, path, code, user).
+    public func requests() -> [RequestRecord] { core.requests }
+
+    /// Approves a CSR through its /approval subresource, as `kubectl certificate approve` does.
+    public func approveCSR(_ name: String) throws {
+        try direct { try core.setCSRDecision(name: name, approve: true) }
+    }
+
+    /// Denies a CSR (it will get no certificate).
+    public func denyCSR(_ name: String) throws {
+        try direct { try core.setCSRDecision(name: name, approve: false) }
+    }
+
+    // MARK: Direct store access (no HTTP, no auth)
+
+    /// The stored object at an API path such as "/api/v1/namespaces/default/pods/p1", as JSON.
+    public func object(_ path: String) -> Data? {
+        guard let t = KubeAPIServerCore.target(path), let name = t.name else { return nil }
+        return core.store.lock.withLock { core.store.get(t.resource, namespace: t.namespace, name: name)?.data }
+    }
+
+    /// The stored object as a Foundation JSON dictionary.
+    public func objectJSON(_ path: String) -> [String: Any]? {
+        object(path).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+    }
+
+    /// Creates or replaces the object at an API path ("…/pods/p1"; a collection path creates), ignoring its
+    /// resourceVersion; for resources with a status subresource the given status is written too. Returns the stored
+    /// object.
+    @discardableResult
+    public func put(_ path: String, _ json: Data) throws -> Data {
+        guard let t = KubeAPIServerCore.target(path) else { throw Failure(code: 404, reason: "NotFound", message: "no resource at \(path)") }
+        return try direct {
+            var body = try core.parseBody(json)
+            body[path: ["metadata", "resourceVersion"]] = nil
+            let r = t.resource
+            let name = t.name ?? body[path: ["metadata", "name"]]?.string ?? ""
+            var stored: KJSON
+            if !name.isEmpty, core.store.get(r, namespace: t.namespace, name: name) != nil {
+                stored = try core.update(APITarget(resource: r, namespace: t.namespace, name: name, subresource: nil, legacyWatch: false), body: body)
+            } else {
+                if !name.isEmpty { body[path: ["metadata", "name"]] = .string(name) }
+                stored = try core.create(r, namespace: t.namespace, body: body, user: .internalAdmin)
+            }
+            if r.hasStatusSubresource, let status = body["status"] {
+                var withStatus = stored
+                withStatus["status"] = status
+                let sname = stored[path: ["metadata", "name"]]?.string ?? name
+                stored = try core.update(APITarget(resource: r, namespace: t.namespace, name: sname, subresource: "status", legacyWatch: false), body: withStatus)
+            }
+            return stored.data
+        }
+    }
+
+    /// `put` with a Foundation JSON dictionary.
+    @discardableResult
+    public func put(_ path: String, _ json: [String: Any]) throws -> Data {
+        try put(path, try KJSON(any: json).data)
+    }
+
+    /// Removes the object at an API path at once (no grace period, finalizers ignored).
+    public func delete(_ path: String) throws {
+        guard let t = KubeAPIServerCore.target(path), let name = t.name else {
+            throw Failure(code: 404, reason: "NotFound", message: "no object at \(path)")
+        }
+        try direct {
+            guard let obj = core.store.get(t.resource, namespace: t.namespace, name: name) else {
+                throw APIError.notFound(t.resource, name)
+            }
+            core.store.commit(.deleted, t.resource, namespace: t.namespace, name: name, object: obj)
+        }
+    }
+
+    /// Serves a request as the internal admin without HTTP (handy for setting up state); returns code and body.
+    public func call(_ method: String, _ uri: String, body: Data = Data(), contentType: String = "application/json") -> (code: Int, body: Data) {
+        let req = APIRequest(method: method, uri: uri, headers: ["content-type": contentType], body: body)
+        switch core.serve(req, user: .internalAdmin, watchSink: nil) {
+        case .object(let code, let json): return (code, json.data)
+        case .watch: return (400, Data())
+        }
+    }
+
+    private func direct<T>(_ body: () throws -> T) throws -> T {
+        core.store.lock.lock()
+        defer { core.store.lock.unlock() }
+        do { return try body() } catch let e as APIError {
+            throw Failure(code: e.code, reason: e.reason, message: e.message)
+        }
+    }
+}
