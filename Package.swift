@@ -132,7 +132,6 @@ let package = Package(
         .testTarget(name: "EdgedSystemdTests", dependencies: ["EdgedSystemd"]),
         .testTarget(name: "EdgedIntegrationTests", dependencies: ["EdgedCore", "EdgedControl", "EdgedDaemon", "EdgedTestSupport"]),
         .testTarget(name: "KubeAPIServerTests", dependencies: ["EdgedTestSupport", "EdgedCore"]),
-        .testTarget(name: "KubeAPIServerTests", dependencies: ["EdgedTestSupport", "EdgedCore"]),
         // Helpers only tests import: building busybox rootfs/images from Debian's busybox-static, temp dirs.
         // Also the test Kubernetes API server (TLS, client certs, resourceVersions, watch, CSR signing).
         .target(name: "EdgedTestSupport", dependencies: [
