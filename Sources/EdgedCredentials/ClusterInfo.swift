@@ -46,7 +46,7 @@ public struct ClusterInfo: Sendable, Equatable {
         }
         let caPEM = String(decoding: caBytes, as: UTF8.self)
         do { _ = try PEMBlocks.certificates(caPEM, source: "kube-public/cluster-info certificate-authority-data") } catch {
-            throw CredentialError(.invalidClusterInfo, error.message)
+            throw CredentialError(.invalidClusterInfo, "\(error)")
         }
         self.server = server
         self.caPEM = caPEM

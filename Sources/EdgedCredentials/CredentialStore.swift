@@ -153,7 +153,7 @@ public struct CredentialStore: Sendable {
             info = try CertificateInfo(pem: text, source: path)
             key = try NodeKey(pem: text, source: path)
         } catch {
-            throw CredentialError(.corruptFile, "\(path) is corrupt or half-written (\(error.message)): \(remedy)")
+            throw CredentialError(.corruptFile, "\(path) is corrupt or half-written (\(error)): \(remedy)")
         }
         guard info.matches(key) else {
             throw CredentialError(.corruptFile, "\(path): the certificate and the private key do not belong together: \(remedy)")
@@ -166,7 +166,7 @@ public struct CredentialStore: Sendable {
     public func loadCA() throws(CredentialError) -> String? {
         guard let text = try readIfPresent(caPath) else { return nil }
         do { _ = try CertificateInfo(pem: text, source: caPath) } catch {
-            throw CredentialError(.corruptFile, "\(caPath) is corrupt or half-written (\(error.message)): remove it and run edgectl join again")
+            throw CredentialError(.corruptFile, "\(caPath) is corrupt or half-written (\(error)): remove it and run edgectl join again")
         }
         return text
     }
