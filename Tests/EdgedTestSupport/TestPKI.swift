@@ -90,6 +90,64 @@ public struct TestPKI: Sendable {
             extensions: extensions, issuerPrivateKey: .init(key))
     }
 
+    /// A fresh P-256 key and a PEM PKCS#10 request for it (CN, one O per org, DNS/IP SANs in an extension request).
+    public static func makeCSR(cn: String, orgs: [String] = [], dns: [String] = [], ips: [String] = []) throws
+        -> (csrPEM: String, keyPEM: String) {
+        let key = P256.Signing.PrivateKey()
+        var rdns = orgs.map { RelativeDistinguishedName(RelativeDistinguishedName.Attribute(type: .RDNAttributeType.organizationName, utf8String: $0)) }
+        rdns.append(RelativeDistinguishedName(RelativeDistinguishedName.Attribute(type: .RDNAttributeType.commonName, utf8String: cn)))
+        var sans: [GeneralName] = dns.map { .dnsName($0) }
+        for ip in ips { sans.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice(try ipBytes(ip))))) }
+        var attributes = CertificateSigningRequest.Attributes()
+        if !sans.isEmpty {
+            let ext = try Certificate.Extensions { SubjectAlternativeNames(sans) }
+            attributes.insert(try CertificateSigningRequest.Attribute(ExtensionRequest(extensions: ext)))
+        }
+        let csr = try CertificateSigningRequest(version: .v1, subject: DistinguishedName(rdns),
+                                                privateKey: Certificate.PrivateKey(key), attributes: attributes)
+        return (try csr.serializeAsPEM().pemString, key.pemRepresentation)
+    }
+
+    /// What tests check in an issued certificate.
+    public struct CertificateInfo: Sendable {
+        public let commonName: String
+        public let organizations: [String]
+        public let dnsNames: [String]
+        public let ipAddresses: [[UInt8]]
+        public let notBefore: Date
+        public let notAfter: Date
+        public let serverAuth: Bool
+        public let clientAuth: Bool
+        /// True when this CA signed it.
+        public let signedByCA: Bool
+    }
+
+    /// Parses a PEM certificate (the first one) for assertions.
+    public func inspect(certPEM: String) throws -> CertificateInfo {
+        let cert = try Certificate(pemEncoded: certPEM)
+        var cn = "", orgs: [String] = []
+        for rdn in cert.subject {
+            for attr in rdn {
+                if attr.type == .RDNAttributeType.commonName { cn = String(describing: attr.value) }
+                if attr.type == .RDNAttributeType.organizationName { orgs.append(String(describing: attr.value)) }
+            }
+        }
+        var dnsNames: [String] = [], ips: [[UInt8]] = []
+        for san in (try cert.extensions.subjectAlternativeNames).map({ Array($0) }) ?? [] {
+            switch san {
+            case .dnsName(let d): dnsNames.append(d)
+            case .ipAddress(let o): ips.append(Array(o.bytes))
+            default: break
+            }
+        }
+        let eku = try cert.extensions.extendedKeyUsage
+        return CertificateInfo(commonName: cn, organizations: orgs, dnsNames: dnsNames, ipAddresses: ips,
+                               notBefore: cert.notValidBefore, notAfter: cert.notValidAfter,
+                               serverAuth: eku?.contains(.serverAuth) ?? false, clientAuth: eku?.contains(.clientAuth) ?? false,
+                               signedByCA: cert.issuer == certificate.subject
+                                   && certificate.publicKey.isValidSignature(cert.signature, for: cert))
+    }
+
     /// The four (IPv4) or sixteen (IPv6) bytes of an address in text form.
     public static func ipBytes(_ text: String) throws -> [UInt8] {
         var v4 = in_addr()

@@ -54,7 +54,7 @@ final class APIFixture: @unchecked Sendable {
     @discardableResult
     func request(_ method: String, _ path: String, _ body: Any? = nil, contentType: String = "application/json",
                  as creds: Credentials = .admin) throws -> (code: Int, json: [String: Any]) {
-        var args = ["/usr/bin/curl", "-sS", "--cacert", caFile, "-X", method, "-w", "\n%{http_code}"] + (try authArgs(creds))
+        var args = ["/usr/bin/curl", "-sS", "--max-time", "20", "--cacert", caFile, "-X", method, "-w", "\n%{http_code}"] + (try authArgs(creds))
         var bodyFile: String? = nil
         if let body {
             let data = body is String ? Data((body as! String).utf8)
@@ -151,9 +151,11 @@ final class WatchReader: @unchecked Sendable {
         return false
     }
 
+    /// Kills curl. Foundation reaps it; waitUntilExit is not used because it only returns on the thread that
+    /// launched the process (its run loop gets the exit), and a test resumes on another thread after an await.
     func stop() {
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
+        let pid = process.processIdentifier
+        if pid > 0 { kill(pid, SIGKILL) }
     }
 }
 
