@@ -43,6 +43,10 @@ struct MonitorConfig {
             c.add("mount_dst", m.destination)
             c.add("mount_ro", m.readOnly)
         }
+        for d in spec.devices {
+            c.add("dev_src", d.source)
+            c.add("dev_dst", d.destination)
+        }
         for d in cgroupDirs { c.add("cgroup", d) }
         c.add("log", spec.logPath)
         c.add("logmax", String(spec.logMaxBytes))

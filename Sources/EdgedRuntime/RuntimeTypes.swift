@@ -38,6 +38,29 @@ public struct MountSpec: Sendable, Codable, Equatable {
     }
 }
 
+/// A host device node made available in the container: the host's node is bind-mounted onto an empty file at
+/// `destination` (under the container's fresh /dev), so it keeps the host's major/minor numbers and permissions.
+/// edged puts containers in no device cgroup and installs no device BPF filter, so the kernel lets them open it.
+public struct DeviceSpec: Sendable, Codable, Equatable {
+    /// The character device on the host, e.g. /dev/nvidia0.
+    public var source: String
+    /// Where it appears in the container, e.g. /dev/nvidia0.
+    public var destination: String
+
+    public init(source: String, destination: String) {
+        self.source = source
+        self.destination = destination
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// spec.json files written before `devices` existed have no such key: decode them as "no devices", so a new
+    /// edged still re-adopts their containers.
+    func decode(_ type: [DeviceSpec].Type, forKey key: Key) throws -> [DeviceSpec] {
+        try decodeIfPresent(type, forKey: key) ?? []
+    }
+}
+
 /// The seccomp profile of a container.
 public enum SeccompMode: String, Sendable, Codable {
     /// The common container default profile (moby/containerd default.json equivalent).
@@ -66,6 +89,8 @@ public struct ContainerSpec: Sendable, Codable, Equatable {
     public var runAsGroup: Int64?
     public var supplementalGroups: [Int64]
     public var mounts: [MountSpec]
+    /// Host device nodes to expose (GPUs); none by default.
+    public var devices: [DeviceSpec]
     public var hostname: String
     public var privileged: Bool
     public var readOnlyRootfs: Bool
@@ -89,7 +114,7 @@ public struct ContainerSpec: Sendable, Codable, Equatable {
                 readOnlyRootfs: Bool = false, noNewPrivileges: Bool = false, capAdd: [String] = [],
                 capDrop: [String] = [], seccomp: SeccompMode = .runtimeDefault, memoryLimitBytes: Int64? = nil,
                 cpuLimitMillis: Int64? = nil, cpuRequestMillis: Int64? = nil, pidsLimit: Int64? = nil,
-                logPath: String, logMaxBytes: Int = 10 << 20, logMaxFiles: Int = 5) {
+                logPath: String, logMaxBytes: Int = 10 << 20, logMaxFiles: Int = 5, devices: [DeviceSpec] = []) {
         self.id = id
         self.podUID = podUID
         self.podNamespace = podNamespace
@@ -104,6 +129,7 @@ public struct ContainerSpec: Sendable, Codable, Equatable {
         self.runAsGroup = runAsGroup
         self.supplementalGroups = supplementalGroups
         self.mounts = mounts
+        self.devices = devices
         self.hostname = hostname
         self.privileged = privileged
         self.readOnlyRootfs = readOnlyRootfs

@@ -97,6 +97,22 @@ static void setup_dev(const char *root) {
     }
 }
 
+// Host device nodes (GPUs): each is bind-mounted onto an empty file in the new /dev, so the container sees the
+// host's node with its major/minor numbers. Only character devices are accepted.
+static void setup_devices(const struct config *c, const char *root) {
+    char p[4200];
+    for (int i = 0; i < c->ndevices; i++) {
+        const struct device_spec *d = &c->devices[i];
+        struct stat st;
+        if (stat(d->src, &st) < 0) fail("device %s: %s", d->src, strerror(errno));
+        if (!S_ISCHR(st.st_mode)) fail("device %s is not a character device", d->src);
+        if (strncmp(d->dst, "/dev/", 5) != 0 || strstr(d->dst, "..")) fail("device path %s must be below /dev", d->dst);
+        path_in(p, sizeof(p), root, d->dst);
+        make_target(d->src, p);
+        do_mount(d->src, p, NULL, MS_BIND, NULL);
+    }
+}
+
 // runc's default masked and read-only paths, applied after pivot_root.
 static void mask_paths(void) {
     static const char *const masked[] = {"/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
@@ -165,6 +181,7 @@ void child_main(const struct config *c, int syncfd, int errfd, int outfd, int er
         if (!c->privileged) do_mount(NULL, p, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL);
     }
     setup_dev(root);
+    setup_devices(c, root);
 
     if (chdir(root) < 0) fail("chdir %s: %s", root, strerror(errno));
     if (syscall(SYS_pivot_root, ".", ".") < 0) fail("pivot_root %s: %s", root, strerror(errno));

@@ -40,6 +40,7 @@ int config_load(const char *path, struct config *c, char *err, size_t errlen) {
     close(fd);
     buf[len] = 0;
     struct mount_spec *m = NULL;
+    struct device_spec *d = NULL;
     for (size_t off = 0; off < len;) {
         char *key = buf + off;
         size_t rlen = strlen(key);
@@ -73,6 +74,11 @@ int config_load(const char *path, struct config *c, char *err, size_t errlen) {
         }
         else if (!strcmp(key, "mount_dst")) { if (m) m->dst = v; }
         else if (!strcmp(key, "mount_ro")) { if (m) m->ro = atoi(v); }
+        else if (!strcmp(key, "dev_src")) {
+            if (c->ndevices < MAX_DEVICES) { d = &c->devices[c->ndevices++]; d->src = v; d->dst = v; }
+            else d = NULL;
+        }
+        else if (!strcmp(key, "dev_dst")) { if (d) d->dst = v; }
         else if (!strcmp(key, "cgroup")) { if (c->ncgroups < MAX_CGROUPS) c->cgroups[c->ncgroups++] = v; }
         else if (!strcmp(key, "log")) c->log_path = v;
         else if (!strcmp(key, "logmax")) c->log_max_bytes = strtoll(v, NULL, 10);

@@ -9,11 +9,18 @@
 #define MAX_MOUNTS 128
 #define MAX_GROUPS 64
 #define MAX_CGROUPS 8
+#define MAX_DEVICES 64
 
 struct mount_spec {
     const char *src;
     const char *dst;
     int ro;
+};
+
+// A host device node bind-mounted onto an empty file under the container's /dev (after the /dev tmpfs is set up).
+struct device_spec {
+    const char *src;
+    const char *dst;
 };
 
 /// The monitor's view of one container, parsed from `<stateDir>/config` (NUL-terminated `key=value` records).
@@ -34,6 +41,8 @@ struct config {
     const char *netns, *ipcns, *utsns;
     struct mount_spec mounts[MAX_MOUNTS];
     int nmounts;
+    struct device_spec devices[MAX_DEVICES];
+    int ndevices;
     const char *cgroups[MAX_CGROUPS];
     int ncgroups;
     const char *log_path;
