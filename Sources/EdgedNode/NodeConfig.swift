@@ -24,6 +24,8 @@ public struct NodeConfig: Sendable {
     public var volumeRefreshInterval: Duration = .seconds(60)
     /// Pod networking through CNI (nil: pods that are not hostNetwork get a netns with only lo).
     public var network: PodNetwork?
+    /// NVIDIA GPUs handed to containers that ask for nvidia.com/gpu (nil: such containers cannot start).
+    public var gpus: GPUDevices?
 
     public init(nodeName: String, podsDir: String, logDir: String, containerLogMaxBytes: Int = 10 << 20,
                 containerLogMaxFiles: Int = 5, seccompDefault: Bool = false, podPidsLimit: Int64? = nil,

@@ -31,6 +31,7 @@ public actor PodManager {
     private var adoptedOrigins: Set<Origin> = []
     private var leftovers: [String: [ContainerInfo]]?
     private var manifestErrors: [String: String] = [:]
+    private var gpusPruned = false
 
     /// `origins`: the sources that will call `apply`; containers of pods no source wants are removed only once
     /// every one of them has reported (so API pods survive a restart while the API server is still away).
@@ -90,6 +91,10 @@ public actor PodManager {
             }
         }
         adoptedOrigins.insert(origin)
+        if adoptedOrigins.isSuperset(of: expectedOrigins), !gpusPruned {
+            gpusPruned = true  // pods removed while edged was down hold no GPU any more
+            do { try await config.gpus?.prune(keeping: Set(workers.keys).union(terminating.keys)) } catch { errors.record("GPU allocations", error.message) }
+        }
         if adoptedOrigins.isSuperset(of: expectedOrigins), let rest = leftovers, !rest.isEmpty {
             leftovers = [:]
             await removeLeftovers(rest)

@@ -451,7 +451,9 @@ actor PodWorker {
         let spec: ContainerSpec
         do {
             let env = try await PodEnv.resolve(pod: pod, container: rec.container, podIPs: podIPs, objects: config.apiObjects)
-            spec = try makeSpec(rec.container, image: image, id: id, restart: restart, apiEnv: env)
+            var s = try makeSpec(rec.container, image: image, id: id, restart: restart, apiEnv: env)
+            try await GPUDevices.attach(config.gpus, to: &s, pod: pod, container: rec.container, isInit: rec.isInit)
+            spec = s
         } catch {
             rec.waiting = ("CreateContainerConfigError", error.message)
             records[name] = rec
@@ -624,6 +626,9 @@ actor PodWorker {
                     errors.record(subject, "removing container \(info.spec.containerName): \(error)")
                 }
             }
+        }
+        do { try await config.gpus?.release(podUID: uid) } catch {
+            errors.record(subject, "releasing its GPUs: \(error.message)")
         }
         if let network = config.network, pod.spec.hostNetwork != true {
             do {
