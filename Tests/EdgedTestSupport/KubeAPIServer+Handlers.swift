@@ -122,6 +122,12 @@ extension KubeAPIServerCore {
         default: throw APIError.methodNotAllowed(req.method)
         }
         try authorize(user, verb: verb, target: t)
+        if ["create", "update"].contains(verb), !req.body.isEmpty,
+           let ct = req.headers["content-type"], !ct.hasPrefix("application/json") {
+            // No protobuf (or YAML) bodies: kubectl's typed clients send protobuf and get this 415.
+            throw APIError(code: 415, reason: "UnsupportedMediaType",
+                           message: "the body of the request was in an unknown format - accepted media types include: application/json (this test API server has no protobuf; content type \"\(ct)\")")
+        }
         if let ns = t.namespace, verb == "create" || t.subresource == "token", store.get(Self.namespaces, namespace: nil, name: ns) == nil {
             throw APIError.notFound(Self.namespaces, ns)
         }

@@ -64,7 +64,11 @@
 //   may only get that ConfigMap plus /version and health; ServiceAccounts only discovery. No admission plugins
 //   besides the namespace-exists check and the pod defaults above.
 // - kubelet-serving CSRs are auto-approved when autoApproveCSRs is on (a real cluster needs an approver for them).
-// - No protobuf, no Table output (kubectl prints its default NAME/AGE columns), no OpenAPI, no server-side apply,
+// - JSON only: a protobuf (or YAML) request body is 415 UnsupportedMediaType, so kubectl commands built on typed
+//   clients (`kubectl create configmap/secret …`, `kubectl certificate approve`) fail; use `kubectl create -f`,
+//   apply, patch, label, get, delete (responses are always JSON, which kubectl accepts). No OpenAPI: pass
+//   `--validate=false` to `kubectl create -f` / `apply`.
+// - No Table output (kubectl prints its default NAME/AGE columns), no server-side apply,
 //   no dry-run, no field validation, no sendInitialEvents/watch-list, no aggregated discovery, no pods/binding,
 //   log/exec/attach/port-forward, no resourceVersionMatch, no schema validation beyond the few checks above.
 // - Lists with resourceVersion=0 and a limit still page (the real watch cache may ignore the limit).

@@ -39,7 +39,7 @@ private let csrs = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
         #expect(info.signedByCA && info.clientAuth && !info.serverAuth)
         #expect(info.commonName == "system:node:edge-1" && info.organizations == ["system:nodes"])
         let life = info.notAfter.timeIntervalSince(Date())
-        #expect(life > 1700 && life <= 1800)   // spec.expirationSeconds shortens the 1 h default
+        #expect(life > 1700 && life <= 1801)   // spec.expirationSeconds shortens the 1 h default
 
         // The signed certificate authenticates as the node, which may do anything here.
         let creds = Credentials.cert(TestKeyPair(certPEM: pem, keyPEM: req.keyPEM))
