@@ -105,8 +105,11 @@ public actor ClusterAgent {
     }
 
     /// Whether credentials from `edgectl join` exist.
-    public nonisolated var isJoined: Bool {
-        (try? store.load())?.flatMap { $0.client } != nil
+    public nonisolated var isJoined: Bool { Self.hasCredentials(dir: config.credentialsDir) }
+
+    public static func hasCredentials(dir: String) -> Bool {
+        guard let contents = try? CredentialStore(dir: dir).load() else { return false }
+        return contents.client != nil && contents.cluster != nil
     }
 
     /// Runs every loop until cancelled. Throws only when the stored credentials are unusable.

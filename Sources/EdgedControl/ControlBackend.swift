@@ -23,6 +23,16 @@ public protocol ControlBackend: Sendable {
     /// - Throws: `ControlError` 404 when the pod, container or previous instance is unknown; 400 when the pod has
     ///   several containers and none was named.
     func logPath(namespace: String, pod: String, container: String?, previous: Bool) async throws -> String
+    /// Joins the node to a cluster (TLS bootstrap) and starts the node agent.
+    /// - Throws: `ControlError` 400 for bad arguments or a rejected token/CA, 502 when the API server cannot be
+    ///   reached, 504 when the CSR is not approved in time; the message says what to fix.
+    func join(_ request: JoinRequest) async throws -> JoinResponse
+}
+
+extension ControlBackend {
+    public func join(_ request: JoinRequest) async throws -> JoinResponse {
+        throw ControlError(status: 501, message: "this edged cannot join a cluster")
+    }
 }
 
 /// An error with an HTTP status for the control API: 400 bad request, 404 not found, 409 conflict, 500 internal,

@@ -57,6 +57,10 @@ public struct ControlClient: Sendable {
         let _: PruneResponse = try await sendJSON(.DELETE, "/v1/images?reference=\(RequestTarget.encode(reference))", body: nil as ImageRequest?)
     }
 
+    public func join(_ request: JoinRequest) async throws -> JoinResponse {
+        try await sendJSON(.POST, "/v1/join", body: request)
+    }
+
     public func pruneImages() async throws -> [String] {
         let response: PruneResponse = try await sendJSON(.POST, "/v1/images/prune", body: nil as ImageRequest?)
         return response.removed

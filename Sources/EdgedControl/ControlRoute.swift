@@ -64,6 +64,7 @@ public enum ControlRoute: Sendable, Equatable {
     case removeImage(reference: String)
     case pruneImages
     case logs(LogRequest)
+    case join
 
     /// Maps a method and URI to a route.
     /// - Throws: `ControlError` 404 for an unknown path, 405 for a known path with another method, 400 for bad
@@ -78,6 +79,7 @@ public enum ControlRoute: Sendable, Equatable {
             "/v1/images/pull": ["POST": .pullImage],
             "/v1/images/prune": ["POST": .pruneImages],
             "/v1/logs": ["GET": .logs],
+            "/v1/join": ["POST": .join],
         ]
         var path = target.path
         while path.count > 1, path.hasSuffix("/") { path.removeLast() }
@@ -95,6 +97,7 @@ public enum ControlRoute: Sendable, Equatable {
         case .importImage: return .importImage
         case .pullImage: return .pullImage
         case .pruneImages: return .pruneImages
+        case .join: return .join
         case .removeImage:
             guard let ref = q["reference"], !ref.isEmpty else { throw ControlError(status: 400, message: "missing query parameter \"reference\" (the image to remove)") }
             return .removeImage(reference: ref)
@@ -132,5 +135,5 @@ public enum ControlRoute: Sendable, Equatable {
 }
 
 private enum ControlRouteKind {
-    case status, pods, images, importImage, pullImage, removeImage, pruneImages, logs
+    case status, pods, images, importImage, pullImage, removeImage, pruneImages, logs, join
 }

@@ -208,6 +208,12 @@ public final class ControlServer: Sendable {
             case .logs(let request):
                 try await streamLogs(request, outbound: outbound, channel: channel)
                 return false
+            case .join:
+                let request: JoinRequest
+                do { request = try JSONDecoder().decode(JoinRequest.self, from: Data(body.readableBytesView)) } catch {
+                    throw ControlError.badRequest("the join request is not valid JSON: \(error)")
+                }
+                try await writeJSON(outbound, status: .ok, try await backend.join(request), keepAlive: keepAlive)
             }
             return true
         } catch let error as ControlError {

@@ -21,6 +21,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var daemon: DaemonStats
     /// The most recent errors, newest last (bounded).
     public var lastErrors: [ErrorEntry]
+    /// The cluster connection, once joined.
+    public var cluster: ClusterReport?
 
     public init(healthy: Bool, reasons: [String], mode: String, version: String, nodeName: String, pid: Int32,
                 startedAt: String, uptimeSeconds: Int64, stateDir: String, manifestDir: String, pods: [PodSummary],
@@ -243,5 +245,74 @@ public struct LogRequest: Codable, Sendable, Equatable {
         if let sinceSeconds { q.append("sinceSeconds=\(sinceSeconds)") }
         if let limitBytes { q.append("limitBytes=\(limitBytes)") }
         return "/v1/logs?" + q.joined(separator: "&")
+    }
+}
+
+/// The cluster connection as `edgectl status` shows it.
+public struct ClusterReport: Codable, Sendable, Equatable {
+    public var server: String
+    /// The Node object exists (created or found).
+    public var registered: Bool
+    public var lastLeaseRenewal: String?
+    public var lastNodeStatus: String?
+    /// Seconds since the lease was last renewed (a stale lease means the cloud sees the node NotReady soon).
+    public var leaseAgeSeconds: Int64?
+    public var lastError: String?
+    /// Pods bound to this node by the scheduler.
+    public var apiPods: Int
+    public var certificateNotAfter: String?
+    public var eventsSent: Int
+
+    public init(server: String, registered: Bool, lastLeaseRenewal: String? = nil, lastNodeStatus: String? = nil,
+                leaseAgeSeconds: Int64? = nil, lastError: String? = nil, apiPods: Int = 0, certificateNotAfter: String? = nil,
+                eventsSent: Int = 0) {
+        self.server = server
+        self.registered = registered
+        self.lastLeaseRenewal = lastLeaseRenewal
+        self.lastNodeStatus = lastNodeStatus
+        self.leaseAgeSeconds = leaseAgeSeconds
+        self.lastError = lastError
+        self.apiPods = apiPods
+        self.certificateNotAfter = certificateNotAfter
+        self.eventsSent = eventsSent
+    }
+}
+
+/// `edgectl join`: the arguments, sent to the daemon, which does the TLS bootstrap itself.
+public struct JoinRequest: Codable, Sendable, Equatable {
+    public var server: String
+    public var token: String
+    public var caCertHashes: [String]
+    public var labels: [String: String]
+    public var nodePool: String?
+    public var taints: [String]
+    public var approvalTimeoutSeconds: Int
+
+    public init(server: String, token: String, caCertHashes: [String] = [], labels: [String: String] = [:],
+                nodePool: String? = nil, taints: [String] = [], approvalTimeoutSeconds: Int = 120) {
+        self.server = server
+        self.token = token
+        self.caCertHashes = caCertHashes
+        self.labels = labels
+        self.nodePool = nodePool
+        self.taints = taints
+        self.approvalTimeoutSeconds = approvalTimeoutSeconds
+    }
+}
+
+public struct JoinResponse: Codable, Sendable, Equatable {
+    public var nodeName: String
+    public var server: String
+    /// False when the node was already joined to this server (join is idempotent).
+    public var newlyJoined: Bool
+    public var certificateNotAfter: String
+    public var csrName: String?
+
+    public init(nodeName: String, server: String, newlyJoined: Bool, certificateNotAfter: String, csrName: String? = nil) {
+        self.nodeName = nodeName
+        self.server = server
+        self.newlyJoined = newlyJoined
+        self.certificateNotAfter = certificateNotAfter
+        self.csrName = csrName
     }
 }

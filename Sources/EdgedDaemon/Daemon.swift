@@ -1,5 +1,6 @@
 // Builds every service from the configuration and runs them in one ServiceGroup.
 
+import EdgedCluster
 import EdgedControl
 import EdgedCore
 import EdgedImages
@@ -60,9 +61,29 @@ public struct Daemon {
             config: PodNetworkConfig(confDir: config.cni.confDir, binDirs: config.cni.binDirs, cacheDir: config.cniCacheDir,
                                      pluginTimeout: .seconds(config.cni.pluginTimeoutSeconds), allowNoNetwork: true),
             logger: logger)
-        let pods = PodManager(runtime: runtime, images: images, config: nodeConfig, errors: errors, logger: logger)
+        var agentConfig = ClusterAgentConfig(nodeName: nodeName, credentialsDir: config.credentialsDir, stateDir: config.stateDir,
+                                             version: EdgedVersion.string)
+        agentConfig.nodeIP = config.cluster.nodeIP
+        agentConfig.maxPods = config.cluster.maxPods
+        agentConfig.leaseRenewInterval = .seconds(config.cluster.leaseRenewSeconds)
+        agentConfig.leaseDurationSeconds = Int32(config.cluster.leaseDurationSeconds)
+        agentConfig.nodeStatusReportInterval = .seconds(config.cluster.nodeStatusReportSeconds)
+        agentConfig.volumeRefreshInterval = .seconds(config.cluster.volumeRefreshSeconds)
+        agentConfig.systemReserved = config.cluster.systemReserved.mapValues { Quantity($0) }
+        let joinedAtStart = ClusterAgent.hasCredentials(dir: config.credentialsDir)
+        let pods = PodManager(runtime: runtime, images: images, config: nodeConfig, errors: errors, logger: logger,
+                              origins: joinedAtStart ? [.file, .api] : [.file])
+        let network = nodeConfig.network
+        let agent = ClusterAgent(config: agentConfig, pods: pods, images: images,
+                                 networkProblem: {
+            if case .notReady(let reason)? = await network?.readiness() { return reason }
+            return nil
+        }, logger: logger)
+        let membership = ClusterMembership(agent: agent, bootstrapper: Bootstrapper(
+            store: .init(dir: config.credentialsDir), nodeName: nodeName,
+            userAgent: "edged/\(EdgedVersion.string)", logger: logger))
         let backend = DaemonBackend(config: config, nodeName: nodeName, pods: pods, images: images, runtime: runtime,
-                                    errors: errors, startedAt: started, startedClock: startedClock)
+                                    errors: errors, startedAt: started, startedClock: startedClock, membership: membership)
         let control = ControlServer(configuration: .init(socketPath: config.socketPath, groupID: config.socketGroup), backend: backend)
         let source = ManifestSource(directory: config.manifestDir, nodeName: nodeName, rescanInterval: .seconds(max(config.manifestRescanSeconds, 1)))
 
@@ -70,6 +91,7 @@ public struct Daemon {
             .init(service: ControlService(server: control)),
             .init(service: StaticPodService(source: source, manager: pods)),
             .init(service: StatusNotifier(notifier: notifier, backend: backend)),
+            .init(service: ClusterService(membership: membership, logger: logger)),
         ]
         if let notifier, notifier.watchdogInterval != nil {
             services.append(.init(service: SystemdWatchdog(notifier: notifier)))

@@ -1,5 +1,6 @@
 // The daemon's side of the control API: answers edgectl from the pod manager and the image store.
 
+import EdgedCluster
 import EdgedControl
 import EdgedCore
 import EdgedImages
@@ -16,6 +17,7 @@ struct DaemonBackend: ControlBackend {
     let errors: ErrorLog
     let startedAt: Timestamp
     let startedClock: ContinuousClock.Instant
+    let membership: ClusterMembership
 
     func status() async -> StatusReport {
         let podList = await pods.summaries()
@@ -23,13 +25,29 @@ struct DaemonBackend: ControlBackend {
         let node = HostStats.node(stateDir: config.stateDir)
         let daemon = DaemonStats(rssBytes: Files.rssBytes(pid: getpid()), monitorsRSSBytes: await runtime.monitorsRSSBytes(),
                                  threads: HostStats.threads(), openFiles: HostStats.openFiles())
-        let reasons = HealthCheck.reasons(pods: podList, manifestErrors: await pods.currentManifestErrors, node: node)
+        var reasons = HealthCheck.reasons(pods: podList, manifestErrors: await pods.currentManifestErrors, node: node)
         let up = ContinuousClock.now - startedClock
-        return StatusReport(healthy: reasons.isEmpty, reasons: reasons, mode: "standalone", version: EdgedVersion.string,
+        var cluster: ClusterReport?
+        if membership.agent.isJoined {
+            let s = await membership.agent.snapshot
+            let age = s.lastLeaseRenewal.map { Timestamp.now().seconds - $0.seconds }
+            cluster = ClusterReport(server: s.server, registered: s.registered, lastLeaseRenewal: s.lastLeaseRenewal?.rfc3339,
+                                    lastNodeStatus: s.lastNodeStatus?.rfc3339, leaseAgeSeconds: age, lastError: s.lastError,
+                                    apiPods: s.apiPods, certificateNotAfter: s.certificateNotAfter, eventsSent: s.eventsSent)
+            reasons += HealthCheck.clusterReasons(s, leaseAge: age, uptimeSeconds: up.components.seconds,
+                                                  leaseDuration: Int64(config.cluster.leaseDurationSeconds))
+        }
+        var report = StatusReport(healthy: reasons.isEmpty, reasons: reasons, mode: cluster == nil ? "standalone" : "joined", version: EdgedVersion.string,
                             nodeName: nodeName, pid: getpid(), startedAt: startedAt.rfc3339, uptimeSeconds: up.components.seconds,
                             stateDir: config.stateDir, manifestDir: config.manifestDir, pods: podList, images: imageList,
                             node: node, daemon: daemon,
                             lastErrors: errors.recent(10).map { ErrorEntry(time: $0.time.rfc3339, subject: $0.subject, message: $0.message) })
+        report.cluster = cluster
+        return report
+    }
+
+    func join(_ request: JoinRequest) async throws -> JoinResponse {
+        try await membership.join(request)
     }
 
     func pods() async -> [PodSummary] { await pods.summaries() }
@@ -96,6 +114,14 @@ struct DaemonBackend: ControlBackend {
 
 /// Decides whether the node needs a person, and says what to do about it.
 enum HealthCheck {
+    /// A lease older than its duration means the control plane will mark the node NotReady.
+    static func clusterReasons(_ s: ClusterState, leaseAge: Int64?, uptimeSeconds: Int64, leaseDuration: Int64) -> [String] {
+        let stale = leaseAge.map { $0 > leaseDuration } ?? (uptimeSeconds > leaseDuration)
+        guard stale else { return [] }
+        let since = leaseAge.map { "for \($0) s" } ?? "since edged started"
+        return ["the API server at \(s.server) has not been reached \(since)\(s.lastError.map { " (\($0))" } ?? ""): check the uplink and `edgectl status --json`; pods keep running"]
+    }
+
     static func reasons(pods: [PodSummary], manifestErrors: [String: String], node: NodeStats) -> [String] {
         var out: [String] = []
         for (file, message) in manifestErrors.sorted(by: { $0.key < $1.key }) {

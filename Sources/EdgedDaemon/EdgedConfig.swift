@@ -74,10 +74,49 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
         }
     }
 
+    /// Cluster membership, used once `edgectl join` has stored credentials (kubelet's node-related flags).
+    public var cluster: ClusterSettings = ClusterSettings()
+
+    /// The `cluster:` section.
+    public struct ClusterSettings: Codable, Sendable, Equatable {
+        /// The node's InternalIP (kubelet's --node-ip). Default: the first IPv4 address of an interface that is up.
+        public var nodeIP: String?
+        /// Pods this node accepts (kubelet's maxPods). Default 110.
+        public var maxPods: Int = 110
+        /// Seconds between lease renewals (kubelet renews every 10 s of a 40 s lease). Default 10.
+        public var leaseRenewSeconds: Int = 10
+        /// The lease duration written to the Lease (kubelet's nodeLeaseDurationSeconds). Default 40.
+        public var leaseDurationSeconds: Int = 40
+        /// Node status is written on change and at least this often (kubelet's nodeStatusReportFrequency). Default 300.
+        public var nodeStatusReportSeconds: Int = 300
+        /// Resources held back from pods, e.g. {cpu: 100m, memory: 64Mi} (kubelet's systemReserved). Default none.
+        public var systemReserved: [String: String] = [:]
+        /// Seconds between re-reads of configMap/secret volumes (watches deliver changes sooner). Default 60.
+        public var volumeRefreshSeconds: Int = 60
+
+        public init() {}
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case nodeIP, maxPods, leaseRenewSeconds, leaseDurationSeconds, nodeStatusReportSeconds, systemReserved, volumeRefreshSeconds
+        }
+
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            let d = ClusterSettings()
+            nodeIP = try c.decodeIfPresent(String.self, forKey: .nodeIP)
+            maxPods = try c.decodeIfPresent(Int.self, forKey: .maxPods) ?? d.maxPods
+            leaseRenewSeconds = try c.decodeIfPresent(Int.self, forKey: .leaseRenewSeconds) ?? d.leaseRenewSeconds
+            leaseDurationSeconds = try c.decodeIfPresent(Int.self, forKey: .leaseDurationSeconds) ?? d.leaseDurationSeconds
+            nodeStatusReportSeconds = try c.decodeIfPresent(Int.self, forKey: .nodeStatusReportSeconds) ?? d.nodeStatusReportSeconds
+            systemReserved = try c.decodeIfPresent([String: String].self, forKey: .systemReserved) ?? d.systemReserved
+            volumeRefreshSeconds = try c.decodeIfPresent(Int.self, forKey: .volumeRefreshSeconds) ?? d.volumeRefreshSeconds
+        }
+    }
+
     public init() {}
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case nodeName, stateDir, runDir, manifestDir, socket, socketGroup, logDir, logLevel, containerLogMaxSize,
+        case cluster, nodeName, stateDir, runDir, manifestDir, socket, socketGroup, logDir, logLevel, containerLogMaxSize,
              containerLogMaxFiles, cgroupRoot, seccompDefault, podPidsLimit, insecureRegistries, manifestRescanSeconds,
              stopPodsOnExit, cni
     }
@@ -102,7 +141,11 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
         manifestRescanSeconds = try c.decodeIfPresent(Int.self, forKey: .manifestRescanSeconds) ?? d.manifestRescanSeconds
         stopPodsOnExit = try c.decodeIfPresent(Bool.self, forKey: .stopPodsOnExit) ?? d.stopPodsOnExit
         cni = try c.decodeIfPresent(CNISettings.self, forKey: .cni) ?? d.cni
+        cluster = try c.decodeIfPresent(ClusterSettings.self, forKey: .cluster) ?? d.cluster
     }
+
+    /// Where `edgectl join` keeps the node's key, certificates and cluster CA (like /var/lib/kubelet/pki).
+    public var credentialsDir: String { "\(stateDir)/pki" }
 
     static let defaults = EdgedConfig()
 
@@ -142,6 +185,12 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
                 throw EdgedError(.invalidConfig, "\(source): unknown key \"cni.\(key)\" (known keys: \(knownCNI.sorted().joined(separator: ", ")))")
             }
         }
+        if case .object(let clusterMembers)? = doc["cluster"] {
+            let knownCluster = Set(ClusterSettings.CodingKeys.allCases.map(\.rawValue))
+            for (key, _) in clusterMembers where !knownCluster.contains(key) {
+                throw EdgedError(.invalidConfig, "\(source): unknown key \"cluster.\(key)\" (known keys: \(knownCluster.sorted().joined(separator: ", ")))")
+            }
+        }
         do {
             let config = try JSONDecoder().decode(EdgedConfig.self, from: Data(doc.jsonText.utf8))
             try config.validate(source: source)
@@ -168,6 +217,15 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
         paths += cni.binDirs.map { ("cni.binDirs", $0) } + (cni.cacheDir.map { [("cni.cacheDir", $0)] } ?? [])
         guard cni.pluginTimeoutSeconds > 0 else {
             throw EdgedError(.invalidConfig, "\(source): cni.pluginTimeoutSeconds must be at least 1")
+        }
+        guard cluster.maxPods > 0, cluster.leaseRenewSeconds > 0, cluster.leaseDurationSeconds > cluster.leaseRenewSeconds,
+              cluster.nodeStatusReportSeconds > 0, cluster.volumeRefreshSeconds > 0 else {
+            throw EdgedError(.invalidConfig, "\(source): cluster: maxPods, leaseRenewSeconds, nodeStatusReportSeconds and volumeRefreshSeconds must be positive, and leaseDurationSeconds longer than leaseRenewSeconds")
+        }
+        for (key, value) in cluster.systemReserved {
+            do { _ = try Quantity(value).milliValue() } catch {
+                throw EdgedError(.invalidConfig, "\(source): cluster.systemReserved.\(key): \(error.message)")
+            }
         }
         for (name, path) in paths where !path.hasPrefix("/") {
             throw EdgedError(.invalidConfig, "\(source): \(name) must be an absolute path, not \"\(path)\"")

@@ -22,7 +22,7 @@ struct Edgectl: AsyncParsableCommand {
             2 usage error or edged not reachable.
             """,
         version: edgectlVersion,
-        subcommands: [StatusCommand.self, PodsCommand.self, LogsCommand.self, ImagesCommand.self, VersionCommand.self],
+        subcommands: [StatusCommand.self, PodsCommand.self, LogsCommand.self, ImagesCommand.self, JoinCommand.self, VersionCommand.self],
         defaultSubcommand: StatusCommand.self
     )
 

@@ -47,6 +47,13 @@ enum StatusScreen {
             for reason in r.reasons { out += "  - \(reason)\n" }
         }
         out += "edged \(r.version) (pid \(r.pid)) · mode \(r.mode) · node \(r.nodeName) · up \(Output.duration(r.uptimeSeconds))\n"
+        if let c = r.cluster {
+            let lease = c.leaseAgeSeconds.map { "lease renewed \(Output.duration($0)) ago" } ?? "lease not renewed yet"
+            out += "cluster \(c.server) · \(c.registered ? "registered" : "not registered") · \(lease) · \(c.apiPods) API pod\(c.apiPods == 1 ? "" : "s")"
+            if let until = c.certificateNotAfter { out += " · cert until \(until)" }
+            out += "\n"
+            if let e = c.lastError { out += "  last API error: \(e)\n" }
+        }
         out += "\n"
         if r.pods.isEmpty {
             out += "PODS  none (put manifests in \(r.manifestDir))\n"

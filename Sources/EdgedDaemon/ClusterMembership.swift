@@ -1,0 +1,67 @@
+// Joining a cluster at run time: `edgectl join` reaches the daemon, which does the TLS bootstrap and then starts
+// the node agent; a node that joined before starts its agent at boot, with or without the cloud.
+
+import EdgedCluster
+import EdgedControl
+import EdgedCore
+import Logging
+import ServiceLifecycle
+
+actor ClusterMembership {
+    let agent: ClusterAgent
+    let bootstrapper: Bootstrapper
+    private let joined: AsyncStream<Void>.Continuation
+    private let joinedSignal: AsyncStream<Void>
+    private var joining = false
+
+    init(agent: ClusterAgent, bootstrapper: Bootstrapper) {
+        self.agent = agent
+        self.bootstrapper = bootstrapper
+        (joinedSignal, joined) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        if agent.isJoined { joined.yield() }
+    }
+
+    nonisolated var signal: AsyncStream<Void> { joinedSignal }
+
+    func join(_ request: JoinRequest) async throws -> JoinResponse {
+        guard !joining else { throw ControlError.conflict("a join is already in progress") }
+        joining = true
+        defer { joining = false }
+        let wasJoined = agent.isJoined
+        do {
+            let outcome = try await bootstrapper.join(JoinOptions(
+                server: request.server, token: request.token, caCertHashes: request.caCertHashes, labels: request.labels,
+                nodePool: request.nodePool, taints: request.taints, approvalTimeoutSeconds: request.approvalTimeoutSeconds))
+            if !wasJoined { joined.yield() }
+            return JoinResponse(nodeName: outcome.nodeName, server: outcome.server, newlyJoined: outcome.newlyJoined,
+                                certificateNotAfter: outcome.certificateNotAfter, csrName: outcome.csrName)
+        } catch {
+            let status: Int
+            switch error.code {
+            case .invalidConfig: status = 400
+            case .notFound: status = 404
+            default: status = error.message.contains("not approved within") ? 504 : 502
+            }
+            throw ControlError(status: status, message: error.message)
+        }
+    }
+}
+
+/// Starts the node agent once the node is joined, and runs it until shutdown.
+struct ClusterService: Service {
+    let membership: ClusterMembership
+    let logger: Logger
+
+    func run() async throws {
+        try? await cancelWhenGracefulShutdown {
+            for await _ in membership.signal {
+                do {
+                    try await membership.agent.run()
+                } catch {
+                    logger.error("the node agent stopped: \(error)")
+                }
+                return
+            }
+        }
+    }
+}

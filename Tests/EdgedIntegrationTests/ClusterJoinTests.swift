@@ -1,0 +1,354 @@
+// End to end as an operator sees it: `edgectl join` against the test API server, then the real `kubectl` shows a
+// Ready node with a renewed lease, runs pods bound to it, sees their status, restarts, events and deletion.
+
+import EdgedDaemon
+import EdgedTestSupport
+import Foundation
+import Testing
+
+/// The real kubectl against the test API server, as the cluster admin.
+struct Kubectl {
+    let kubeconfig: String
+
+    /// (`apply` skips client-side validation: the test API server serves no OpenAPI document.)
+    @discardableResult
+    func run(_ args: [String], stdin: String? = nil, check: Bool = true) throws -> CommandResult {
+        let args = args.first == "apply" ? args + ["--validate=false"] : args
+        if let stdin {
+            let file = kubeconfig + ".stdin-\(UInt32.random(in: 0..<UInt32.max)).yaml"
+            try stdin.write(toFile: file, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            return try runCommand(["kubectl", "--kubeconfig", kubeconfig] + args.map { $0 == "-" ? file : $0 }, check: check)
+        }
+        return try runCommand(["kubectl", "--kubeconfig", kubeconfig] + args, check: check)
+    }
+
+    func json(_ args: [String]) throws -> [String: Any] {
+        let out = try run(args + ["-o", "json"]).stdout
+        return (try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any]) ?? [:]
+    }
+
+    /// Polls `kubectl get ... -o json` until `condition` holds.
+    func wait(_ args: [String], timeout: TimeInterval = 40, _ what: String,
+              _ condition: ([String: Any]) -> Bool) async throws -> [String: Any] {
+        let deadline = Date().addingTimeInterval(timeout)
+        var last: [String: Any] = [:]
+        while Date() < deadline {
+            if let obj = try? json(args) {
+                last = obj
+                if condition(obj) { return obj }
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        throw TestFailure("timed out waiting for \(what) on kubectl get \(args.joined(separator: " ")); last: \(last)")
+    }
+}
+
+func path(_ obj: [String: Any], _ keys: String...) -> Any? {
+    var cur: Any? = obj
+    for k in keys {
+        if let i = Int(k), let a = cur as? [Any] { cur = i < a.count ? a[i] : nil } else { cur = (cur as? [String: Any])?[k] }
+    }
+    return cur
+}
+
+func condition(_ obj: [String: Any], _ type: String) -> String? {
+    ((path(obj, "status", "conditions") as? [[String: Any]]) ?? []).first { $0["type"] as? String == type }?["status"] as? String
+}
+
+func containerStatus(_ pod: [String: Any], _ name: String) -> [String: Any]? {
+    ((path(pod, "status", "containerStatuses") as? [[String: Any]]) ?? []).first { $0["name"] as? String == name }
+}
+
+/// A pod bound to `node` running the demo busybox image.
+func boundPod(_ name: String, node: String, command: String, extra: String = "", volumes: String = "", mounts: String = "",
+              env: String = "", restartPolicy: String = "Always", image: String = Demo.imageReference, resources: String = "") -> String {
+    """
+    apiVersion: v1
+    kind: Pod
+    metadata:
+      name: \(name)
+      namespace: default
+    spec:
+      nodeName: \(node)
+      restartPolicy: \(restartPolicy)
+      terminationGracePeriodSeconds: 2
+    \(volumes)
+      containers:
+      - name: main
+        image: \(image)
+        imagePullPolicy: IfNotPresent
+        command: ["/bin/sh", "-c", \(jsonString(command))]
+    \(mounts)
+    \(env)
+    \(resources)
+    \(extra)
+    """
+}
+
+func jsonString(_ s: String) -> String {
+    // JSONSerialization writes "/" as "\/", which YAML does not accept.
+    String(decoding: try! JSONSerialization.data(withJSONObject: [s]), as: UTF8.self).dropFirst().dropLast()
+        .description.split(separator: "\\/", omittingEmptySubsequences: false).joined(separator: "/")
+}
+
+/// An API server with a bootstrap token, a kubeconfig for kubectl, and an edged with a CNI bridge network.
+final class ClusterFixture: @unchecked Sendable {
+    let api: KubeAPIServer
+    let kubectl: Kubectl
+    let edged: EdgedInstance
+    let side: TempDir
+    let bridge: String
+    let token = "abcdef.0123456789abcdef"
+    var node: String { "node-\(edged.name)" }
+
+    init(name: String, subnet: String, options: KubeAPIServer.Options = .init(), clusterConfig: String = "") async throws {
+        api = try await KubeAPIServer.start(options: options)
+        try api.addBootstrapToken(id: "abcdef", secret: "0123456789abcdef")
+        side = try TempDir("edged-cluster-\(name)")
+        try api.writeAdminKubeconfig(to: side.sub("admin.kubeconfig"))
+        kubectl = Kubectl(kubeconfig: side.sub("admin.kubeconfig"))
+        edged = try EdgedInstance(name: name)
+        bridge = "edc\(String(UInt32.random(in: 0..<UInt32.max), radix: 16))"
+        try FileManager.default.createDirectory(atPath: side.sub("net.d"), withIntermediateDirectories: true)
+        try """
+            {"cniVersion":"1.0.0","name":"edged-\(name)","plugins":[
+             {"type":"bridge","bridge":"\(bridge)","isGateway":true,"ipMasq":false,
+              "ipam":{"type":"host-local","dataDir":"\(side.sub("ipam"))","ranges":[[{"subnet":"\(subnet)"}]]}},
+             {"type":"loopback"}]}
+            """.write(toFile: side.sub("net.d/10-test.conflist"), atomically: true, encoding: .utf8)
+        try """
+            cni:
+              confDir: \(side.sub("net.d"))
+              binDirs: [/usr/lib/cni]
+            cluster:
+              nodeIP: 127.0.0.1
+              leaseRenewSeconds: 1
+              leaseDurationSeconds: 5
+              volumeRefreshSeconds: 2
+            \(clusterConfig)
+            """.write(toFile: edged.root.sub("config.yaml"), atomically: true, encoding: .utf8)
+        try Demo.writeImageArchive(to: "\(edged.stateDir)/images/import/busybox.tar")
+    }
+
+    func join(_ extra: [String] = [], check: Bool = true) throws -> CommandResult {
+        try edged.edgectl(["join", "--server", api.url, "--token", token, "--ca-cert-hash", api.caCertHash] + extra, check: check)
+    }
+
+    /// Forgets the cluster before the harness' clean-up run, so that run sees the API pods' containers as
+    /// unwanted leftovers and removes them.
+    func tearDown() async {
+        edged.stop()
+        try? FileManager.default.removeItem(atPath: "\(edged.stateDir)/pki")
+        edged.cleanUp()
+        _ = try? runCommand(["ip", "link", "del", bridge], check: false)
+        try? await api.shutdown()
+        side.remove()
+    }
+}
+
+func withCluster(name: String, subnet: String, options: KubeAPIServer.Options = .init(),
+                 _ body: (ClusterFixture) async throws -> Void) async throws {
+    let f = try await ClusterFixture(name: name, subnet: subnet, options: options)
+    do {
+        try await body(f)
+    } catch {
+        Issue.record("edged log tail:\n\(f.edged.log().suffix(4000))")
+        await f.tearDown()
+        throw error
+    }
+    await f.tearDown()
+}
+
+@Suite(.serialized, .enabled(if: isRoot && FileManager.default.isExecutableFile(atPath: "/usr/lib/cni/bridge")
+                                && findExecutable("kubectl") != nil, "needs root, CNI plugins and kubectl"))
+struct ClusterJoinTests {
+    @Test func joinRunsBoundPodsLikeAKubeletNode() async throws {
+      try await withCluster(name: "join", subnet: "10.250.61.0/24") { f in
+        try f.edged.start()
+
+        // Join: a Ready node, with our labels, that renews its lease.
+        let joined = try f.join(["--labels", "site=plant7,role=gateway", "--node-pool", "pool-a"])
+        #expect(joined.stdout.contains("joined \(f.api.url) as node \(f.node)"), "\(joined.stdout)\(joined.stderr)")
+        let again = try f.join()
+        #expect(again.stdout.contains("already joined"), "join must be idempotent: \(again.stdout)")
+        let node = try await f.kubectl.wait(["get", "node", f.node], "node Ready") { condition($0, "Ready") == "True" }
+        let labels = path(node, "metadata", "labels") as? [String: String] ?? [:]
+        #expect(labels["site"] == "plant7" && labels["apps.openyurt.io/nodepool"] == "pool-a")
+        #expect(labels["kubernetes.io/hostname"] == f.node && labels["kubernetes.io/os"] == "linux" && labels["kubernetes.io/arch"] != nil)
+        let info = path(node, "status", "nodeInfo") as? [String: Any] ?? [:]
+        #expect((info["kubeletVersion"] as? String)?.contains("+edged-") == true)
+        #expect((info["containerRuntimeVersion"] as? String)?.hasPrefix("edged://") == true)
+        #expect(path(node, "status", "capacity", "pods") as? String == "110")
+        #expect(condition(node, "MemoryPressure") == "False" && condition(node, "DiskPressure") == "False")
+        let addresses = path(node, "status", "addresses") as? [[String: Any]] ?? []
+        #expect(addresses.contains { $0["type"] as? String == "InternalIP" && $0["address"] as? String == "127.0.0.1" })
+        // (The test API server has no server-side table printing, so kubectl's columns come from custom-columns.)
+        let wide = try f.kubectl.run(["get", "nodes", "-o", "custom-columns=NAME:.metadata.name,READY:.status.conditions[?(@.type==\"Ready\")].status,VERSION:.status.nodeInfo.kubeletVersion"]).stdout
+        #expect(wide.contains(f.node) && wide.contains("True") && wide.contains("+edged-"), "\(wide)")
+
+        let lease1 = try f.kubectl.json(["get", "lease", "-n", "kube-node-lease", f.node])
+        let renew1 = path(lease1, "spec", "renewTime") as? String
+        #expect(path(lease1, "spec", "holderIdentity") as? String == f.node)
+        _ = try await f.kubectl.wait(["get", "lease", "-n", "kube-node-lease", f.node], timeout: 10, "lease renewed") {
+            path($0, "spec", "renewTime") as? String != renew1
+        }
+
+        // A pod bound to the node: Running with a pod IP from CNI, status written like kubelet.
+        try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("web", node: f.node,
+            command: "mkdir -p /tmp/w && echo hi > /tmp/w/index.html && exec httpd -f -p 8080 -h /tmp/w"))
+        let web = try await f.kubectl.wait(["get", "pod", "web"], "web Running with an IP") {
+            path($0, "status", "phase") as? String == "Running" && (path($0, "status", "podIP") as? String)?.hasPrefix("10.250.61.") == true
+                && condition($0, "Ready") == "True"
+        }
+        #expect(path(web, "status", "hostIP") as? String == "127.0.0.1")
+        #expect(path(web, "status", "qosClass") as? String == "BestEffort")
+        let webStatus = try #require(containerStatus(web, "main"))
+        #expect((webStatus["containerID"] as? String)?.hasPrefix("edged://") == true)
+        #expect((webStatus["imageID"] as? String)?.contains("@sha256:") == true)
+        #expect(path(webStatus, "state", "running", "startedAt") != nil)
+        for c in ["Initialized", "ContainersReady", "PodScheduled"] { #expect(condition(web, c) == "True", "\(c)") }
+        let podsWide = try f.kubectl.run(["get", "pod", "web", "-o", "custom-columns=STATUS:.status.phase,IP:.status.podIP,NODE:.spec.nodeName"]).stdout
+        #expect(podsWide.contains("Running") && podsWide.contains(f.node) && podsWide.contains("10.250.61."), "\(podsWide)")
+
+        // A container that exits is restarted, and the restart is counted with the last state.
+        try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("crasher", node: f.node, command: "echo run; sleep 1; exit 3"))
+        let crasher = try await f.kubectl.wait(["get", "pod", "crasher"], "a counted restart") {
+            (containerStatus($0, "main")?["restartCount"] as? Int ?? 0) >= 1
+        }
+        #expect(path(containerStatus(crasher, "main") ?? [:], "lastState", "terminated", "exitCode") as? Int == 3)
+
+        // Events with kubelet's reasons.
+        _ = try await f.kubectl.wait(["get", "events", "--field-selector", "involvedObject.name=web"], "web's events") { list in
+            let reasons = Set(((list["items"] as? [[String: Any]]) ?? []).compactMap { $0["reason"] as? String })
+            return reasons.isSuperset(of: ["Pulled", "Created", "Started"])
+        }
+        let describe = try f.kubectl.run(["describe", "pod", "web"]).stdout
+        #expect(describe.contains("Started container main") && describe.contains(f.node), "\(describe)")
+
+        // Deleting the pod: graceful stop on the node, then the object is gone.
+        try f.kubectl.run(["delete", "pod", "crasher", "--wait=false"])
+        let deadline = Date().addingTimeInterval(30)
+        var gone = false
+        while Date() < deadline && !gone {
+            gone = try f.kubectl.run(["get", "pod", "crasher"], check: false).status != 0
+            if !gone { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        #expect(gone, "pod crasher still exists 30 s after kubectl delete:\n\(f.edged.log().suffix(2000))")
+        #expect(try f.edged.pod("crasher") == nil)
+        // The other pod kept running throughout.
+        #expect(try f.edged.pod("web")?["phase"] as? String == "Running")
+
+        let status = try f.edged.status()
+        #expect(status["mode"] as? String == "joined")
+        #expect(path(status, "cluster", "registered") as? Bool == true)
+        let screen = try f.edged.edgectl(["status"], check: false).stdout
+        #expect(screen.contains("cluster \(f.api.url)"), "\(screen)")
+      }
+    }
+
+    @Test func secretsConfigMapsAndBadPodsReachTheStatus() async throws {
+      try await withCluster(name: "vols", subnet: "10.250.62.0/24") { f in
+        try f.edged.start()
+        try f.join()
+        _ = try await f.kubectl.wait(["get", "node", f.node], "node Ready") { condition($0, "Ready") == "True" }
+
+        // (kubectl create sends protobuf, which the test API server does not speak; apply sends JSON.)
+        func secret(_ password: String) -> String {
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: app, namespace: default}\ndata: {password: \(Data(password.utf8).base64EncodedString())}\n"
+        }
+        try f.kubectl.run(["apply", "-f", "-"], stdin: secret("one"))
+        try f.kubectl.run(["apply", "-f", "-"], stdin: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: default}\ndata: {mode: fast}\n")
+        try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("reader", node: f.node,
+            command: "echo env=$MODE/$PASS; while true; do echo file=$(cat /etc/secret/password); sleep 0.3; done",
+            volumes: """
+              volumes:
+              - name: secret
+                secret: {secretName: app}
+            """,
+            mounts: """
+                volumeMounts:
+                - {name: secret, mountPath: /etc/secret, readOnly: true}
+            """,
+            env: """
+                env:
+                - name: MODE
+                  valueFrom: {configMapKeyRef: {name: settings, key: mode}}
+                - name: PASS
+                  valueFrom: {secretKeyRef: {name: app, key: password}}
+            """))
+        _ = try await f.kubectl.wait(["get", "pod", "reader"], "reader Running") { path($0, "status", "phase") as? String == "Running" }
+        func logs() -> String { (try? f.edged.edgectl(["logs", "reader"], check: false).stdout) ?? "" }
+        var deadline = Date().addingTimeInterval(10)
+        while Date() < deadline && !logs().contains("file=one") { try await Task.sleep(for: .milliseconds(200)) }
+        #expect(logs().contains("env=fast/one") && logs().contains("file=one"), "\(logs())")
+
+        // An update of the secret reaches the mounted file while the container runs.
+        try f.kubectl.run(["apply", "-f", "-"], stdin: secret("two"))
+        deadline = Date().addingTimeInterval(20)
+        while Date() < deadline && !logs().contains("file=two") { try await Task.sleep(for: .milliseconds(200)) }
+        #expect(logs().contains("file=two"), "secret update did not reach the volume: \(logs().suffix(500))")
+        #expect(containerStatus(try f.kubectl.json(["get", "pod", "reader"]), "main")?["restartCount"] as? Int == 0)
+
+        // Bad pods fail alone, with a status and an Event that name the problem.
+        try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("badimage", node: f.node, command: "true",
+                                                                image: "127.0.0.1:1/nothing/here:v1"))
+        let bad = try await f.kubectl.wait(["get", "pod", "badimage"], "image pull failure in status") {
+            let reason = path(containerStatus($0, "main") ?? [:], "state", "waiting", "reason") as? String
+            return reason == "ErrImagePull" || reason == "ImagePullBackOff"
+        }
+        #expect((path(containerStatus(bad, "main") ?? [:], "state", "waiting", "message") as? String)?.contains("127.0.0.1:1") == true)
+
+        try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("nfs", node: f.node, command: "true",
+            volumes: """
+              volumes:
+              - name: data
+                nfs: {server: 10.0.0.9, path: /export}
+            """,
+            mounts: """
+                volumeMounts:
+                - {name: data, mountPath: /data}
+            """))
+        let nfs = try await f.kubectl.wait(["get", "pod", "nfs"], "unsupported volume in status") {
+            (path($0, "status", "message") as? String)?.contains("volume \"data\" has no supported source") == true
+        }
+        #expect(path(nfs, "status", "phase") as? String == "Pending")
+
+        try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("huge", node: f.node, command: "true",
+            resources: """
+                resources:
+                  requests: {cpu: "512"}
+            """))
+        let huge = try await f.kubectl.wait(["get", "pod", "huge"], "admission failure") { path($0, "status", "phase") as? String == "Failed" }
+        #expect(path(huge, "status", "reason") as? String == "OutOfcpu")
+        #expect((path(huge, "status", "message") as? String)?.contains("cpu") == true)
+        _ = try await f.kubectl.wait(["get", "events", "--field-selector", "involvedObject.name=huge"], "admission event") { list in
+            ((list["items"] as? [[String: Any]]) ?? []).contains { $0["reason"] as? String == "OutOfcpu" }
+        }
+        #expect(try f.edged.pod("reader")?["phase"] as? String == "Running")
+      }
+    }
+
+    @Test func joinErrorsSayWhatToFix() async throws {
+      try await withCluster(name: "joinerr", subnet: "10.250.63.0/24", options: .init(autoApproveCSRs: false)) { f in
+        try f.edged.start()
+
+        let badFormat = try f.edged.edgectl(["join", "--server", f.api.url, "--token", "not-a-token"], check: false)
+        #expect(badFormat.status == 1 && badFormat.stderr.contains("token"), "\(badFormat.stderr)")
+
+        let unknown = try f.edged.edgectl(["join", "--server", f.api.url, "--token", "zzzzzz.0123456789abcdef"], check: false)
+        #expect(unknown.status == 1 && unknown.stderr.contains("token zzzzzz is not valid"), "\(unknown.stderr)")
+
+        let wrongPin = "sha256:" + String(repeating: "ab", count: 32)
+        let pin = try f.edged.edgectl(["join", "--server", f.api.url, "--token", f.token, "--ca-cert-hash", wrongPin], check: false)
+        #expect(pin.status == 1 && pin.stderr.contains("--ca-cert-hash") && pin.stderr.contains(f.api.caCertHash), "\(pin.stderr)")
+
+        let closed = try f.edged.edgectl(["join", "--server", "https://127.0.0.1:1", "--token", f.token], check: false)
+        #expect(closed.status == 1 && closed.stderr.contains("cannot reach the API server"), "\(closed.stderr)")
+
+        let pending = try f.join(["--approval-timeout", "2"], check: false)
+        #expect(pending.status == 1 && pending.stderr.contains("kubectl certificate approve node-csr-"), "\(pending.stderr)")
+        #expect(try f.edged.status()["mode"] as? String == "standalone")
+      }
+    }
+}
