@@ -61,6 +61,11 @@ public struct Daemon {
             config: PodNetworkConfig(confDir: config.cni.confDir, binDirs: config.cni.binDirs, cacheDir: config.cniCacheDir,
                                      pluginTimeout: .seconds(config.cni.pluginTimeoutSeconds), allowNoNetwork: true),
             logger: logger)
+        let gpus = try GPUDevices(root: config.gpu.deviceRoot, stateDir: config.stateDir)
+        nodeConfig.gpus = gpus
+        if let gpuCount = gpus.capacity()[GPUDevices.resourceName] {
+            logger.info("found \(gpuCount) NVIDIA GPU(s), driver \(gpus.inventory().driverVersion ?? "unknown"): advertised as \(GPUDevices.resourceName)")
+        }
         var agentConfig = ClusterAgentConfig(nodeName: nodeName, credentialsDir: config.credentialsDir, stateDir: config.stateDir,
                                              version: EdgedVersion.string)
         agentConfig.nodeIP = config.cluster.nodeIP

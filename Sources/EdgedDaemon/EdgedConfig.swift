@@ -74,6 +74,26 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
         }
     }
 
+    /// NVIDIA GPUs advertised as nvidia.com/gpu (like the NVIDIA device plugin).
+    public var gpu: GPUSettings = GPUSettings()
+
+    /// The `gpu:` section.
+    public struct GPUSettings: Codable, Sendable, Equatable {
+        /// Where /dev/nvidia*, /proc/driver/nvidia and the driver libraries are looked up. Default "/".
+        public var deviceRoot: String = "/"
+
+        public init() {}
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case deviceRoot
+        }
+
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            deviceRoot = try c.decodeIfPresent(String.self, forKey: .deviceRoot) ?? GPUSettings().deviceRoot
+        }
+    }
+
     /// Cluster membership, used once `edgectl join` has stored credentials (kubelet's node-related flags).
     public var cluster: ClusterSettings = ClusterSettings()
 
@@ -118,7 +138,7 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case cluster, nodeName, stateDir, runDir, manifestDir, socket, socketGroup, logDir, logLevel, containerLogMaxSize,
              containerLogMaxFiles, cgroupRoot, seccompDefault, podPidsLimit, insecureRegistries, manifestRescanSeconds,
-             stopPodsOnExit, cni
+             stopPodsOnExit, cni, gpu
     }
 
     public init(from decoder: Decoder) throws {
@@ -141,6 +161,7 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
         manifestRescanSeconds = try c.decodeIfPresent(Int.self, forKey: .manifestRescanSeconds) ?? d.manifestRescanSeconds
         stopPodsOnExit = try c.decodeIfPresent(Bool.self, forKey: .stopPodsOnExit) ?? d.stopPodsOnExit
         cni = try c.decodeIfPresent(CNISettings.self, forKey: .cni) ?? d.cni
+        gpu = try c.decodeIfPresent(GPUSettings.self, forKey: .gpu) ?? d.gpu
         cluster = try c.decodeIfPresent(ClusterSettings.self, forKey: .cluster) ?? d.cluster
     }
 
@@ -185,6 +206,12 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
                 throw EdgedError(.invalidConfig, "\(source): unknown key \"cni.\(key)\" (known keys: \(knownCNI.sorted().joined(separator: ", ")))")
             }
         }
+        if case .object(let gpuMembers)? = doc["gpu"] {
+            let knownGPU = Set(GPUSettings.CodingKeys.allCases.map(\.rawValue))
+            for (key, _) in gpuMembers where !knownGPU.contains(key) {
+                throw EdgedError(.invalidConfig, "\(source): unknown key \"gpu.\(key)\" (known keys: \(knownGPU.sorted().joined(separator: ", ")))")
+            }
+        }
         if case .object(let clusterMembers)? = doc["cluster"] {
             let knownCluster = Set(ClusterSettings.CodingKeys.allCases.map(\.rawValue))
             for (key, _) in clusterMembers where !knownCluster.contains(key) {
@@ -213,7 +240,7 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
         guard containerLogMaxFiles >= 2 else {
             throw EdgedError(.invalidConfig, "\(source): containerLogMaxFiles must be at least 2 (like kubelet)")
         }
-        var paths = [("stateDir", stateDir), ("runDir", runDir), ("manifestDir", manifestDir), ("logDir", logDir), ("cni.confDir", cni.confDir)]
+        var paths = [("stateDir", stateDir), ("runDir", runDir), ("manifestDir", manifestDir), ("logDir", logDir), ("cni.confDir", cni.confDir), ("gpu.deviceRoot", gpu.deviceRoot)]
         paths += cni.binDirs.map { ("cni.binDirs", $0) } + (cni.cacheDir.map { [("cni.cacheDir", $0)] } ?? [])
         guard cni.pluginTimeoutSeconds > 0 else {
             throw EdgedError(.invalidConfig, "\(source): cni.pluginTimeoutSeconds must be at least 1")
