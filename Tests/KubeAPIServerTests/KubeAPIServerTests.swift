@@ -211,4 +211,30 @@ private func pod(_ name: String, node: String? = nil, labels: [String: String] =
         #expect(try f.request("POST", "/api/v1/namespaces", ["metadata": ["name": "team-a"]]).code == 201)
         #expect(try f.request("GET", "/api/v1/namespaces/team-a/serviceaccounts/default").code == 200)
     }
+
+    @Test func leasesEvictionAndNamespaceDeletion() async throws {
+        let f = try await APIFixture()
+        defer { Task { await f.close() } }
+        let leases = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
+        let l = try f.request("POST", leases, ["metadata": ["name": "n1"],
+                                               "spec": ["holderIdentity": "n1", "leaseDurationSeconds": 40]])
+        #expect(l.code == 201)
+        #expect(str(l.json, "apiVersion") == "coordination.k8s.io/v1")
+        var renew = l.json
+        renew["spec"] = ["holderIdentity": "n1", "leaseDurationSeconds": 40, "renewTime": "2025-01-01T00:00:10.000000Z"]
+        let r = try f.request("PUT", "\(leases)/n1", renew)
+        #expect(r.code == 200 && str(r.json, "spec.renewTime") == "2025-01-01T00:00:10.000000Z")
+        #expect(try f.request("PUT", "\(leases)/n1", renew).code == 409)   // the old resourceVersion again
+
+        try f.request("POST", "/api/v1/namespaces", ["metadata": ["name": "scratch"]])
+        try f.request("POST", "/api/v1/namespaces/scratch/pods", pod("p", node: "n1"))
+        let ev = try f.request("POST", "/api/v1/namespaces/scratch/pods/p/eviction",
+                               ["apiVersion": "policy/v1", "kind": "Eviction", "metadata": ["name": "p"]])
+        #expect(ev.code == 201 && str(ev.json, "status") == "Success")
+        #expect(int(try f.request("GET", "/api/v1/namespaces/scratch/pods/p").json, "metadata.deletionGracePeriodSeconds") == 30)
+        #expect(try f.request("DELETE", "/api/v1/namespaces/scratch").code == 200)
+        #expect(try f.request("GET", "/api/v1/namespaces/scratch/pods/p").code == 404)
+        #expect(try f.request("GET", "/api/v1/namespaces/scratch/serviceaccounts/default").code == 404)
+        #expect(try f.request("POST", "/api/v1/namespaces/scratch/configmaps", ["metadata": ["name": "c"]]).code == 404)
+    }
 }
