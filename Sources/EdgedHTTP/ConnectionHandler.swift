@@ -157,6 +157,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        // The channel is gone (a failed connect never becomes active): nothing may be left waiting.
+        fail(HTTPError(readyDone ? .closed : .connect, "connection to \(authority) was closed"))
     }
 
     func channelActive(context: ChannelHandlerContext) {

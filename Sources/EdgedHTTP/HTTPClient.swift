@@ -58,11 +58,11 @@ public final class HTTPClient: Sendable {
     /// Sends `request` and hands the response head and its streamed body to `body`.
     ///
     /// The connection is released when `body` returns or throws: back to the pool only if the body was read to
-    /// the end. `idleTimeout` fails the wait for the head or for the next chunk when no byte comes for that long.
+    /// the end. `body` runs in the caller's isolation (an actor may pass a closure that uses its state). `idleTimeout` fails the wait for the head or for the next chunk when no byte comes for that long.
     ///
     /// - Throws: what `body` throws, or `HTTPError` `.invalidURL`, `.connect`, `.tls`, `.timeout`,
     ///   `.protocolError`, `.cancelled`, `.closed`.
-    public func stream<T: Sendable>(_ request: HTTPRequest, connectTimeout: Duration? = nil, idleTimeout: Duration? = nil,
+    nonisolated(nonsending) public func stream<T: Sendable>(_ request: HTTPRequest, connectTimeout: Duration? = nil, idleTimeout: Duration? = nil,
                                     _ body: (HTTPResponseHead, HTTPBodyStream) async throws -> T) async throws -> T {
         try await perform(request, connectTimeout: TimeAmount(connectTimeout ?? configuration.connectTimeout),
                           idleTimeout: idleTimeout.map { TimeAmount($0) }, deadline: nil, deadlineText: "", body)
@@ -77,7 +77,7 @@ public final class HTTPClient: Sendable {
 
     // MARK: Internals
 
-    private func perform<T: Sendable>(_ request: HTTPRequest, connectTimeout: TimeAmount, idleTimeout: TimeAmount?,
+    nonisolated(nonsending) private func perform<T: Sendable>(_ request: HTTPRequest, connectTimeout: TimeAmount, idleTimeout: TimeAmount?,
                                       deadline: NIODeadline?, deadlineText: String,
                                       _ body: (HTTPResponseHead, HTTPBodyStream) async throws -> T) async throws -> T {
         let url = try HTTPURL(request.url)
@@ -90,7 +90,8 @@ public final class HTTPClient: Sendable {
         return try await withTaskCancellationHandler {
             var retried = false
             while true {
-                var connection = idempotent && !retried ? pool.take(url.poolKey) : nil
+                // Pooled connections serve every method; only idempotent requests are retried when one turns out dead.
+                var connection = retried ? nil : pool.take(url.poolKey)
                 let reused = connection != nil
                 if connection == nil {
                     let timeout = deadline.map { min(connectTimeout, $0 - .now()) } ?? connectTimeout
@@ -110,7 +111,7 @@ public final class HTTPClient: Sendable {
                 } catch {
                     connection.close()
                     let code = (error as? HTTPError)?.code
-                    if reused, !retried, code == .closed || code == .tls, !(await connection.sawResponse()) {
+                    if reused, idempotent, !retried, code == .closed || code == .tls, !(await connection.sawResponse()) {
                         retried = true
                         continue
                     }
@@ -136,7 +137,12 @@ public final class HTTPClient: Sendable {
     }
 
     private func connect(_ url: HTTPURL, timeout: TimeAmount) async throws(HTTPError) -> HTTPConnection {
-        let tls = url.tls ? try tlsContextForConnections() : nil
+        var tls: NIOSSLContext?
+        if url.tls {
+            do { tls = try tlsContextForConnections() } catch {
+                throw HTTPError(.tls, "cannot connect to \(url.authority): \(error.message)")
+            }
+        }
         return try await HTTPConnection.connect(to: url, tls: tls, serverName: url.tls ? configuration.tls.serverName : nil,
                                                 group: group, timeout: max(timeout, .milliseconds(1)))
     }

@@ -7,6 +7,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import Synchronization
 
 /// A connection and the handler that carries its requests. Every call hops to the channel's event loop.
 final class HTTPConnection: Sendable {
@@ -33,6 +34,9 @@ final class HTTPConnection: Sendable {
             let name = serverName ?? url.host
             return isIPAddress(name) ? nil : name
         }()
+        // Happy eyeballs may start several channels; each records its handler here, and the winner's is used.
+        // (Asking the winner's pipeline later fails when TLS already closed it.)
+        let attempts = Attempts()
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -41,8 +45,10 @@ final class HTTPConnection: Sendable {
                     let sync = channel.pipeline.syncOperations
                     if let tls { try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: sni)) }
                     try sync.addHTTPClientHandlers()
-                    try sync.addHandler(ConnectionHandler(authority: authority, usesTLS: tls != nil,
-                                                          connectDeadline: deadline, eventLoop: channel.eventLoop))
+                    let handler = ConnectionHandler(authority: authority, usesTLS: tls != nil,
+                                                    connectDeadline: deadline, eventLoop: channel.eventLoop)
+                    try sync.addHandler(handler)
+                    attempts.add(channel, NIOLoopBound(handler, eventLoop: channel.eventLoop), handler.ready)
                 }
             }
         let channel: Channel
@@ -52,10 +58,9 @@ final class HTTPConnection: Sendable {
             throw connectError(error, authority: authority, timeout: timeout)
         }
         do {
-            let (handler, ready) = try await channel.eventLoop.submit {
-                let h = try channel.pipeline.syncOperations.handler(type: ConnectionHandler.self)
-                return (NIOLoopBound(h, eventLoop: channel.eventLoop), h.ready)
-            }.get()
+            guard let (handler, ready) = attempts.find(channel) else {
+                throw HTTPError(.connect, "cannot connect to \(authority): the connection has no HTTP handler")
+            }
             try await ready.get()
             return HTTPConnection(channel: channel, key: url.poolKey, handler: handler)
         } catch {
@@ -145,6 +150,19 @@ final class HTTPConnection: Sendable {
         if host.contains(":") { return true }
         let parts = host.split(separator: ".", omittingEmptySubsequences: false)
         return parts.count == 4 && parts.allSatisfy { p in !p.isEmpty && p.count <= 3 && p.allSatisfy(\.isASCII) && p.allSatisfy(\.isNumber) }
+    }
+}
+
+/// The channels one connect started, with their handlers.
+private final class Attempts: Sendable {
+    private let list = Mutex<[(Channel, NIOLoopBound<ConnectionHandler>, EventLoopFuture<Void>)]>([])
+
+    func add(_ channel: Channel, _ handler: NIOLoopBound<ConnectionHandler>, _ ready: EventLoopFuture<Void>) {
+        list.withLock { $0.append((channel, handler, ready)) }
+    }
+
+    func find(_ channel: Channel) -> (NIOLoopBound<ConnectionHandler>, EventLoopFuture<Void>)? {
+        list.withLock { l in l.first { $0.0 === channel }.map { ($0.1, $0.2) } }
     }
 }
 
