@@ -8,7 +8,7 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
-import AsyncHTTPClient
+import EdgedHTTP
 import Logging
 import NIOCore
 
@@ -54,10 +54,8 @@ public actor ImageStore {
             let index = try JSON.decode(IndexFile.self, bytes, what: "image index \(root)/index.json")
             for image in index.images { images[image.manifestDigest] = image }
         }
-        var config = HTTPClient.Configuration(redirectConfiguration: .disallow,
-                                              timeout: .init(connect: .seconds(15), read: .seconds(60)))
-        config.decompression = .disabled
-        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
+        // Redirects are followed by RegistrySession (it drops Authorization when the host changes).
+        http = HTTPClient(configuration: HTTPClientConfiguration(connectTimeout: .seconds(15), userAgent: "edged"))
     }
 
     /// The directory whose archives `importDirectory` picks up by default: `<root>/import`.
@@ -65,7 +63,7 @@ public actor ImageStore {
 
     /// Closes the HTTP client. Call once, after the last pull.
     public func shutdown() async throws {
-        try await http.shutdown()
+        await http.shutdown()
     }
 
     // MARK: Queries

@@ -8,10 +8,9 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
-import AsyncHTTPClient
+import EdgedHTTP
 import Logging
 import NIOCore
-import NIOHTTP1
 
 /// One pull's conversation with a registry: remembers the token it got, follows redirects itself (dropping the
 /// Authorization header when the host changes, as blob URLs often point at a CDN), and maps HTTP failures to
@@ -36,23 +35,22 @@ actor RegistrySession {
     /// GETs a manifest or index by tag or digest; returns its bytes, media type and sha256 digest.
     func fetchManifest(_ tagOrDigest: String) async throws -> (bytes: [UInt8], mediaType: String, digest: String) {
         let what = "manifest of \(reference.name)\(Digest.isValid(tagOrDigest) ? "@" : ":")\(tagOrDigest)"
-        let response = try await send("\(base)/manifests/\(tagOrDigest)", accept: MediaType.acceptManifests, what: what)
-        let body: ByteBuffer
-        do {
-            body = try await response.body.collect(upTo: 8 << 20)
-        } catch {
-            throw ImageError(.registryError, "\(what): cannot read the manifest (\(error))")
+        let (head, bytes) = try await send("\(base)/manifests/\(tagOrDigest)", accept: MediaType.acceptManifests, what: what) { head, body in
+            do {
+                return (head, try await body.collect(upTo: 8 << 20))
+            } catch {
+                throw ImageError(.registryError, "\(what): cannot read the manifest (\(error))")
+            }
         }
-        let bytes = Array(body.readableBytesView)
         let digest = Digest.of(bytes)
-        var mediaType = response.headers.first(name: "content-type")?.split(separator: ";").first.map { $0.trimmed } ?? ""
+        var mediaType = head.header("content-type")?.split(separator: ";").first.map { $0.trimmed } ?? ""
         // The document's own mediaType field wins over a generic Content-Type.
         if let probe = try? JSONDecoder().decode(MediaTypeProbe.self, from: Data(bytes)) {
             if let t = probe.mediaType { mediaType = t }
             else if probe.manifests != nil { mediaType = MediaType.ociIndex }
             else if probe.config != nil && !MediaType.manifests.contains(mediaType) { mediaType = MediaType.ociManifest }
         }
-        if let header = response.headers.first(name: "docker-content-digest"), header.hasPrefix("sha256:"), header != digest {
+        if let header = head.header("docker-content-digest"), header.hasPrefix("sha256:"), header != digest {
             throw ImageError(.digestMismatch, "\(what): digest mismatch (registry says \(header), content is \(digest))")
         }
         return (bytes, mediaType, digest)
@@ -60,29 +58,30 @@ actor RegistrySession {
 
     /// Streams a blob to `path`, hashing as it goes, and fails unless it matches `d.digest` and `d.size`.
     func downloadBlob(_ d: Descriptor, to path: String, what: String) async throws {
-        let response = try await send("\(base)/blobs/\(d.digest)", accept: nil, what: what)
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw FS.ioError("cannot create", path) }
         let file = OwnedFD(fd)
-        var hasher = Hasher256()
-        var count: Int64 = 0
-        do {
-            for try await chunk in response.body {
-                count += Int64(chunk.readableBytes)
-                if count > d.size {
-                    throw ImageError(.digestMismatch, "\(what): the registry sent more than the \(d.size) bytes the manifest says; the blob is corrupt")
+        let (got, count) = try await send("\(base)/blobs/\(d.digest)", accept: nil, what: what) { _, body in
+            var hasher = Hasher256()
+            var count: Int64 = 0
+            do {
+                for try await chunk in body {
+                    count += Int64(chunk.readableBytes)
+                    if count > d.size {
+                        throw ImageError(.digestMismatch, "\(what): the registry sent more than the \(d.size) bytes the manifest says; the blob is corrupt")
+                    }
+                    try chunk.withUnsafeReadableBytes { (b) throws in
+                        hasher.update(b)
+                        try FS.writeAll(file.fd, b, path: path)
+                    }
                 }
-                try chunk.withUnsafeReadableBytes { (b) throws in
-                    hasher.update(b)
-                    try FS.writeAll(file.fd, b, path: path)
-                }
+            } catch let error as ImageError {
+                throw error
+            } catch {
+                throw ImageError(.registryUnreachable, "\(what): download from registry \(reference.registry) interrupted (\(error)); try again")
             }
-        } catch let error as ImageError {
-            throw error
-        } catch {
-            throw ImageError(.registryUnreachable, "\(what): download interrupted (\(error)); try again")
+            return (hasher.finalize(), count)
         }
-        let got = hasher.finalize()
         guard got == d.digest else {
             throw ImageError(.digestMismatch, "\(what): digest mismatch (want \(d.digest), got \(got)); the registry's copy is corrupt")
         }
@@ -92,51 +91,69 @@ actor RegistrySession {
         guard fsync(file.fd) == 0 else { throw FS.ioError("cannot fsync", path) }
     }
 
-    /// GET with auth and redirects; returns a 2xx response whose body the caller reads.
-    private func send(_ url: String, accept: String?, what: String) async throws -> HTTPClientResponse {
+    /// What one response of `send`'s loop leads to.
+    private enum Step<T: Sendable>: Sendable {
+        case done(T)
+        case redirect(String?)
+        case challenge(String)
+    }
+
+    /// GET with auth and redirects; hands a 2xx response to `handle`, whose result it returns.
+    private func send<T: Sendable>(_ url: String, accept: String?, what: String,
+                                   _ handle: (HTTPResponseHead, HTTPBodyStream) async throws -> T) async throws -> T {
         var current = url
         var triedAuth = false
         var redirects = 0
         let origin = host(of: url)
         while true {
-            var request = HTTPClientRequest(url: current)
-            if let accept { request.headers.add(name: "Accept", value: accept) }
-            if let authorization, host(of: current) == origin { request.headers.add(name: "Authorization", value: authorization) }
-            let response: HTTPClientResponse
+            var headers: [(String, String)] = []
+            if let accept { headers.append(("Accept", accept)) }
+            if let authorization, host(of: current) == origin { headers.append(("Authorization", authorization)) }
+            let step: Step<T>
+            let alreadyAuthenticated = triedAuth
             do {
-                response = try await http.execute(request, timeout: .hours(2), logger: logger)
+                step = try await http.stream(HTTPRequest(url: current, headers: headers), idleTimeout: .seconds(60)) { head, body in
+                    let status = head.status
+                    switch status {
+                    case 200..<300:
+                        return .done(try await handle(head, body))
+                    case 301, 302, 303, 307, 308:
+                        _ = try? await body.collect(upTo: 1 << 20)
+                        return .redirect(head.header("location"))
+                    case 401 where !alreadyAuthenticated:
+                        _ = try? await body.collect(upTo: 1 << 20)
+                        return .challenge(head.header("www-authenticate") ?? "")
+                    default:
+                        let text = (try? await body.collect(upTo: 64 << 10)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+                        let detail = text.isEmpty ? "" : ": \(text.prefix(300).trimmed)"
+                        switch status {
+                        case 401, 403:
+                            throw ImageError(.unauthorized, "\(what): registry \(reference.registry) refused access (\(status)\(alreadyAuthenticated ? " after authenticating" : ""))\(detail); check the credentials and that the image exists")
+                        case 404:
+                            throw ImageError(.notFound, "\(what): not found in registry \(reference.registry) (404)\(detail); check the image name and tag")
+                        default:
+                            throw ImageError(.registryError, "\(what): registry \(reference.registry) answered \(status)\(detail); try again later")
+                        }
+                    }
+                }
+            } catch let error as ImageError {
+                throw error
             } catch {
                 throw ImageError(.registryUnreachable, "cannot reach registry \(reference.registry) for \(what) (\(current)): \(error); check the network and the registry name")
             }
-            let status = response.status.code
-            switch status {
-            case 200..<300:
-                return response
-            case 301, 302, 303, 307, 308:
-                let location = response.headers.first(name: "location")
-                _ = try? await response.body.collect(upTo: 1 << 20)
+            switch step {
+            case let .done(result):
+                return result
+            case let .redirect(location):
                 redirects += 1
                 guard let location, redirects <= 10,
                       let next = URL(string: location, relativeTo: URL(string: current))?.absoluteString else {
                     throw ImageError(.registryError, "\(what): bad or too many redirects from \(current)")
                 }
                 current = next
-            case 401 where !triedAuth:
-                let challenge = response.headers.first(name: "www-authenticate") ?? ""
-                _ = try? await response.body.collect(upTo: 1 << 20)
+            case let .challenge(challenge):
                 triedAuth = true
                 try await authenticate(challenge, what: what)
-            default:
-                let body = (try? await response.body.collect(upTo: 64 << 10)).map { String(buffer: $0) } ?? ""
-                let detail = body.isEmpty ? "" : ": \(body.prefix(300).trimmed)"
-                switch status {
-                case 401, 403:
-                    throw ImageError(.unauthorized, "\(what): registry \(reference.registry) refused access (\(status)\(triedAuth ? " after authenticating" : ""))\(detail); check the credentials and that the image exists")
-                case 404:
-                    throw ImageError(.notFound, "\(what): not found in registry \(reference.registry) (404)\(detail); check the image name and tag")
-                default:
-                    throw ImageError(.registryError, "\(what): registry \(reference.registry) answered \(status)\(detail); try again later")
-                }
             }
         }
     }
@@ -159,17 +176,16 @@ actor RegistrySession {
         if let service = params["service"] { query.append("service=\(Self.percentEncode(service))") }
         query.append("scope=\(Self.percentEncode(params["scope"] ?? "repository:\(reference.repository):pull"))")
         let url = realm + (realm.contains("?") ? "&" : "?") + query.joined(separator: "&")
-        var request = HTTPClientRequest(url: url)
-        if let credentials { request.headers.add(name: "Authorization", value: "Basic \(credentials.basic)") }
-        let response: HTTPClientResponse
+        let headers = credentials.map { [("Authorization", "Basic \($0.basic)")] } ?? []
+        let response: HTTPResponse
         do {
-            response = try await http.execute(request, timeout: .seconds(60), logger: logger)
+            response = try await http.execute(HTTPRequest(url: url, headers: headers), timeout: .seconds(60), maxBodyBytes: 1 << 20)
         } catch {
             throw ImageError(.registryUnreachable, "cannot reach the token server \(realm) of \(reference.registry) for \(what): \(error)")
         }
-        let body = (try? await response.body.collect(upTo: 1 << 20)).map { Array($0.readableBytesView) } ?? []
-        guard response.status.code == 200 else {
-            throw ImageError(.unauthorized, "\(what): the token server \(realm) refused (\(response.status.code)); check the credentials")
+        let body = response.body
+        guard response.status == 200 else {
+            throw ImageError(.unauthorized, "\(what): the token server \(realm) refused (\(response.status)); check the credentials")
         }
         struct TokenResponse: Decodable {
             var token: String?

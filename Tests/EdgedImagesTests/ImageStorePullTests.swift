@@ -139,4 +139,19 @@ import Testing
         await expectImageError(.invalidReference) { _ = try await f.store.pull("Not A Reference") }
         await f.expectNothingVisible()
     }
+
+    @Test func pullFromAClosedPortFailsFastNamingTheRegistry() async throws {
+        let f = try ImageFixture("pull-closed")
+        defer { f.close() }
+        let closed = try freeLoopbackPort()
+        let start = ContinuousClock.now
+        await expectImageError(.registryUnreachable, containing: ["registry 127.0.0.1:\(closed)", "connection refused"]) {
+            _ = try await f.store.pull("127.0.0.1:\(closed)/edged/busybox:1")
+        }
+        // The refusal itself takes milliseconds (EdgedHTTPTests checks < 1 s); the margin is for the other tests of
+        // this target, which block the cooperative threads with skopeo and registry subprocesses. The old
+        // AsyncHTTPClient retried for about 20 s.
+        #expect(ContinuousClock.now - start < .seconds(10))
+        await f.expectNothingVisible()
+    }
 }
