@@ -155,15 +155,19 @@ public actor PodNetwork {
                                   ifName: config.ifName, config: net, runtimeConfig: runtimeConfig, result: nil)
         try cache.write(entry)
         var prev: CNIResult?
+        var started = 0
         do {
             for plugin in net.plugins {
+                started += 1
                 let out = try await invoke("ADD", plugin: plugin, entry: entry, prevResult: prev?.raw)
                 prev = try CNIResult.parse(out, plugin: plugin["type"]?.stringValue ?? "")
             }
         } catch {
             logger.warning("CNI ADD for pod \(namespace)/\(name) failed, rolling back: \(error.message)")
+            // DEL only the plugins whose ADD ran (a plugin that was not found never ran).
+            if error.code == .pluginNotFound { started -= 1 }
             do {
-                try await delete(entry)
+                try await delete(entry, plugins: Array(net.plugins.prefix(started)))
                 cache.remove(podUID)
             } catch {
                 logger.warning("CNI DEL after a failed ADD for pod \(namespace)/\(name): \(error.message)")
@@ -237,11 +241,17 @@ public actor PodNetwork {
 
     // MARK: - Plugin calls
 
-    private func delete(_ entry: CNICacheEntry) async throws(NetworkError) {
+    /// DEL through `plugins` (default: the whole chain) in reverse. A plugin whose binary is gone is skipped
+    /// with a warning: nothing else could undo its work, and it must not block the rest.
+    private func delete(_ entry: CNICacheEntry, plugins: [JSONValue]? = nil) async throws(NetworkError) {
         let prev = CNIVersion.delHasPrevResult(entry.config.cniVersion) ? entry.result?.raw : nil
         var firstError: NetworkError?
-        for plugin in entry.config.plugins.reversed() {
+        for plugin in (plugins ?? entry.config.plugins).reversed() {
             do { _ = try await invoke("DEL", plugin: plugin, entry: entry, prevResult: prev) } catch {
+                if error.code == .pluginNotFound {
+                    logger.warning("skipping CNI DEL of a missing plugin: \(error.message)")
+                    continue
+                }
                 // Keep going: the other plugins' state must go too; report the first failure.
                 if firstError == nil { firstError = error }
             }
