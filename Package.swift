@@ -115,8 +115,9 @@ let package = Package(
             "EdgedControl", "EdgedCore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // The benchmark; joined figures use the test API server from EdgedTestSupport.
         .executableTarget(name: "edged-bench", dependencies: [
-            "EdgedCore", "EdgedControl", "EdgedDaemon",
+            "EdgedCore", "EdgedControl", "EdgedDaemon", "EdgedTestSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

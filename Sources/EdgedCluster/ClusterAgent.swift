@@ -32,7 +32,8 @@ public struct ClusterAgentConfig: Sendable {
     public var leaseRenewInterval: Duration = .seconds(10)
     public var nodeStatusReportInterval: Duration = .seconds(300)
     public var nodeStatusUpdateFrequency: Duration = .seconds(10)
-    public var podStatusInterval: Duration = .milliseconds(250)
+    /// Fallback tick of the pod status writer (pod syncs wake it at once).
+    public var podStatusInterval: Duration = .seconds(2)
     public var maxPods: Int = 110
     public var systemReserved: [String: Quantity] = [:]
     public var kubeletPort: Int32 = 10250
@@ -131,7 +132,8 @@ public actor ClusterAgent {
         let recorder = EventRecorder(client: client, nodeName: config.nodeName, logger: logger)
         self.events = recorder
         await pods.expect(.api)
-        await pods.connect(events: recorder.sink(), objects: objects, volumeRefreshInterval: config.volumeRefreshInterval)
+        await pods.connect(events: recorder.sink(), objects: objects, volumeRefreshInterval: config.volumeRefreshInterval,
+                           podSynced: { [wake = wakeStatus] in wake.yield() })
         logger.info("node agent for \(config.nodeName) at \(cluster.server)")
 
         await withTaskGroup(of: Void.self) { group in

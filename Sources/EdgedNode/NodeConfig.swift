@@ -20,6 +20,8 @@ public struct NodeConfig: Sendable {
     /// Set when the node has joined a cluster: where Events go and where API-backed volumes/env come from.
     public var events: PodEventSink?
     public var apiObjects: (any PodAPIObjects)?
+    /// Called after each pod sync, so the status writer reports changes at once instead of at its next tick.
+    public var podSynced: (@Sendable () -> Void)?
     /// How often configMap/secret/projected volumes are re-read (kubelet: about a minute; watches speed it up).
     public var volumeRefreshInterval: Duration = .seconds(60)
     /// Pod networking through CNI (nil: pods that are not hostNetwork get a netns with only lo).

@@ -49,7 +49,9 @@ public actor PodManager {
     public func expect(_ origin: Origin) { expectedOrigins.insert(origin) }
 
     /// Connects pods started from now on to the cluster: Events and API-backed volumes/env.
-    public func connect(events: PodEventSink?, objects: (any PodAPIObjects)?, volumeRefreshInterval: Duration) {
+    public func connect(events: PodEventSink?, objects: (any PodAPIObjects)?, volumeRefreshInterval: Duration,
+                        podSynced: (@Sendable () -> Void)? = nil) {
+        config.podSynced = podSynced
         config.events = events
         config.apiObjects = objects
         config.volumeRefreshInterval = volumeRefreshInterval

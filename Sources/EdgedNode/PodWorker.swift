@@ -80,11 +80,14 @@ actor PodWorker {
         if startTime == nil { startTime = .now() }
         logger.info("syncing pod from \(source)")
         await sync()
+        config.podSynced?()
         for await _ in stream {
             if terminationRequested { break }
             await sync()
+            config.podSynced?()
         }
         await terminate()
+        config.podSynced?()
         continuation.finish()
     }
 
@@ -588,7 +591,9 @@ actor PodWorker {
         case .started:
             rec.started = true
         case .ready(let ready):
+            let changed = ready != rec.ready
             rec.ready = ready
+            if changed { config.podSynced?() }
         case .livenessFailed(let message), .startupFailed(let message):
             logger.warning("container \(name) failed its probe, restarting it: \(message)")
             self.event(name, .warning, "Unhealthy", message)

@@ -9,10 +9,22 @@ enum VolumeManager {
     static func prepare(pod: Pod, podDir: String) throws(EdgedError) -> [String: String] {
         var paths: [String: String] = [:]
         for v in pod.spec.volumes ?? [] {
-            if v.emptyDir != nil {
+            if let ed = v.emptyDir {
                 let dir = "\(podDir)/volumes/kubernetes.io~empty-dir/\(v.name)"
                 guard Files.makeDirectories(dir, mode: 0o777) else {
                     throw EdgedError(.io, "volume \(v.name): cannot create \(dir): \(String(cString: strerror(errno)))")
+                }
+                if ed.medium == "Memory" && !APIVolumes.isMountPoint(dir) {
+                    // A tmpfs, sized by sizeLimit (kubelet: the pod's memory limit or node allocatable otherwise).
+                    var options = "mode=0777"
+                    if let limit = ed.sizeLimit {
+                        options += ",size=\(try limit.value())"
+                    }
+                    guard mount("tmpfs", dir, "tmpfs", UInt(MS_NOSUID | MS_NODEV), options) == 0 else {
+                        throw EdgedError(.io, "volume \(v.name): cannot mount a tmpfs (medium: Memory) on \(dir): \(String(cString: strerror(errno)))")
+                    }
+                } else if let medium = ed.medium, !medium.isEmpty, medium != "Memory" {
+                    throw EdgedError(.invalidManifest, "volume \(v.name): emptyDir medium \"\(medium)\" is not supported (use \"\" or Memory)")
                 }
                 chmod(dir, 0o777)
                 paths[v.name] = dir

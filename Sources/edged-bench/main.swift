@@ -4,6 +4,7 @@
 import ArgumentParser
 import EdgedControl
 import EdgedDaemon
+import EdgedTestSupport
 import Foundation
 
 @main
@@ -77,6 +78,10 @@ struct Bench: AsyncParsableCommand {
         edged.terminate()
         edged.waitUntilExit()
 
+        // Joined: the same edged joined to the test API server (the only API server stand-in the project has),
+        // pods created in the API and bound to the node; timed until edged has written status Running.
+        let joined = try await joinedPhase(bin: bin, args: args, socket: socket, root: root, pods: pods)
+
         let runc = try? runcStartP50(root: root, runs: pods)
         let podman = try? podmanStartP50(archive: "\(root)/busybox-oci.tar", runs: 5)
         let size = strippedSize("\(bin)/edged", scratch: "\(root)/edged.stripped")
@@ -89,7 +94,9 @@ struct Bench: AsyncParsableCommand {
             pod_start_p50_ms: percentile(sorted, 0.5), pod_start_p95_ms: percentile(sorted, 0.95),
             runc_start_p50_ms: runc, podman_start_p50_ms: podman,
             rss_idle_kb: rssIdle, anon_idle_kb: anonIdle, rss_20_pods_kb: rss20, rss_per_pod_kb: Double(rss20 - rssIdle) / Double(max(pods, 1)),
-            binary_bytes: size, monitor_binary_bytes: monitorSize, arm64_binary_bytes: arm64, pods: pods)
+            binary_bytes: size, monitor_binary_bytes: monitorSize, arm64_binary_bytes: arm64, pods: pods,
+            api_pod_start_p50_ms: percentile(joined.samples, 0.5), api_pod_start_p95_ms: percentile(joined.samples, 0.95),
+            rss_joined_idle_kb: joined.rssIdle)
         if json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.sortedKeys]
@@ -116,6 +123,11 @@ struct BenchResult: Codable {
     /// Static, stripped aarch64 edged from cross/out (nil when it was not built).
     var arm64_binary_bytes: Int?
     var pods: Int
+    /// Pod created in the API server (bound to the node) → edged has written status Running; cached image.
+    var api_pod_start_p50_ms: Double
+    var api_pod_start_p95_ms: Double
+    /// edged's RSS joined to a cluster (node agent, lease, watches), no pods.
+    var rss_joined_idle_kb: Int
 
     var table: String {
         func ms(_ v: Double?) -> String { v.map { String(format: "%.1f ms", $0) } ?? "n/a" }
@@ -127,11 +139,59 @@ struct BenchResult: Codable {
             podman run --rm p50                  \(ms(podman_start_p50_ms))
             edged RSS idle                       \(rss_idle_kb) KB (\(anon_idle_kb) KB anonymous, the rest clean code pages)
             edged RSS + monitors, \(pods) pods      \(rss_20_pods_kb) KB (\(String(format: "%.0f", rss_per_pod_kb)) KB per pod)
+            API pod start p50 / p95 (joined)     \(ms(api_pod_start_p50_ms)) / \(ms(api_pod_start_p95_ms))
+            edged RSS joined, idle               \(rss_joined_idle_kb) KB
             edged binary (stripped)              \(binary_bytes) bytes
             edged-monitor binary (stripped)      \(monitor_binary_bytes) bytes
             edged arm64 static (cross/out)       \(arm64_binary_bytes.map { "\($0) bytes" } ?? "n/a (run cross/build.sh)")
             """
     }
+}
+
+/// Starts edged again on the same state, joins it to a test API server, measures idle RSS, then creates `pods`
+/// pods bound to the node one at a time and times each until its status in the API server says Running.
+func joinedPhase(bin: String, args: [String], socket: String, root: String, pods: Int) async throws -> (samples: [Double], rssIdle: Int) {
+    let api = try await KubeAPIServer.start()
+    defer { Task { try? await api.shutdown() } }
+    try api.addBootstrapToken(id: "benchx", secret: "0123456789abcdef")
+    try "cluster:\n  nodeIP: 127.0.0.1\ncni:\n  confDir: \(root)/no-cni\n".write(toFile: "\(root)/joined.yaml", atomically: true, encoding: .utf8)
+    var joinedArgs = args
+    if let i = joinedArgs.firstIndex(of: "--config") { joinedArgs[i + 1] = "\(root)/joined.yaml" }
+    let edged = try launch("\(bin)/edged", joinedArgs + ["--stop-pods-on-exit"], log: "\(root)/edged-joined.log")
+    defer { if edged.isRunning { edged.terminate(); edged.waitUntilExit() } }
+    let client = ControlClient(socketPath: socket)
+    try await waitUntil(timeout: 30) { (try? await client.pods()) != nil }
+    _ = try await client.join(JoinRequest(server: api.url, token: "benchx.0123456789abcdef", caCertHashes: [api.caCertHash]))
+    try await waitUntil(timeout: 30) { api.objectJSON("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/bench") != nil }
+    try await Task.sleep(for: .seconds(3))
+    let rssIdle = rssKB(edged.processIdentifier)
+
+    var samples: [Double] = []
+    for i in 0..<pods {
+        let name = "api\(i)"
+        let pod: [String: Any] = [
+            "apiVersion": "v1", "kind": "Pod", "metadata": ["name": name, "namespace": "default"],
+            "spec": ["nodeName": "bench", "terminationGracePeriodSeconds": 1,
+                     "containers": [["name": "main", "image": Demo.imageReference, "imagePullPolicy": "IfNotPresent",
+                                     "command": ["sleep", "3600"]]]],
+        ]
+        let body = try JSONSerialization.data(withJSONObject: pod)
+        let t0 = DispatchTime.now()
+        let created = api.call("POST", "/api/v1/namespaces/default/pods", body: body)
+        guard created.code == 201 else { throw ValidationError("creating pod \(name): \(String(decoding: created.body, as: UTF8.self))") }
+        try await waitUntil(timeout: 30, poll: .milliseconds(2)) {
+            guard let obj = api.objectJSON("/api/v1/namespaces/default/pods/\(name)"),
+                  let status = obj["status"] as? [String: Any], status["phase"] as? String == "Running" else { return false }
+            return true
+        }
+        samples.append(Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e6)
+    }
+    for i in 0..<pods { _ = api.call("DELETE", "/api/v1/namespaces/default/pods/api\(i)?gracePeriodSeconds=0") }
+    try await waitUntil(timeout: 60) { (try? await client.pods())?.isEmpty ?? false }
+    edged.terminate()
+    edged.waitUntilExit()
+    try? FileManager.default.removeItem(atPath: "\(root)/state/pki")
+    return (samples.sorted(), rssIdle)
 }
 
 func percentile(_ sorted: [Double], _ p: Double) -> Double {

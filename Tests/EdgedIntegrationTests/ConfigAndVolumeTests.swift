@@ -95,6 +95,43 @@ struct VolumeAndProbeTests {
         }
     }
 
+    @Test func emptyDirInMemoryIsASizedTmpfsGoneWithThePod() throws {
+        try withEdged("memdir") { edged in
+            try edged.writeManifest("mem.yaml", """
+                apiVersion: v1
+                kind: Pod
+                metadata: {name: mem}
+                spec:
+                  terminationGracePeriodSeconds: 1
+                  volumes: [{name: cache, emptyDir: {medium: Memory, sizeLimit: 8Mi}}]
+                  containers:
+                  - name: main
+                    image: \(Demo.imageReference)
+                    command: [sh, -c, "grep ' /cache ' /proc/mounts; echo data > /cache/f && cat /cache/f; sleep 3600"]
+                    volumeMounts: [{name: cache, mountPath: /cache}]
+                """)
+            let p = try edged.waitForPod("mem", "Running") { $0["phase"] as? String == "Running" }
+            var logs = ""
+            for _ in 0..<50 where !logs.contains("data") {
+                logs = try edged.edgectl(["logs", "mem"], check: false).stdout
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+            #expect(logs.contains("tmpfs /cache tmpfs") && logs.contains("size=8192k") && logs.contains("data"), "\(logs)")
+            let uid = try #require(p["uid"] as? String)
+            let dir = "\(edged.stateDir)/pods/\(uid)/volumes/kubernetes.io~empty-dir/cache"
+            let hostMounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+            #expect(hostMounts.contains(dir))
+            edged.removeManifest("mem.yaml")
+            let deadline = Date().addingTimeInterval(30)
+            // (The pod leaves `edgectl pods` when termination starts; its volumes go when it has stopped.)
+            while Date() < deadline, FileManager.default.fileExists(atPath: "\(edged.stateDir)/pods/\(uid)") {
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+            #expect(try !String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8).contains(dir))
+            #expect(!FileManager.default.fileExists(atPath: "\(edged.stateDir)/pods/\(uid)"))
+        }
+    }
+
     @Test func httpAndTCPProbesOnHostNetwork() throws {
         try withEdged("netprobes") { edged in
             let port = 18000 + Int(getpid() % 1000)
