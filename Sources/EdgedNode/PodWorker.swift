@@ -199,7 +199,13 @@ actor PodWorker {
                     logger.info("pulling image \(ref)")
                     event(name, .normal, "Pulling", "Pulling image \"\(ref)\"")
                     let began = ContinuousClock.now
-                    image = try await images.pull(ref)
+                    var credentials: RegistryCredentials?
+                    if let objects = config.apiObjects {
+                        var problems: [String] = []
+                        credentials = await PullSecrets.credentials(for: ref, pod: pod, objects: objects, problems: &problems)
+                        for p in problems { event(name, .warning, "FailedToRetrieveImagePullSecret", "Unable to retrieve some image pull secrets (\(p)); attempting to pull the image may not succeed.") }
+                    }
+                    image = try await images.pull(ref, credentials: credentials)
                     rec.imagePulledOnce = true
                     event(name, .normal, "Pulled", "Successfully pulled image \"\(ref)\" in \(Self.seconds(ContinuousClock.now - began))")
                 } catch {

@@ -329,6 +329,67 @@ struct ClusterJoinTests {
       }
     }
 
+    @Test func pullSecretsInPlaceUpgradesAndRestarts() async throws {
+      try await withCluster(name: "upgrade", subnet: "10.250.64.0/24") { f in
+        let token = try TestTokenServer(directory: f.side.path)
+        defer { token.stop() }
+        let registry = try TestRegistry(directory: f.side.path, token: token)
+        defer { registry.stop() }
+        try Demo.writeImageArchive(to: f.side.sub("demo.tar"))
+        try registry.push("oci-archive:\(f.side.sub("demo.tar"))", as: "private/busybox:2")
+        let privateImage = "\(registry.host)/private/busybox:2"
+
+        try f.edged.start()
+        try f.join()
+        _ = try await f.kubectl.wait(["get", "node", f.node], "node Ready") { condition($0, "Ready") == "True" }
+        let auths = "{\"auths\":{\"\(registry.host)\":{\"username\":\"\(token.username)\",\"password\":\"\(token.password)\"}}}"
+        try f.kubectl.run(["apply", "-f", "-"], stdin: """
+            apiVersion: v1
+            kind: Secret
+            metadata: {name: regcred, namespace: default}
+            type: kubernetes.io/dockerconfigjson
+            data: {.dockerconfigjson: \(Data(auths.utf8).base64EncodedString())}
+            """)
+
+        // Without the secret the private image is refused; with it, it runs.
+        try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("nosecret", node: f.node, command: "sleep 3600", image: privateImage))
+        let refused = try await f.kubectl.wait(["get", "pod", "nosecret"], "unauthorized pull") {
+            ["ErrImagePull", "ImagePullBackOff"].contains(path(containerStatus($0, "main") ?? [:], "state", "waiting", "reason") as? String ?? "")
+        }
+        #expect((path(containerStatus(refused, "main") ?? [:], "state", "waiting", "message") as? String)?.contains(registry.host) == true)
+
+        // An in-place image change (OpenKruise-style upgrade) restarts just that container, keeping the pod IP.
+        try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("app", node: f.node, command: "sleep 3600",
+                                                                extra: "  imagePullSecrets: [{name: regcred}]"))
+        let before = try await f.kubectl.wait(["get", "pod", "app"], "app Running") {
+            path($0, "status", "phase") as? String == "Running" && path($0, "status", "podIP") != nil
+        }
+        let ip = path(before, "status", "podIP") as? String
+        try f.kubectl.run(["patch", "pod", "app", "-p", "{\"spec\":{\"containers\":[{\"name\":\"main\",\"image\":\"\(privateImage)\"}]}}"])
+        let after = try await f.kubectl.wait(["get", "pod", "app"], "app restarted with the new image") {
+            let cs = containerStatus($0, "main") ?? [:]
+            return cs["image"] as? String == privateImage && path(cs, "state", "running") != nil && (cs["restartCount"] as? Int ?? 0) == 1
+        }
+        #expect(path(after, "status", "podIP") as? String == ip)
+        let containerID = containerStatus(after, "main")?["containerID"] as? String
+
+        // edged restarts: running pods are adopted (same container), a pod deleted meanwhile is cleaned up.
+        f.edged.stop()
+        try f.api.delete("/api/v1/namespaces/default/pods/nosecret")
+        try f.edged.start()
+        _ = try await f.kubectl.wait(["get", "node", f.node], "node Ready after restart") { condition($0, "Ready") == "True" }
+        let adopted = try await f.kubectl.wait(["get", "pod", "app"], "app still running") { path($0, "status", "phase") as? String == "Running" }
+        #expect(containerStatus(adopted, "main")?["containerID"] as? String == containerID)
+        #expect(containerStatus(adopted, "main")?["restartCount"] as? Int == 1)
+        var leftover = true
+        for _ in 0..<100 where leftover {
+            leftover = ((try? f.edged.status()["pods"] as? [[String: Any]]) ?? []).contains { $0["name"] as? String == "nosecret" }
+            if leftover { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(!leftover)
+      }
+    }
+
     @Test func joinErrorsSayWhatToFix() async throws {
       try await withCluster(name: "joinerr", subnet: "10.250.63.0/24", options: .init(autoApproveCSRs: false)) { f in
         try f.edged.start()
