@@ -85,12 +85,17 @@ public actor GPUDevices {
 
     /// Gives `count` GPUs to a container of a pod, or the ones it already has (a restarted container keeps its
     /// devices). Devices of the pod's init containers are reused first, then free ones, lowest index first.
-    /// Throws `.notFound` naming what holds the devices when too few are free, `.io` when the state file cannot
-    /// be written (then nothing is allocated).
+    /// Throws `.notFound` naming what holds the devices when too few are free or when a device the container had
+    /// is gone, `.io` when the state file cannot be written (then nothing is allocated).
     public func allocate(podUID: String, pod: String, container: String, isInit: Bool,
                          count: Int) throws(EdgedError) -> GPUAllocation {
         let inventory = GPUInventory.scan(root: root)
         if let have = pods[podUID]?.containers[container], have.indices.count == count {
+            let gone = have.indices.filter { i in !inventory.devices.contains { $0.index == i } }
+            guard gone.isEmpty else {
+                let list = gone.map { "/dev/nvidia\($0)" }.joined(separator: ", ")
+                throw EdgedError(.notFound, "pod \(pod) container \(container): its \(list) no longer exists under \(root) (driver unloaded?); delete the pod to give it other GPUs")
+            }
             return GPUAllocation(indices: have.indices, inventory: inventory)
         }
         var entry = pods[podUID] ?? PodEntry(pod: pod, containers: [:])

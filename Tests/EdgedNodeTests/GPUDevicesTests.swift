@@ -54,6 +54,17 @@ func expectEdgedError(_ code: EdgedError.Code, message: String? = nil, containin
         }
     }
 
+    @Test func vanishedDeviceIsReported() async throws {
+        let host = try FakeGPUHost("gone", gpus: 2, driver: false)
+        defer { host.remove() }
+        let gpus = try GPUDevices(root: host.root, stateDir: host.stateDir)
+        #expect(try await gpus.allocate(podUID: "a", pod: "ns/a", container: "c", isInit: false, count: 2).indices == [0, 1])
+        try FileManager.default.removeItem(atPath: "\(host.root)/dev/nvidia1")
+        await expectEdgedError(.notFound, message: "pod ns/a container c: its /dev/nvidia1 no longer exists under \(host.root) (driver unloaded?); delete the pod to give it other GPUs") {
+            _ = try await gpus.allocate(podUID: "a", pod: "ns/a", container: "c", isInit: false, count: 2)
+        }
+    }
+
     @Test func noDevicesAtAll() async throws {
         let tmp = try TempDir("edged-gpu-nodev")
         defer { tmp.remove() }
