@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// An open file descriptor, closed when the owner goes away.
-final class OwnedFD {
+final class OwnedFD: Sendable {
     let fd: Int32
     init(_ fd: Int32) { self.fd = fd }
     deinit { close(fd) }

@@ -100,7 +100,7 @@ actor RegistrySession {
 
     /// GET with auth and redirects; hands a 2xx response to `handle`, whose result it returns.
     private func send<T: Sendable>(_ url: String, accept: String?, what: String,
-                                   _ handle: (HTTPResponseHead, HTTPBodyStream) async throws -> T) async throws -> T {
+                                   _ handle: @Sendable (HTTPResponseHead, HTTPBodyStream) async throws -> T) async throws -> T {
         var current = url
         var triedAuth = false
         var redirects = 0
