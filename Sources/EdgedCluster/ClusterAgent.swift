@@ -41,6 +41,8 @@ public struct ClusterAgentConfig: Sendable {
     public var version: String
     public var kubernetesVersion: String = "v1.31.0"
     public var volumeRefreshInterval: Duration = .seconds(60)
+    /// Extended resources found on the host (nvidia.com/gpu), added to capacity and allocatable.
+    public var extendedResources: @Sendable () -> [String: Quantity] = { [:] }
 
     public init(nodeName: String, credentialsDir: String, stateDir: String, version: String) {
         self.nodeName = nodeName
@@ -226,6 +228,7 @@ public actor ClusterAgent {
             "pods": Quantity(String(config.maxPods)),
             "ephemeral-storage": Quantity("\(disk.total / 1024)Ki"),
         ]
+        for (k, v) in config.extendedResources() { capacity[k] = v }
         var allocatable = capacity
         for (k, reserved) in config.systemReserved {
             guard let cap = capacity[k] else { continue }
@@ -489,6 +492,7 @@ public actor ClusterAgent {
                 noteError("writing the status of pod \(pod.fullName)", error)
             }
         }
+        await syncMirrorPods(client, hostIPs: hostIPs)
         // Graceful deletions whose containers are gone: delete the object (kubelet's status manager does this).
         for (uid, pod) in known where pod.metadata.deletionTimestamp != nil && !deleting.contains(uid) {
             if await pods.isActive(uid: uid) { continue }
@@ -504,6 +508,69 @@ public actor ClusterAgent {
             }
         }
         state.eventsSent = await events?.sent ?? 0
+    }
+
+    // MARK: - Mirror pods
+
+    static let mirrorAnnotation = "kubernetes.io/config.mirror"
+    private var mirrorWritten: [String: PodStatus] = [:]   // static UID → last status written to its mirror
+    private var mirrorCreateFailedAt: [String: ContinuousClock.Instant] = [:]
+
+    /// Gives every static pod a mirror pod in the API server (kubelet's mirror client): same name, spec and
+    /// labels, annotation kubernetes.io/config.mirror = the static pod's UID, owned by the Node; writes the static
+    /// pod's status to it; deletes mirror pods whose static pod is gone or changed.
+    private func syncMirrorPods(_ client: KubeClient, hostIPs: [String]) async {
+        let statics = await pods.staticPods()
+        var mirrors: [String: Pod] = [:]    // static UID → mirror pod
+        for pod in known.values {
+            guard let hash = pod.metadata.annotations?[Self.mirrorAnnotation] else { continue }
+            if statics[hash] != nil && pod.metadata.deletionTimestamp == nil {
+                mirrors[hash] = pod
+            } else if pod.metadata.deletionTimestamp == nil, let uid = pod.metadata.uid, !deleting.contains(uid) {
+                deleting.insert(uid)
+                _ = try? await client.delete(.pods, namespace: pod.namespace, name: pod.name,
+                                             options: DeleteOptions(gracePeriodSeconds: 0, preconditionUID: uid))
+            }
+        }
+        for (uid, pod) in statics where mirrors[uid] == nil {
+            if let failed = mirrorCreateFailedAt[uid], ContinuousClock.now - failed < .seconds(10) { continue }
+            var mirror = pod
+            mirror.status = nil
+            mirror.metadata.uid = nil
+            mirror.metadata.resourceVersion = nil
+            mirror.spec.nodeName = config.nodeName
+            var annotations = pod.metadata.annotations ?? [:]
+            annotations[Self.mirrorAnnotation] = uid
+            annotations["kubernetes.io/config.hash"] = uid
+            annotations["kubernetes.io/config.source"] = "file"
+            mirror.metadata.annotations = annotations
+            if let nodeUID {
+                mirror.metadata.ownerReferences = [OwnerReference(apiVersion: "v1", kind: "Node", name: config.nodeName,
+                                                                  uid: nodeUID, controller: true)]
+            }
+            do {
+                _ = try await client.create(.pods, namespace: pod.namespace, mirror)
+                mirrorWritten[uid] = nil
+                logger.info("created mirror pod \(pod.fullName)")
+            } catch {
+                mirrorCreateFailedAt[uid] = .now
+                if let e = error as? KubeError, e.isAlreadyExists {
+                    // A namesake that is not our mirror (or an old one): the informer will show it; try later.
+                    continue
+                }
+                noteError("creating mirror pod \(pod.fullName)", error)
+            }
+        }
+        let statuses = await pods.apiStatuses(hostIPs: hostIPs, previous: mirrorWritten, origin: .file)
+        for (uid, status) in statuses where mirrorWritten[uid] != status {
+            guard let mirror = mirrors[uid] else { continue }
+            do {
+                _ = try await client.patch(.podStatus, namespace: mirror.namespace, name: mirror.name, try Patch.status(status))
+                mirrorWritten[uid] = status
+            } catch {
+                noteError("writing the status of mirror pod \(mirror.fullName)", error)
+            }
+        }
     }
 
     // MARK: - ConfigMaps and secrets mounted by pods

@@ -75,6 +75,7 @@ public struct Daemon {
         agentConfig.nodeStatusReportInterval = .seconds(config.cluster.nodeStatusReportSeconds)
         agentConfig.volumeRefreshInterval = .seconds(config.cluster.volumeRefreshSeconds)
         agentConfig.systemReserved = config.cluster.systemReserved.mapValues { Quantity($0) }
+        agentConfig.extendedResources = { [gpus] in gpus.capacity() }
         let joinedAtStart = ClusterAgent.hasCredentials(dir: config.credentialsDir)
         let pods = PodManager(runtime: runtime, images: images, config: nodeConfig, errors: errors, logger: logger,
                               origins: joinedAtStart ? [.file, .api] : [.file])

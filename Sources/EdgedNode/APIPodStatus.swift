@@ -115,10 +115,10 @@ enum APIPodStatus {
 }
 
 extension PodManager {
-    /// The API status of every running API-bound pod, by UID.
-    public func apiStatuses(hostIPs: [String], previous: [String: PodStatus]) async -> [String: PodStatus] {
+    /// The API status of every running pod of `origin` (API-bound pods, or static pods for their mirror pods), by UID.
+    public func apiStatuses(hostIPs: [String], previous: [String: PodStatus], origin: Origin = .api) async -> [String: PodStatus] {
         var out: [String: PodStatus] = [:]
-        for (uid, input) in await apiPodInputs() {
+        for (uid, input) in await podInputs(origin) {
             out[uid] = APIPodStatus.build(input, hostIPs: hostIPs, previous: previous[uid])
         }
         return out

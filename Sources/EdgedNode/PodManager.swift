@@ -147,10 +147,17 @@ public actor PodManager {
         }
     }
 
-    /// Full status input of every API pod (for the status writer), by UID.
-    func apiPodInputs() async -> [String: PodSummaryInput] {
+    /// Full status input of every pod of `origin` (for the status writer), by UID.
+    func podInputs(_ origin: Origin) async -> [String: PodSummaryInput] {
         var out: [String: PodSummaryInput] = [:]
-        for (uid, entry) in workers where entry.origin == .api { out[uid] = await entry.worker.summary() }
+        for (uid, entry) in workers where entry.origin == origin { out[uid] = await entry.worker.summary() }
+        return out
+    }
+
+    /// The static pods (from manifests) being run, by UID: the cluster agent gives them mirror pods.
+    public func staticPods() -> [String: Pod] {
+        var out: [String: Pod] = [:]
+        for (uid, entry) in workers where entry.origin == .file { out[uid] = entry.pod }
         return out
     }
 

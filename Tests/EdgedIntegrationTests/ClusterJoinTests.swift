@@ -239,11 +239,29 @@ struct ClusterJoinTests {
         // The other pod kept running throughout.
         #expect(try f.edged.pod("web")?["phase"] as? String == "Running")
 
+        // A static pod gets a mirror pod in the API, with its status; removing the manifest removes it.
+        try f.edged.writeManifest("static.yaml", busyboxPod("static", command: "sleep 3600"))
+        let mirror = try await f.kubectl.wait(["get", "pod", "static-\(f.node)"], "mirror pod Running") {
+            path($0, "status", "phase") as? String == "Running"
+        }
+        let annotations = path(mirror, "metadata", "annotations") as? [String: String] ?? [:]
+        #expect(annotations["kubernetes.io/config.source"] == "file" && annotations["kubernetes.io/config.mirror"] != nil)
+        #expect(path(mirror, "spec", "nodeName") as? String == f.node)
+        #expect((path(mirror, "metadata", "ownerReferences", "0", "kind") as? String) == "Node")
+        f.edged.removeManifest("static.yaml")
+        let deadline2 = Date().addingTimeInterval(30)
+        var mirrorGone = false
+        while Date() < deadline2 && !mirrorGone {
+            mirrorGone = try f.kubectl.run(["get", "pod", "static-\(f.node)"], check: false).status != 0
+            if !mirrorGone { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        #expect(mirrorGone, "mirror pod still there after its manifest was removed")
+
         let status = try f.edged.status()
         #expect(status["mode"] as? String == "joined")
         #expect(path(status, "cluster", "registered") as? Bool == true)
-        let screen = try f.edged.edgectl(["status"], check: false).stdout
-        #expect(screen.contains("cluster \(f.api.url)"), "\(screen)")
+        let screenRun = try f.edged.edgectl(["status"], check: false)
+        #expect(screenRun.stdout.contains("cluster \(f.api.url)"), "\(screenRun.status) \(screenRun.stdout) \(screenRun.stderr)")
       }
     }
 
