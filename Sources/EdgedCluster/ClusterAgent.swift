@@ -642,6 +642,9 @@ public actor ClusterAgent {
             do {
                 try await rotateClient(caPEM: caPEM)
                 retry = .seconds(30)
+                // A signer that backdates notBefore (kube-controller-manager backdates 5 min) and issues very short
+                // certificates can put the next deadline in the past too: never rotate more than every 5 s.
+                try? await Task.sleep(for: .seconds(5))
             } catch {
                 noteError("rotating the client certificate (the current one stays in use)", error)
                 try? await Task.sleep(for: retry)

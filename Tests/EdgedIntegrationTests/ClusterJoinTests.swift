@@ -408,6 +408,65 @@ struct ClusterJoinTests {
       }
     }
 
+    @Test func certificatesRotateAndDaemonSetStylePodsRun() async throws {
+      try await withCluster(name: "rotate", subnet: "10.250.65.0/24", options: .init(certificateLifetime: .seconds(12))) { f in
+        try f.edged.start()
+        try f.join()
+        _ = try await f.kubectl.wait(["get", "node", f.node], "node Ready") { condition($0, "Ready") == "True" }
+        let pki = "\(f.edged.stateDir)/pki"
+        let first = try FileManager.default.destinationOfSymbolicLink(atPath: "\(pki)/kubelet-client-current.pem")
+        // The serving certificate is asked for after the join (the test server approves kubelet-serving CSRs).
+        var serving = false
+        for _ in 0..<100 where !serving {
+            serving = FileManager.default.fileExists(atPath: "\(pki)/kubelet-server-current.pem")
+            if !serving { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(serving, "no kubelet serving certificate")
+
+        // A DaemonSet-style pod (kube-proxy, flannel): hostNetwork, privileged, hostPath, tolerations.
+        try f.kubectl.run(["apply", "-f", "-"], stdin: """
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: proxy, namespace: kube-system}
+            spec:
+              nodeName: \(f.node)
+              hostNetwork: true
+              priorityClassName: system-node-critical
+              tolerations: [{operator: Exists}]
+              terminationGracePeriodSeconds: 1
+              volumes: [{name: lock, hostPath: {path: \(f.side.sub("xtables.lock")), type: FileOrCreate}}]
+              containers:
+              - name: main
+                image: \(Demo.imageReference)
+                command: [sh, -c, "echo $POD_IP > /dev/null; sleep 3600"]
+                env: [{name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}]
+                securityContext: {privileged: true}
+                volumeMounts: [{name: lock, mountPath: /run/xtables.lock}]
+            """)
+        let proxy = try await f.kubectl.wait(["get", "pod", "proxy", "-n", "kube-system"], "host-network pod Running") {
+            path($0, "status", "phase") as? String == "Running"
+        }
+        #expect(path(proxy, "status", "podIP") as? String == "127.0.0.1")
+        #expect(FileManager.default.fileExists(atPath: f.side.sub("xtables.lock")))
+
+        // The client certificate (12 s lifetime) is replaced at 70–90 % of its life; the node stays Ready on the new one.
+        var rotated = first
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline && rotated == first {
+            rotated = (try? FileManager.default.destinationOfSymbolicLink(atPath: "\(pki)/kubelet-client-current.pem")) ?? first
+            if rotated == first { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        #expect(rotated != first, "the client certificate was not rotated")
+        let lease = try f.kubectl.json(["get", "lease", "-n", "kube-node-lease", f.node])
+        let renew = path(lease, "spec", "renewTime") as? String
+        _ = try await f.kubectl.wait(["get", "lease", "-n", "kube-node-lease", f.node], timeout: 10, "lease renewed with the new certificate") {
+            path($0, "spec", "renewTime") as? String != renew
+        }
+        let users = Set(f.api.requests().suffix(20).map(\.user))
+        #expect(users.contains("system:node:\(f.node)"), "\(users)")
+      }
+    }
+
     @Test func joinErrorsSayWhatToFix() async throws {
       try await withCluster(name: "joinerr", subnet: "10.250.63.0/24", options: .init(autoApproveCSRs: false)) { f in
         try f.edged.start()
