@@ -26,6 +26,9 @@ JOBS=${EDGED_CROSS_JOBS:-$(nproc)}
 ARCHS=${EDGED_CROSS_ARCHS:-aarch64 x86_64}
 OUT=$ROOT/cross/out
 read -r -a PRODUCTS <<<"${EDGED_CROSS_PRODUCTS:-edged edgectl edged-monitor}"
+# Extra swift build flags for size experiments (e.g. "-Xswiftc -Osize"); they get a build folder of their own.
+EXTRA_FLAGS=${EDGED_CROSS_EXTRA_FLAGS:-}
+SCRATCH_SUFFIX=${EXTRA_FLAGS:+-$(printf '%s' "$EXTRA_FLAGS" | sha256sum | cut -c1-8)}
 
 # Bump when the chroot recipe below changes; the chroot's cache key is derived from it and the package list.
 CHROOT_RECIPE=1
@@ -250,16 +253,16 @@ build_aarch64() {
             PKG_CONFIG_LIBDIR="$sysroot/usr/lib/aarch64-linux-gnu/pkgconfig:$sysroot/usr/share/pkgconfig" \
             PKG_CONFIG_SYSROOT_DIR="$sysroot" \
             nice -n 19 swift build --package-path /work/src -c "$CONFIG" -j "$JOBS" \
-            --scratch-path "/work/build-aarch64-$CONFIG" \
+            --scratch-path "/work/build-aarch64-$CONFIG$SCRATCH_SUFFIX" \
             --swift-sdks-path /work/sdks --swift-sdk "$SDK_ID" \
-            --static-swift-stdlib -Xswiftc -static-executable \
+            --static-swift-stdlib -Xswiftc -static-executable $EXTRA_FLAGS \
             --product "$p" \
             || die "aarch64 build of $p failed with sid's Swift 6.2 (older than the host's): see cross/README.md, 'Keeping the arm64 build green'"
     done
     local bin objcopy
     objcopy=$(host_objcopy)
     bin=$(in_chroot "$CHROOT" swift build --package-path /work/src -c "$CONFIG" \
-        --scratch-path "/work/build-aarch64-$CONFIG" --swift-sdks-path /work/sdks --swift-sdk "$SDK_ID" --show-bin-path)
+        --scratch-path "/work/build-aarch64-$CONFIG$SCRATCH_SUFFIX" --swift-sdks-path /work/sdks --swift-sdk "$SDK_ID" --show-bin-path)
     mkdir -p "$OUT/aarch64"
     for p in "${PRODUCTS[@]}"; do
         # llvm-objcopy strips any ELF machine cleanly (aarch64-linux-gnu-strip prints a spurious error).

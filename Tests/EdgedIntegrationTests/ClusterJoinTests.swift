@@ -308,6 +308,43 @@ struct ClusterJoinTests {
         #expect(logs().contains("file=two"), "secret update did not reach the volume: \(logs().suffix(500))")
         #expect(containerStatus(try f.kubectl.json(["get", "pod", "reader"]), "main")?["restartCount"] as? Int == 0)
 
+        // downwardAPI and projected (service-account token + configMap) volumes, envFrom, service variables.
+        try f.kubectl.run(["apply", "-f", "-"], stdin: """
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: downward, namespace: default, labels: {app: demo, tier: edge}}
+            spec:
+              nodeName: \(f.node)
+              terminationGracePeriodSeconds: 1
+              volumes:
+              - name: info
+                downwardAPI:
+                  items:
+                  - {path: labels, fieldRef: {fieldPath: metadata.labels}}
+                  - {path: name, fieldRef: {fieldPath: metadata.name}}
+              - name: projected
+                projected:
+                  sources:
+                  - serviceAccountToken: {path: token, expirationSeconds: 3600}
+                  - configMap: {name: settings, items: [{key: mode, path: cfg/mode}]}
+              containers:
+              - name: main
+                image: \(Demo.imageReference)
+                command: [sh, -c, "echo labels=$(cat /info/labels | tr '\\\\n' ' '); echo name=$(cat /info/name); echo mode=$(cat /var/run/p/cfg/mode); echo tokenlen=$(cat /var/run/p/token | wc -c); echo svc=$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT; echo from=$CFG_mode; sleep 3600"]
+                envFrom: [{prefix: CFG_, configMapRef: {name: settings}}]
+                volumeMounts: [{name: info, mountPath: /info}, {name: projected, mountPath: /var/run/p}]
+            """)
+        _ = try await f.kubectl.wait(["get", "pod", "downward"], "downward Running") { path($0, "status", "phase") as? String == "Running" }
+        var dlogs = ""
+        for _ in 0..<100 where !dlogs.contains("from=") {
+            dlogs = (try? f.edged.edgectl(["logs", "downward"], check: false).stdout) ?? ""
+            if !dlogs.contains("from=") { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(dlogs.contains("app=\"demo\"") && dlogs.contains("tier=\"edge\""), "\(dlogs)")
+        #expect(dlogs.contains("name=downward") && dlogs.contains("mode=fast") && dlogs.contains("from=fast"), "\(dlogs)")
+        #expect(dlogs.contains("svc=10.96.0.1:443"), "\(dlogs)")
+        #expect(!dlogs.contains("tokenlen=0") && dlogs.contains("tokenlen="), "\(dlogs)")
+
         // Bad pods fail alone, with a status and an Event that name the problem.
         try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("badimage", node: f.node, command: "true",
                                                                 image: "127.0.0.1:1/nothing/here:v1"))
