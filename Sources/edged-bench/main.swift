@@ -35,7 +35,8 @@ struct Bench: AsyncParsableCommand {
         let socket = "\(run)/edged.sock"
         let args = ["--state-dir", state, "--run-dir", run, "--manifest-dir", manifests, "--log-dir", logs, "--socket", socket,
                     "--node-name", "bench", "--cgroup-root", "edged-bench", "--config", "\(root)/none.yaml", "--log-level", "warning"]
-        try "".write(toFile: "\(root)/none.yaml", atomically: true, encoding: .utf8)
+        // No CNI network (the host may have podman's in /etc/cni/net.d): pods get a netns with only lo.
+        try "cni:\n  confDir: \(root)/no-cni\n".write(toFile: "\(root)/none.yaml", atomically: true, encoding: .utf8)
 
         // edged idle.
         let edged = try launch("\(bin)/edged", args + ["--stop-pods-on-exit"], log: "\(root)/edged.log")
