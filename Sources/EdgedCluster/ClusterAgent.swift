@@ -220,8 +220,8 @@ public actor ClusterAgent {
 
     func currentNodeStatus(previous: NodeStatus?) async -> NodeStatus {
         let now = Timestamp.now().rfc3339
-        let mem = NodeFacts.meminfo()
-        let disk = NodeFacts.disk(config.stateDir)
+        let mem = Files.meminfo()
+        let disk = Files.diskSpace(config.stateDir)
         var capacity: [String: Quantity] = [
             "cpu": Quantity(String(NodeFacts.cpuCount)),
             "memory": Quantity("\((mem["MemTotal"] ?? 0) / 1024)Ki"),
@@ -690,17 +690,8 @@ extension StoredImage {
     var nodeImageNames: [String] {
         var names = references
         if let first = references.first {
-            names.append("\(APIPodStatusNames.repository(of: first))@\(manifestDigest)")
+            names.append("\(APIPodStatus.repository(of: first))@\(manifestDigest)")
         }
         return names
-    }
-}
-
-enum APIPodStatusNames {
-    static func repository(of ref: String) -> String {
-        var r = ref
-        if let at = r.firstIndex(of: "@") { r = String(r[..<at]) }
-        if let colon = r.lastIndex(of: ":"), !r[colon...].contains("/") { r = String(r[..<colon]) }
-        return r
     }
 }

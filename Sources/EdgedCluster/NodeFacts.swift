@@ -85,23 +85,6 @@ enum NodeFacts {
         return out
     }
 
-    static func meminfo() -> [String: Int64] {
-        var out: [String: Int64] = [:]
-        for line in (Files.readText("/proc/meminfo") ?? "").split(separator: "\n") {
-            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard parts.count >= 2, let v = Int64(parts[1]) else { continue }
-            out[String(parts[0].dropLast())] = v * 1024
-        }
-        return out
-    }
-
-    /// (total, available) bytes of the filesystem holding `path`.
-    static func disk(_ path: String) -> (total: Int64, free: Int64) {
-        var vfs = statvfs()
-        guard statvfs(path, &vfs) == 0 else { return (0, 0) }
-        return (Int64(vfs.f_blocks) * Int64(vfs.f_frsize), Int64(vfs.f_bavail) * Int64(vfs.f_frsize))
-    }
-
     static var cpuCount: Int { Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
 
     /// Process count and the kernel's pid limit (for PIDPressure).

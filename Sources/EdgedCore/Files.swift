@@ -70,4 +70,22 @@ public enum Files {
         }
         return 0
     }
+
+    /// /proc/meminfo in bytes, by field name ("MemTotal", "MemAvailable", ...).
+    public static func meminfo() -> [String: Int64] {
+        var out: [String: Int64] = [:]
+        for line in (readText("/proc/meminfo") ?? "").split(separator: "\n") {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard parts.count >= 2, let v = Int64(parts[1]) else { continue }
+            out[String(parts[0].dropLast())] = v * 1024
+        }
+        return out
+    }
+
+    /// Size and space available to unprivileged users of the filesystem holding `path`, in bytes ((0, 0) on error).
+    public static func diskSpace(_ path: String) -> (total: Int64, free: Int64) {
+        var vfs = statvfs()
+        guard statvfs(path, &vfs) == 0 else { return (0, 0) }
+        return (Int64(vfs.f_blocks) * Int64(vfs.f_frsize), Int64(vfs.f_bavail) * Int64(vfs.f_frsize))
+    }
 }

@@ -6,27 +6,12 @@ import Glibc
 
 enum HostStats {
     static func node(stateDir: String) -> NodeStats {
-        let mem = meminfo()
-        var vfs = statvfs()
-        var total: Int64 = 0, free: Int64 = 0
-        if statvfs(stateDir, &vfs) == 0 {
-            total = Int64(vfs.f_blocks) * Int64(vfs.f_frsize)
-            free = Int64(vfs.f_bavail) * Int64(vfs.f_frsize)
-        }
+        let mem = Files.meminfo()
+        let disk = Files.diskSpace(stateDir)
         var load = [Double](repeating: 0, count: 3)
         getloadavg(&load, 3)
         return NodeStats(memoryTotalBytes: mem["MemTotal"] ?? 0, memoryAvailableBytes: mem["MemAvailable"] ?? 0,
-                         diskTotalBytes: total, diskFreeBytes: free, load1: load[0])
-    }
-
-    static func meminfo() -> [String: Int64] {
-        var out: [String: Int64] = [:]
-        for line in (Files.readText("/proc/meminfo") ?? "").split(separator: "\n") {
-            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard parts.count >= 2, let v = Int64(parts[1]) else { continue }
-            out[String(parts[0].dropLast())] = v * 1024
-        }
-        return out
+                         diskTotalBytes: disk.total, diskFreeBytes: disk.free, load1: load[0])
     }
 
     static func threads() -> Int {

@@ -4,7 +4,7 @@
 import EdgedCore
 import EdgedRuntime
 
-enum APIPodStatus {
+public enum APIPodStatus {
     /// `previous`: the status last written, so condition transition times only move when a condition changes.
     static func build(_ input: PodSummaryInput, hostIPs: [String], previous: PodStatus?) -> PodStatus {
         let pod = input.pod
@@ -88,7 +88,7 @@ enum APIPodStatus {
     }
 
     /// "registry/repo" of an image reference, without tag or digest (kubelet's imageID is repo@digest).
-    static func repository(of ref: String) -> String {
+    public static func repository(of ref: String) -> String {
         var r = ref
         if let at = r.firstIndex(of: "@") { r = String(r[..<at]) }
         if let colon = r.lastIndex(of: ":"), !r[colon...].contains("/") { r = String(r[..<colon]) }
