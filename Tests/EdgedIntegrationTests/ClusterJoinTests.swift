@@ -380,6 +380,36 @@ struct ClusterJoinTests {
         _ = try await f.kubectl.wait(["get", "events", "--field-selector", "involvedObject.name=huge"], "admission event") { list in
             ((list["items"] as? [[String: Any]]) ?? []).contains { $0["reason"] as? String == "OutOfcpu" }
         }
+        // A missing secret: FailedMount with kubelet's wording; a failing liveness probe: Unhealthy, then a restart.
+        try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("nosecret", node: f.node, command: "sleep 3600",
+            volumes: """
+              volumes:
+              - {name: s, secret: {secretName: nope}}
+            """,
+            mounts: """
+                volumeMounts:
+                - {name: s, mountPath: /s}
+            """))
+        let missing = try await f.kubectl.wait(["get", "pod", "nosecret"], "missing secret in status") {
+            (path(containerStatus($0, "main") ?? [:], "state", "waiting", "message") as? String)?.contains("secret \"nope\" not found") == true
+        }
+        #expect(path(containerStatus(missing, "main") ?? [:], "state", "waiting", "reason") as? String == "CreateContainerConfigError")
+        _ = try await f.kubectl.wait(["get", "events", "--field-selector", "involvedObject.name=nosecret"], "FailedMount event") { list in
+            ((list["items"] as? [[String: Any]]) ?? []).contains {
+                $0["reason"] as? String == "FailedMount" && ($0["message"] as? String)?.contains("MountVolume.SetUp failed for volume \"s\"") == true
+            }
+        }
+        try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("sick", node: f.node, command: "sleep 3600",
+            extra: """
+                livenessProbe: {exec: {command: ["false"]}, periodSeconds: 1, failureThreshold: 1}
+            """))
+        _ = try await f.kubectl.wait(["get", "events", "--field-selector", "involvedObject.name=sick"], "Unhealthy event") { list in
+            let reasons = Set(((list["items"] as? [[String: Any]]) ?? []).compactMap { $0["reason"] as? String })
+            return reasons.isSuperset(of: ["Unhealthy", "Killing"])
+        }
+        _ = try await f.kubectl.wait(["get", "pod", "sick"], "liveness restart counted") {
+            (containerStatus($0, "main")?["restartCount"] as? Int ?? 0) >= 1
+        }
         #expect(try f.edged.pod("reader")?["phase"] as? String == "Running")
       }
     }
