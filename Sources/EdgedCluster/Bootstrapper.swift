@@ -55,7 +55,8 @@ public struct Bootstrapper: Sendable {
         for t in options.taints { _ = try NodeRegistration.parseTaint(t) }
         let registration = NodeRegistration(labels: options.labels, nodePool: options.nodePool, taints: options.taints)
 
-        if let existing = try loadStore(), let cluster = existing.cluster, let client = existing.client, existing.caPEM != nil {
+        // Unreadable credentials (a corrupt file) are replaced by this join, like a first join.
+        if let existing = (try? store.load()) ?? nil, let cluster = existing.cluster, let client = existing.client, existing.caPEM != nil {
             if cluster.server == server && cluster.nodeName == nodeName && client.info.notAfter > Date() {
                 try registration.save(dir: store.directory)
                 logger.info("already joined to \(server) as \(nodeName)")
@@ -92,10 +93,6 @@ public struct Bootstrapper: Sendable {
         logger.info("joined \(server) as \(nodeName) (certificate valid until \(Self.rfc3339(certInfo.notAfter)))")
         return JoinOutcome(nodeName: nodeName, server: server, newlyJoined: true,
                            certificateNotAfter: Self.rfc3339(certInfo.notAfter), csrName: csrName)
-    }
-
-    func loadStore() throws(EdgedError) -> CredentialStore.Contents? {
-        do { return try store.load() } catch { throw EdgedError(.io, "\(error.message): run `edgectl join` again") }
     }
 
     /// Fetches kube-public/cluster-info without trusting the server, then verifies it.

@@ -110,6 +110,12 @@ public actor ClusterAgent {
     /// Whether credentials from `edgectl join` exist.
     public nonisolated var isJoined: Bool { Self.hasCredentials(dir: config.credentialsDir) }
 
+    /// Why the stored credentials cannot be used (a corrupt or half-written file), or nil.
+    public nonisolated func credentialsProblem() -> String? {
+        do { _ = try store.load() } catch { return "\(error.message)" }
+        return nil
+    }
+
     public static func hasCredentials(dir: String) -> Bool {
         guard let contents = try? CredentialStore(dir: dir).load() else { return false }
         return contents.client != nil && contents.cluster != nil

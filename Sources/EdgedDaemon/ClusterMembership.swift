@@ -13,12 +13,17 @@ actor ClusterMembership {
     private let joined: AsyncStream<Void>.Continuation
     private let joinedSignal: AsyncStream<Void>
     private var joining = false
+    /// Why the node agent stopped (unusable credentials), for `edgectl status`; nil while it runs.
+    private(set) var agentError: String?
+
+    func agentFailed(_ message: String?) { agentError = message }
 
     init(agent: ClusterAgent, bootstrapper: Bootstrapper) {
         self.agent = agent
         self.bootstrapper = bootstrapper
         (joinedSignal, joined) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         if agent.isJoined { joined.yield() }
+        agentError = agent.credentialsProblem()
     }
 
     nonisolated var signal: AsyncStream<Void> { joinedSignal }
@@ -47,20 +52,23 @@ actor ClusterMembership {
     }
 }
 
-/// Starts the node agent once the node is joined, and runs it until shutdown.
+/// Starts the node agent once the node is joined, and runs it until shutdown. If the stored credentials are
+/// unusable the agent stops, standalone pods carry on, `edgectl status` says why, and a new join starts it again.
 struct ClusterService: Service {
     let membership: ClusterMembership
     let logger: Logger
 
     func run() async throws {
-        try? await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             for await _ in membership.signal {
                 do {
+                    await membership.agentFailed(nil)
                     try await membership.agent.run()
+                    return
                 } catch {
                     logger.error("the node agent stopped: \(error)")
+                    await membership.agentFailed("\(error)")
                 }
-                return
             }
         }
     }

@@ -28,6 +28,9 @@ struct DaemonBackend: ControlBackend {
         var reasons = HealthCheck.reasons(pods: podList, manifestErrors: await pods.currentManifestErrors, node: node)
         let up = ContinuousClock.now - startedClock
         var cluster: ClusterReport?
+        if let why = await membership.agentError {
+            reasons.append("the node agent stopped: \(why)")
+        }
         if membership.agent.isJoined {
             let s = await membership.agent.snapshot
             let age = s.lastLeaseRenewal.map { Timestamp.now().seconds - $0.seconds }

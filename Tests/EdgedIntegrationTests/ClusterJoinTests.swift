@@ -534,6 +534,39 @@ struct ClusterJoinTests {
       }
     }
 
+    @Test func corruptCredentialsAreReportedAndAJoinReplacesThem() async throws {
+      try await withCluster(name: "corrupt", subnet: "10.250.66.0/24") { f in
+        try f.edged.start()
+        try f.join()
+        _ = try await f.kubectl.wait(["get", "node", f.node], "node Ready") { condition($0, "Ready") == "True" }
+        f.edged.stop()
+        let pki = "\(f.edged.stateDir)/pki"
+        let target = try FileManager.default.destinationOfSymbolicLink(atPath: "\(pki)/kubelet-client-current.pem")
+        try "-----BEGIN CERTIFICATE-----\ngarbage\n".write(toFile: target.hasPrefix("/") ? target : "\(pki)/\(target)",
+                                                         atomically: true, encoding: .utf8)
+        try f.edged.writeManifest("local.yaml", busyboxPod("local", command: "sleep 3600"))
+        try f.edged.start()
+        // edged keeps running its static pods and says what is wrong and what to do.
+        _ = try f.edged.waitForPod("local", "Running") { $0["phase"] as? String == "Running" }
+        let status = try f.edged.edgectl(["status"], check: false)
+        #expect(status.status == 1)
+        #expect(status.stderr.contains("kubelet-client") && status.stderr.contains("edgectl join"), "\(status.stderr)")
+        // A new join replaces the broken files.
+        let again = try f.join()
+        #expect(again.stdout.contains("joined \(f.api.url)"), "\(again.stdout)\(again.stderr)")
+        let renewed = try f.kubectl.json(["get", "lease", "-n", "kube-node-lease", f.node])
+        _ = try await f.kubectl.wait(["get", "lease", "-n", "kube-node-lease", f.node], timeout: 15, "lease renewed after re-join") {
+            path($0, "spec", "renewTime") as? String != path(renewed, "spec", "renewTime") as? String
+        }
+        var healthy = false
+        for _ in 0..<100 where !healthy {
+            healthy = (try? f.edged.edgectl(["status"], check: false).status) == 0
+            if !healthy { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(healthy, "\((try? f.edged.edgectl(["status"], check: false).stderr) ?? "")")
+      }
+    }
+
     @Test func joinErrorsSayWhatToFix() async throws {
       try await withCluster(name: "joinerr", subnet: "10.250.63.0/24", options: .init(autoApproveCSRs: false)) { f in
         try f.edged.start()
