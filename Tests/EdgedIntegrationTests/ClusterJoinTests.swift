@@ -168,7 +168,7 @@ struct ClusterJoinTests {
         try f.edged.start()
 
         // Join: a Ready node, with our labels, that renews its lease.
-        let joined = try f.join(["--labels", "site=plant7,role=gateway", "--node-pool", "pool-a"])
+        let joined = try f.join(["--labels", "site=plant7,role=gateway", "--node-pool", "pool-a", "--taint", "dedicated=edge:NoSchedule"])
         #expect(joined.stdout.contains("joined \(f.api.url) as node \(f.node)"), "\(joined.stdout)\(joined.stderr)")
         let again = try f.join()
         #expect(again.stdout.contains("already joined"), "join must be idempotent: \(again.stdout)")
@@ -176,6 +176,8 @@ struct ClusterJoinTests {
         let labels = path(node, "metadata", "labels") as? [String: String] ?? [:]
         #expect(labels["site"] == "plant7" && labels["apps.openyurt.io/nodepool"] == "pool-a")
         #expect(labels["kubernetes.io/hostname"] == f.node && labels["kubernetes.io/os"] == "linux" && labels["kubernetes.io/arch"] != nil)
+        let taints = path(node, "spec", "taints") as? [[String: Any]] ?? []
+        #expect(taints.contains { $0["key"] as? String == "dedicated" && $0["value"] as? String == "edge" && $0["effect"] as? String == "NoSchedule" })
         let info = path(node, "status", "nodeInfo") as? [String: Any] ?? [:]
         #expect((info["kubeletVersion"] as? String)?.contains("+edged-") == true)
         #expect((info["containerRuntimeVersion"] as? String)?.hasPrefix("edged://") == true)
@@ -571,6 +573,8 @@ struct ClusterJoinTests {
       try await withCluster(name: "joinerr", subnet: "10.250.63.0/24", options: .init(autoApproveCSRs: false)) { f in
         try f.edged.start()
 
+        let badTaint = try f.edged.edgectl(["join", "--server", f.api.url, "--token", f.token, "--taint", "dedicated=edge"], check: false)
+        #expect(badTaint.status == 1 && badTaint.stderr.contains("key=value:NoSchedule"), "\(badTaint.stderr)")
         let badFormat = try f.edged.edgectl(["join", "--server", f.api.url, "--token", "not-a-token"], check: false)
         #expect(badFormat.status == 1 && badFormat.stderr.contains("token"), "\(badFormat.stderr)")
 
