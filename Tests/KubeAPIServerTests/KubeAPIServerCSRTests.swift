@@ -19,7 +19,9 @@ private let csrs = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
         try f.server.addBootstrapToken(id: "abcdef", secret: "0123456789abcdef")
         let tok = Credentials.token("abcdef.0123456789abcdef")
         let req = try TestPKI.makeCSR(cn: "system:node:edge-1", orgs: ["system:nodes"])
-        let w = try f.watch("\(csrs)?watch=1&fieldSelector=metadata.name%3Dnode-csr-1", as: tok)
+        // Watch from the list's resourceVersion, so events are replayed even if curl connects after the POST.
+        let rv = try #require(str(try f.request("GET", csrs, as: tok).json, "metadata.resourceVersion"))
+        let w = try f.watch("\(csrs)?watch=1&resourceVersion=\(rv)&fieldSelector=metadata.name%3Dnode-csr-1", as: tok)
         defer { w.stop() }
         let created = try f.request("POST", csrs, csrBody("node-csr-1", pem: req.csrPEM,
             signer: "kubernetes.io/kube-apiserver-client-kubelet", usages: ["digital signature", "client auth"], seconds: 1800), as: tok)

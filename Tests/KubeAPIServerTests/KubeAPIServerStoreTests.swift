@@ -161,7 +161,9 @@ private func names(_ list: [String: Any]) -> [String] {
     @Test func watchSelectorTransitionsAreAddedAndDeleted() async throws {
         let f = try await APIFixture()
         defer { Task { await f.close() } }
-        let w = try f.watch("/api/v1/namespaces/default/configmaps?watch=1&labelSelector=app%3Dweb")
+        // From the list's resourceVersion, so nothing is missed if curl connects late.
+        let rv0 = try #require(str(try f.request("GET", "/api/v1/namespaces/default/configmaps").json, "metadata.resourceVersion"))
+        let w = try f.watch("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=\(rv0)&labelSelector=app%3Dweb")
         defer { w.stop() }
         let created = try f.request("POST", "/api/v1/namespaces/default/configmaps", cm("a", labels: ["app": "db"]))
         var body = created.json
