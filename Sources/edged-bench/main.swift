@@ -97,7 +97,7 @@ struct Bench: AsyncParsableCommand {
             rss_idle_kb: rssIdle, anon_idle_kb: anonIdle, rss_20_pods_kb: rss20, rss_per_pod_kb: Double(rss20 - rssIdle) / Double(max(pods, 1)),
             binary_bytes: size, monitor_binary_bytes: monitorSize, arm64_binary_bytes: arm64, pods: pods,
             api_pod_start_p50_ms: percentile(joined.samples, 0.5), api_pod_start_p95_ms: percentile(joined.samples, 0.95),
-            rss_joined_idle_kb: joined.rssIdle)
+            rss_joined_idle_kb: joined.rssIdle, anon_joined_idle_kb: joined.anonIdle)
         if json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.sortedKeys]
@@ -129,6 +129,8 @@ struct BenchResult: Codable {
     var api_pod_start_p95_ms: Double
     /// edged's RSS joined to a cluster (node agent, lease, watches), no pods.
     var rss_joined_idle_kb: Int
+    /// Of that, the anonymous part.
+    var anon_joined_idle_kb: Int
 
     var table: String {
         func ms(_ v: Double?) -> String { v.map { String(format: "%.1f ms", $0) } ?? "n/a" }
@@ -141,7 +143,7 @@ struct BenchResult: Codable {
             edged RSS idle                       \(rss_idle_kb) KB (\(anon_idle_kb) KB anonymous, the rest clean code pages)
             edged RSS + monitors, \(pods) pods      \(rss_20_pods_kb) KB (\(String(format: "%.0f", rss_per_pod_kb)) KB per pod)
             API pod start p50 / p95 (joined)     \(ms(api_pod_start_p50_ms)) / \(ms(api_pod_start_p95_ms))
-            edged RSS joined, idle               \(rss_joined_idle_kb) KB
+            edged RSS joined, idle               \(rss_joined_idle_kb) KB (\(anon_joined_idle_kb) KB anonymous)
             edged binary (stripped)              \(binary_bytes) bytes
             edged-monitor binary (stripped)      \(monitor_binary_bytes) bytes
             edged arm64 static (cross/out)       \(arm64_binary_bytes.map { "\($0) bytes" } ?? "n/a (run cross/build.sh)")
@@ -151,7 +153,7 @@ struct BenchResult: Codable {
 
 /// Starts edged again on the same state, joins it to a test API server, measures idle RSS, then creates `pods`
 /// pods bound to the node one at a time and times each until its status in the API server says Running.
-func joinedPhase(bin: String, args: [String], socket: String, root: String, pods: Int) async throws -> (samples: [Double], rssIdle: Int) {
+func joinedPhase(bin: String, args: [String], socket: String, root: String, pods: Int) async throws -> (samples: [Double], rssIdle: Int, anonIdle: Int) {
     let api = try await KubeAPIServer.start()
     defer { Task { try? await api.shutdown() } }
     try api.addBootstrapToken(id: "benchx", secret: "0123456789abcdef")
@@ -166,6 +168,7 @@ func joinedPhase(bin: String, args: [String], socket: String, root: String, pods
     try await waitUntil(timeout: 30) { api.objectJSON("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/bench") != nil }
     try await Task.sleep(for: .seconds(3))
     let rssIdle = rssKB(edged.processIdentifier)
+    let anonIdle = anonymousKB(edged.processIdentifier)
 
     var samples: [Double] = []
     for i in 0..<pods {
@@ -192,7 +195,7 @@ func joinedPhase(bin: String, args: [String], socket: String, root: String, pods
     edged.terminate()
     edged.waitUntilExit()
     try? FileManager.default.removeItem(atPath: "\(root)/state/pki")
-    return (samples.sorted(), rssIdle)
+    return (samples.sorted(), rssIdle, anonIdle)
 }
 
 func percentile(_ sorted: [Double], _ p: Double) -> Double {
