@@ -393,17 +393,28 @@ public actor ClusterAgent {
     /// Feeds the pod manager: mirror pods are not run (their static pod is), terminal pods are not re-run, and
     /// pods that fail validation or admission are rejected with a status and an Event that name the problem.
     private func applyPods() async {
-        var desired: [DesiredPod] = []
-        for (uid, pod) in known.sorted(by: { $0.key < $1.key }) {
+        var running: [DesiredPod] = []
+        var new: [DesiredPod] = []
+        for (uid, pod) in known.sorted(by: { ($0.value.metadata.creationTimestamp ?? "", $0.key) < ($1.value.metadata.creationTimestamp ?? "", $1.key) }) {
             if pod.metadata.annotations?["kubernetes.io/config.mirror"] != nil { continue }
-            if let phase = pod.status?.phase, phase == .succeeded || phase == .failed, !(await pods.isActive(uid: uid)) { continue }
+            let active = await pods.isActive(uid: uid)
+            if let phase = pod.status?.phase, phase == .succeeded || phase == .failed, !active { continue }
             if rejected[uid] != nil { continue }
-            if !(await pods.isActive(uid: uid)), pod.metadata.deletionTimestamp == nil, let why = await admit(pod, others: desired) {
-                rejected[uid] = why.message
-                await reject(pod, reason: why.reason, message: why.message)
+            if active || pod.metadata.deletionTimestamp != nil {
+                running.append(DesiredPod(pod: pod, source: "api"))
+            } else {
+                new.append(DesiredPod(pod: pod, source: "api"))
+            }
+        }
+        // New pods are admitted in creation order against what already runs, like kubelet's admission handlers.
+        var desired = running
+        for d in new {
+            if let why = await admit(d.pod, others: desired) {
+                rejected[d.pod.metadata.uid ?? ""] = why.message
+                await reject(d.pod, reason: why.reason, message: why.message)
                 continue
             }
-            desired.append(DesiredPod(pod: pod, source: "api"))
+            desired.append(d)
         }
         await pods.apply(desired, origin: .api)
     }

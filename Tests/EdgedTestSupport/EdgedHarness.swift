@@ -85,12 +85,21 @@ public final class EdgedInstance: @unchecked Sendable {
 
     /// `edgectl status --json`, decoded as a loose JSON object.
     public func status() throws -> [String: Any] {
-        let r = try edgectl(["status", "--json"], check: false)
-        guard r.status == 0 || r.status == 1,
-              let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] else {
-            throw TestFailure("edgectl status --json failed (\(r.status)): \(r.stderr)\(r.stdout)")
+        // One retry: under a fully loaded CI run, one call in thousands came back with exit 0/1 and no JSON on
+        // stdout (not reproduced in 700 hammering calls; see the session note). The second failure is reported
+        // with everything edgectl printed.
+        var last: CommandResult?
+        for _ in 0..<2 {
+            let r = try edgectl(["status", "--json"], check: false)
+            if r.status == 0 || r.status == 1,
+               let obj = (try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) as? [String: Any] {
+                return obj
+            }
+            last = r
+            Thread.sleep(forTimeInterval: 0.05)
         }
-        return obj
+        let r = last!
+        throw TestFailure("edgectl status --json failed (exit \(r.status), \(r.stdout.utf8.count) bytes out): stderr: \(r.stderr) stdout: \(r.stdout.prefix(2000))")
     }
 
     /// The pod whose name starts with `name` ("demo" matches "demo-node-x"), from `edgectl status --json`.
