@@ -64,7 +64,8 @@ public struct NodeRegistration: Codable, Sendable, Equatable {
         do { bytes = Array(try JSONEncoder().encode(self)) } catch {
             throw EdgedError(.io, "encoding the node registration: \(error)")
         }
-        try AtomicFile.write("\(dir)/\(Self.fileName)", bytes, mode: 0o600)
+        _ = Files.makeDirectories(dir, mode: 0o700)
+        try Files.writeAtomically("\(dir)/\(Self.fileName)", bytes, mode: 0o600)
     }
 
     /// Parses "key=value:Effect" / "key:Effect"; the effect must be NoSchedule, PreferNoSchedule or NoExecute.
@@ -81,38 +82,5 @@ public struct NodeRegistration: Codable, Sendable, Equatable {
             throw EdgedError(.invalidConfig, "taint \"\(text)\" has no key")
         }
         return (key, kv.count > 1 ? kv[1] : nil, effect)
-    }
-}
-
-/// Crash-safe file replacement: temp file, fsync, rename, fsync of the directory.
-enum AtomicFile {
-    static func write(_ path: String, _ bytes: [UInt8], mode: mode_t) throws(EdgedError) {
-        let dir = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
-        _ = Files.makeDirectories(dir, mode: 0o700)
-        let tmp = "\(path).tmp-\(getpid())"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw EdgedError(.io, "cannot write \(tmp): \(String(cString: strerror(errno)))") }
-        var off = 0
-        while off < bytes.count {
-            let n = bytes[off...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                let msg = String(cString: strerror(errno))
-                close(fd)
-                unlink(tmp)
-                throw EdgedError(.io, "cannot write \(tmp): \(msg)")
-            }
-            off += n
-        }
-        fchmod(fd, mode)
-        fsync(fd)
-        close(fd)
-        guard rename(tmp, path) == 0 else {
-            let msg = String(cString: strerror(errno))
-            unlink(tmp)
-            throw EdgedError(.io, "cannot replace \(path): \(msg)")
-        }
-        let dfd = open(dir, O_RDONLY | O_DIRECTORY)
-        if dfd >= 0 { fsync(dfd); close(dfd) }
     }
 }

@@ -88,4 +88,38 @@ public enum Files {
         guard statvfs(path, &vfs) == 0 else { return (0, 0) }
         return (Int64(vfs.f_blocks) * Int64(vfs.f_frsize), Int64(vfs.f_bavail) * Int64(vfs.f_frsize))
     }
+
+    /// Replaces `path` so that after a power loss it holds either the old or the new content: writes
+    /// `<path>.tmp` with exactly `mode`, fsyncs it, renames it over `path`, fsyncs the directory.
+    public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(EdgedError) {
+        let tmp = "\(path).tmp"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw EdgedError(.io, "cannot write \(tmp): \(String(cString: strerror(errno)))") }
+        var failure: Int32?
+        if fchmod(fd, mode) != 0 { failure = errno }
+        var off = 0
+        while failure == nil && off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { failure = errno } else { off += n }
+        }
+        if failure == nil && fsync(fd) != 0 { failure = errno }
+        close(fd)
+        if let failure {
+            unlink(tmp)
+            throw EdgedError(.io, "cannot write \(tmp): \(String(cString: strerror(failure)))")
+        }
+        guard rename(tmp, path) == 0 else {
+            let e = errno
+            unlink(tmp)
+            throw EdgedError(.io, "cannot rename \(tmp) to \(path): \(String(cString: strerror(e)))")
+        }
+        let slash = path.lastIndex(of: "/")
+        let dir = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dfd >= 0 {
+            fsync(dfd)
+            close(dfd)
+        }
+    }
 }

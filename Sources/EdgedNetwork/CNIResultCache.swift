@@ -75,34 +75,8 @@ struct CNIResultCache: Sendable {
         guard Files.makeDirectories(dir, mode: 0o700) else {
             throw NetworkError(.io, "cannot create the CNI cache dir \(dir): \(String(cString: strerror(errno)))")
         }
-        let final = path(entry.podUID)
-        let tmp = "\(final).tmp"
-        let bytes = Array(entry.json.jsonText.utf8)
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw NetworkError(.io, "cannot write \(tmp): \(String(cString: strerror(errno)))") }
-        var off = 0
-        while off < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + off, bytes.count - off) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                let e = errno
-                close(fd)
-                unlink(tmp)
-                throw NetworkError(.io, "cannot write \(tmp): \(String(cString: strerror(e)))")
-            }
-            off += n
-        }
-        fsync(fd)
-        close(fd)
-        guard rename(tmp, final) == 0 else {
-            let e = errno
-            unlink(tmp)
-            throw NetworkError(.io, "cannot rename \(tmp) to \(final): \(String(cString: strerror(e)))")
-        }
-        let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dfd >= 0 {
-            fsync(dfd)
-            close(dfd)
+        do { try Files.writeAtomically(path(entry.podUID), Array(entry.json.jsonText.utf8), mode: 0o600) } catch {
+            throw NetworkError(.io, error.message)
         }
     }
 

@@ -174,33 +174,6 @@ public actor GPUDevices {
         guard Files.makeDirectories(dir.isEmpty ? "/" : dir, mode: 0o700) else {
             throw EdgedError(.io, "cannot create \(dir) for the GPU allocations: \(String(cString: strerror(errno)))")
         }
-        let tmp = "\(stateFile).tmp"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw EdgedError(.io, "cannot write \(tmp): \(String(cString: strerror(errno)))") }
-        let bytes = Array(data)
-        var off = 0
-        while off < bytes.count {
-            let n = bytes[off...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                let e = errno
-                close(fd)
-                unlink(tmp)
-                throw EdgedError(.io, "cannot write \(tmp): \(String(cString: strerror(e)))")
-            }
-            off += n
-        }
-        fsync(fd)
-        close(fd)
-        guard rename(tmp, stateFile) == 0 else {
-            let e = errno
-            unlink(tmp)
-            throw EdgedError(.io, "cannot rename \(tmp) to \(stateFile): \(String(cString: strerror(e)))")
-        }
-        let dfd = open(dir.isEmpty ? "/" : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dfd >= 0 {
-            fsync(dfd)
-            close(dfd)
-        }
+        try Files.writeAtomically(stateFile, Array(data), mode: 0o600)
     }
 }

@@ -16,31 +16,9 @@ enum FileIO {
         read(path).map { String(decoding: $0, as: UTF8.self) }
     }
 
-    /// Writes `bytes` to `path` so that after power loss the file is either the old or the new content:
-    /// write a temp file, fsync, rename over, fsync the directory.
+    /// Writes `bytes` to `path` so that after power loss the file is either the old or the new content.
     static func writeAtomic(_ path: String, _ bytes: [UInt8]) throws {
-        let tmp = path + ".tmp"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw RuntimeError(.io, "create \(tmp): \(errnoString(errno))") }
-        var off = 0
-        while off < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + off, bytes.count - off) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 {
-                let e = errno
-                close(fd)
-                throw RuntimeError(.io, "write \(tmp): \(errnoString(e))")
-            }
-            off += n
-        }
-        if fsync(fd) != 0 {
-            let e = errno
-            close(fd)
-            throw RuntimeError(.io, "fsync \(tmp): \(errnoString(e))")
-        }
-        close(fd)
-        guard rename(tmp, path) == 0 else { throw RuntimeError(.io, "rename \(tmp): \(errnoString(errno))") }
-        fsyncDir(dirname(path))
+        do { try Files.writeAtomically(path, bytes) } catch { throw RuntimeError(.io, error.message) }
     }
 
     static func writeAtomic(_ path: String, _ text: String) throws {
@@ -55,14 +33,6 @@ enum FileIO {
         let bytes = Array(text.utf8)
         let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress, bytes.count) }
         guard n == bytes.count else { throw RuntimeError(.io, "write \(text) to \(path): \(errnoString(errno))") }
-    }
-
-    static func fsyncDir(_ dir: String) {
-        let dfd = open(dir.isEmpty ? "/" : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dfd >= 0 {
-            fsync(dfd)
-            close(dfd)
-        }
     }
 
     static func dirname(_ path: String) -> String {
