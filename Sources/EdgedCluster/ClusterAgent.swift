@@ -209,7 +209,7 @@ public actor ClusterAgent {
             let created = try await client.create(.nodes, node)
             nodeUID = created.metadata.uid
             logger.info("registered node \(config.nodeName)")
-            await events?.nodeEvent(uid: nodeUID ?? "", reason: "Starting", message: "Starting edged \(config.version).")
+            await events?.nodeEvent(reason: "Starting", message: "Starting edged \(config.version).")
         } catch {
             guard let e = error as? KubeError, e.isAlreadyExists else { throw error }
             // Already there (re-join, restart): make its labels ours, keep everything else.
@@ -294,7 +294,7 @@ public actor ClusterAgent {
         _ = try await client.patch(.nodeStatus, name: config.nodeName, try Patch.status(status))
         let ready = status.conditions?.first { $0.type == "Ready" }?.status
         if ready == "True" && wasReady != "True" {
-            await events?.nodeEvent(uid: nodeUID ?? "", reason: "NodeReady", message: "Node \(config.nodeName) status is now: NodeReady")
+            await events?.nodeEvent(reason: "NodeReady", message: "Node \(config.nodeName) status is now: NodeReady")
         }
         lastNodeStatus = status
         lastNodeReport = .now
@@ -609,7 +609,7 @@ public actor ClusterAgent {
                 // A re-list may hide changes made while the watch was down: refresh every pod's volumes.
                 await agent.objectsRelisted(kind)
             case .added(let o), .modified(let o), .deleted(let o):
-                let meta = Self.meta(o)
+                let meta = o.metadata
                 await agent.objectChanged(kind: kind, namespace: meta.namespace ?? "default", name: meta.name ?? "")
             }
         }
@@ -625,12 +625,6 @@ public actor ClusterAgent {
                 if let n = v.secret?.secretName { await objectChanged(kind: "secret", namespace: pod.namespace, name: n) }
             }
         }
-    }
-
-    static func meta<T: KubeObject>(_ o: T) -> ObjectMeta {
-        if let c = o as? ConfigMap { return c.metadata }
-        if let s = o as? Secret { return s.metadata }
-        return ObjectMeta()
     }
 
     private func objectChanged(kind: String, namespace: String, name: String) async {

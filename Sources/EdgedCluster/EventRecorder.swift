@@ -41,10 +41,10 @@ actor EventRecorder {
         }
     }
 
-    func nodeEvent(uid: String, kind: String = "Normal", reason: String, message: String) {
+    /// An Event about the node; like kubelet, the involved object's uid is the node name.
+    func nodeEvent(kind: String = "Normal", reason: String, message: String) {
         enqueue(Pending(involved: ObjectReference(kind: "Node", name: nodeName, uid: nodeName), kind: kind,
                         reason: reason, message: message, time: .now()))
-        _ = uid
     }
 
     func enqueue(_ p: Pending) {

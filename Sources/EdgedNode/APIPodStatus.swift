@@ -53,15 +53,11 @@ public enum APIPodStatus {
         var state = ContainerState(waiting: .init(reason: v.isInit ? "PodInitializing" : "ContainerCreating"))
         var running = false
         if let cur = v.current {
-            switch cur.status {
-            case .running(_, let startedAt):
+            if case .running(_, let startedAt) = cur.status {
                 state = ContainerState(running: .init(startedAt: startedAt.rfc3339))
                 running = true
-            case .exited(let code, let signal, let oom, let started, let finished, let message):
-                state = ContainerState(terminated: .init(
-                    exitCode: code, signal: signal, reason: oom ? "OOMKilled" : (code == 0 ? "Completed" : "Error"),
-                    message: message, startedAt: started.rfc3339, finishedAt: finished.rfc3339,
-                    containerID: "edged://\(cur.spec.id)"))
+            } else {
+                state = ContainerState(terminated: cur.terminatedState)
             }
         }
         if let w = v.waiting, !running {
@@ -70,16 +66,11 @@ public enum APIPodStatus {
         var last: ContainerState?
         if let f = v.lastStartFailure, !running {
             last = ContainerState(terminated: f)
-        } else if let cur = v.current, !running, state.waiting != nil, case .exited = cur.status {
+        } else if let cur = v.current, !running, state.waiting != nil, let exited = cur.terminatedState {
             // Waiting to restart: the exited instance is the last state.
-            last = containerStatus(ContainerView(name: v.name, image: v.image, imageID: v.imageID, isInit: v.isInit,
-                                                 restartCount: v.restartCount, current: cur, previous: nil, waiting: nil,
-                                                 lastStartFailure: nil, ready: false, started: false)).state
-        } else if let prev = v.previous, case .exited(let code, let signal, let oom, let started, let finished, let message) = prev.status {
-            last = ContainerState(terminated: .init(
-                exitCode: code, signal: signal, reason: oom ? "OOMKilled" : (code == 0 ? "Completed" : "Error"),
-                message: message, startedAt: started.rfc3339, finishedAt: finished.rfc3339,
-                containerID: "edged://\(prev.spec.id)"))
+            last = ContainerState(terminated: exited)
+        } else if let exited = v.previous?.terminatedState {
+            last = ContainerState(terminated: exited)
         }
         let imageID = v.imageID.isEmpty ? "" : "\(repository(of: v.image))@\(v.imageID)"
         return EdgedCore.ContainerStatus(name: v.name, state: state, lastState: last ?? ContainerState(), ready: v.ready && running,

@@ -112,6 +112,19 @@ struct PodSummaryInput: Sendable {
 }
 
 extension ContainerInfo {
+    /// kubelet's reason for an exit: OOMKilled, Completed (exit 0) or Error.
+    static func exitReason(code: Int32, oomKilled: Bool) -> String {
+        oomKilled ? "OOMKilled" : (code == 0 ? "Completed" : "Error")
+    }
+
+    /// This instance as a core/v1 terminated state, or nil while it runs.
+    var terminatedState: ContainerState.Terminated? {
+        guard case .exited(let code, let signal, let oom, let started, let finished, let message) = status else { return nil }
+        return ContainerState.Terminated(exitCode: code, signal: signal, reason: Self.exitReason(code: code, oomKilled: oom),
+                                         message: message, startedAt: started.rfc3339, finishedAt: finished.rfc3339,
+                                         containerID: "edged://\(spec.id)")
+    }
+
     /// The container's main process while it runs.
     var pid: Int32? {
         if case .running(let pid, _) = status { return pid }

@@ -65,7 +65,7 @@ enum PodStatusBuilder {
         case .exited(let code, _, let oom, _, _, let message):
             s.state = "terminated"
             s.exitCode = code
-            s.reason = oom ? "OOMKilled" : (code == 0 ? "Completed" : "Error")
+            s.reason = ContainerInfo.exitReason(code: code, oomKilled: oom)
             s.message = message
             s.ready = false
         }
@@ -74,10 +74,7 @@ enum PodStatusBuilder {
 
     static func lastTerminated(_ v: ContainerView) -> ContainerState.Terminated? {
         if let f = v.lastStartFailure { return f }
-        if let cur = v.current, case .exited(let code, _, let oom, _, _, let message) = cur.status {
-            return ContainerState.Terminated(exitCode: code, reason: oom ? "OOMKilled" : (code == 0 ? "Completed" : "Error"), message: message)
-        }
-        return nil
+        return v.current?.terminatedState
     }
 
     /// What `kubectl get pods` shows in STATUS when it is not just the phase.

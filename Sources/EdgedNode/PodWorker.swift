@@ -424,7 +424,7 @@ actor PodWorker {
         let ranFor = current.startedAtTimestamp.seconds(until: finished)
         rec.crashBackoff.exited(ranForSeconds: ranFor)
         records[name] = rec
-        let reason = oom ? "OOMKilled" : (code == 0 ? "Completed" : "Error")
+        let reason = ContainerInfo.exitReason(code: code, oomKilled: oom)
         logger.info("container \(name) exited with code \(code) (\(reason))")
         if code != 0 {
             errors.record(subject, "container \(name) exited with code \(code) (\(reason))")
