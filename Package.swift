@@ -83,7 +83,7 @@ let package = Package(
         ]),
         // Cluster membership: join (TLS bootstrap), Node + Lease, API-bound pods and their status, Events, cert rotation.
         .target(name: "EdgedCluster", dependencies: [
-            "EdgedCore", "EdgedKube", "EdgedCredentials", "EdgedNode", "EdgedImages", "EdgedHTTP",
+            "EdgedCore", "EdgedKube", "EdgedCredentials", "EdgedNode", "EdgedImages", "EdgedHTTP", "EdgedControl",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),

@@ -5,6 +5,7 @@
 //   key (0600) and certificate stored. The kubelet serving certificate is asked for later by the node agent: its
 //   approval is often manual, and joining must not wait for it.
 
+import EdgedControl
 import EdgedCore
 import EdgedCredentials
 import EdgedKube
@@ -39,7 +40,9 @@ public struct Bootstrapper: Sendable {
     }
 
     /// Joins, or confirms an existing join to the same server. Errors say what to fix.
-    public func join(_ options: JoinOptions) async throws(EdgedError) -> JoinOutcome {
+    /// `options` is what `edgectl join` sent; an empty `caCertHashes` trusts the CA that the token's signature on
+    /// cluster-info vouches for (kubeadm's --discovery-token-unsafe-skip-ca-verification).
+    public func join(_ options: JoinRequest) async throws(EdgedError) -> JoinOutcome {
         let server = options.server.hasSuffix("/") ? String(options.server.dropLast()) : options.server
         guard server.hasPrefix("https://") else {
             throw EdgedError(.invalidConfig, "--server \(server) must be an https:// URL, e.g. https://10.0.0.1:6443")

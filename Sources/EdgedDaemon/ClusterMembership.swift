@@ -34,9 +34,7 @@ actor ClusterMembership {
         defer { joining = false }
         let wasJoined = agent.isJoined
         do {
-            let outcome = try await bootstrapper.join(JoinOptions(
-                server: request.server, token: request.token, caCertHashes: request.caCertHashes, labels: request.labels,
-                nodePool: request.nodePool, taints: request.taints, approvalTimeoutSeconds: request.approvalTimeoutSeconds))
+            let outcome = try await bootstrapper.join(request)
             if !wasJoined { joined.yield() }
             return JoinResponse(nodeName: outcome.nodeName, server: outcome.server, newlyJoined: outcome.newlyJoined,
                                 certificateNotAfter: outcome.certificateNotAfter, csrName: outcome.csrName)

@@ -1,40 +1,12 @@
-// What `edgectl join` asked for and what the node agent needs to run: kept beside the credentials so a reboot
-// (with or without the cloud) comes back as the same node.
+// The node's registration choices from `edgectl join` (labels, node pool, taints), kept beside the credentials so
+// a reboot (with or without the cloud) comes back as the same node.
 
 import EdgedCore
-import Glibc
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-
-/// How to join a cluster (the arguments of `edgectl join`).
-public struct JoinOptions: Codable, Sendable, Equatable {
-    /// "https://APISERVER:6443".
-    public var server: String
-    /// A bootstrap token "abcdef.0123456789abcdef".
-    public var token: String
-    /// kubeadm's --discovery-token-ca-cert-hash values ("sha256:<hex>"); empty: trust the CA that the token's
-    /// signature on cluster-info vouches for (kubeadm's --discovery-token-unsafe-skip-ca-verification).
-    public var caCertHashes: [String]
-    public var labels: [String: String]
-    public var nodePool: String?
-    public var taints: [String]
-    /// How long to wait for the client CSR's approval.
-    public var approvalTimeoutSeconds: Int
-
-    public init(server: String, token: String, caCertHashes: [String] = [], labels: [String: String] = [:],
-                nodePool: String? = nil, taints: [String] = [], approvalTimeoutSeconds: Int = 120) {
-        self.server = server
-        self.token = token
-        self.caCertHashes = caCertHashes
-        self.labels = labels
-        self.nodePool = nodePool
-        self.taints = taints
-        self.approvalTimeoutSeconds = approvalTimeoutSeconds
-    }
-}
 
 /// The node's registration choices, stored as `<credentialsDir>/node.json` (0600, written atomically).
 public struct NodeRegistration: Codable, Sendable, Equatable {
