@@ -80,11 +80,11 @@ actor PodWorker {
         if startTime == nil { startTime = .now() }
         logger.info("syncing pod from \(source)")
         await sync()
-        config.podSynced?()
+        reportIfChanged()
         for await _ in stream {
             if terminationRequested { break }
             await sync()
-            config.podSynced?()
+            reportIfChanged()
         }
         await terminate()
         config.podSynced?()
@@ -92,6 +92,21 @@ actor PodWorker {
     }
 
     func wake() { wakeContinuation?.yield() }
+
+    /// What the pod's API status is made of, so that the status writer is woken when it changes, not after
+    /// every periodic sync of every pod.
+    private var reportedKey = ""
+
+    private func reportIfChanged() {
+        var key = "\(initDone)|\(podFailed)|\(sandbox != nil)|\(podIPs)|\(podMessage ?? "")"
+        for (name, r) in records.sorted(by: { $0.key < $1.key }) {
+            key += "|\(name):\(r.current?.spec.id ?? ""):\(r.current?.status.isRunning ?? false):\(r.restartCount)"
+            key += ":\(r.waiting?.reason ?? ""):\(r.waiting?.message ?? ""):\(r.ready):\(r.started):\(r.lastStartFailure?.exitCode ?? -1)"
+        }
+        guard key != reportedKey else { return }
+        reportedKey = key
+        config.podSynced?()
+    }
 
     func requestTermination() {
         terminationRequested = true
@@ -597,9 +612,7 @@ actor PodWorker {
         case .started:
             rec.started = true
         case .ready(let ready):
-            let changed = ready != rec.ready
             rec.ready = ready
-            if changed { config.podSynced?() }
         case .livenessFailed(let message), .startupFailed(let message):
             logger.warning("container \(name) failed its probe, restarting it: \(message)")
             self.event(name, .warning, "Unhealthy", message)
@@ -612,6 +625,7 @@ actor PodWorker {
             return
         }
         records[name] = rec
+        reportIfChanged()
     }
 
     // MARK: - Termination
