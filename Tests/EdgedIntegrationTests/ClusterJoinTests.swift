@@ -412,6 +412,17 @@ struct ClusterJoinTests {
         _ = try await f.kubectl.wait(["get", "pod", "sick"], "liveness restart counted") {
             (containerStatus($0, "main")?["restartCount"] as? Int ?? 0) >= 1
         }
+        // A resource the node does not have at all (no GPU here): rejected at admission, like kubelet.
+        try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("gpu", node: f.node, command: "true",
+            resources: """
+                resources:
+                  limits: {nvidia.com/gpu: "1"}
+            """))
+        let gpu = try await f.kubectl.wait(["get", "pod", "gpu"], "admission failure for a missing resource") {
+            path($0, "status", "phase") as? String == "Failed"
+        }
+        #expect(path(gpu, "status", "reason") as? String == "UnexpectedAdmissionError")
+        #expect((path(gpu, "status", "message") as? String)?.contains("nvidia.com/gpu") == true)
         #expect(try f.edged.pod("reader")?["phase"] as? String == "Running")
       }
     }
@@ -444,6 +455,14 @@ struct ClusterJoinTests {
             ["ErrImagePull", "ImagePullBackOff"].contains(path(containerStatus($0, "main") ?? [:], "state", "waiting", "reason") as? String ?? "")
         }
         #expect((path(containerStatus(refused, "main") ?? [:], "state", "waiting", "message") as? String)?.contains(registry.host) == true)
+        // A pull secret that does not exist: the pull is tried without it, and an Event says why.
+        try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("wrongsecret", node: f.node, command: "sleep 3600",
+                                                                extra: "  imagePullSecrets: [{name: missing}]", image: privateImage))
+        _ = try await f.kubectl.wait(["get", "events", "--field-selector", "involvedObject.name=wrongsecret"], "pull-secret event") { list in
+            ((list["items"] as? [[String: Any]]) ?? []).contains {
+                $0["reason"] as? String == "FailedToRetrieveImagePullSecret" && ($0["message"] as? String)?.contains("\"missing\" not found") == true
+            }
+        }
 
         // An in-place image change (OpenKruise-style upgrade) restarts just that container, keeping the pod IP.
         try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("app", node: f.node, command: "sleep 3600",

@@ -129,6 +129,18 @@ struct VolumeAndProbeTests {
             }
             #expect(try !String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8).contains(dir))
             #expect(!FileManager.default.fileExists(atPath: "\(edged.stateDir)/pods/\(uid)"))
+            // Any other medium fails that pod alone, naming the volume and the accepted values.
+            try edged.writeManifest("huge.yaml", """
+                apiVersion: v1
+                kind: Pod
+                metadata: {name: hugepages}
+                spec:
+                  volumes: [{name: hp, emptyDir: {medium: HugePages}}]
+                  containers: [{name: main, image: \(Demo.imageReference), command: [sleep, "60"], volumeMounts: [{name: hp, mountPath: /hp}]}]
+                """)
+            let bad = try edged.waitForPod("hugepages", "CreateContainerConfigError") { $0["reason"] as? String == "CreateContainerConfigError" }
+            let message = (bad["containers"] as? [[String: Any]])?.first?["message"] as? String ?? ""
+            #expect(message.contains("volume hp: emptyDir medium \"HugePages\" is not supported"), "\(message)")
         }
     }
 
