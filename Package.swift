@@ -25,6 +25,7 @@ let package = Package(
         // C libraries, through system library targets.
         .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
 
         // The per-container monitor: a tiny static C program (no Swift runtime) that sets up and reaps one container.
         .executableTarget(
@@ -87,6 +88,16 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // Edge hub: caching proxy to kube-apiserver with a crash-safe SQLite store, cloud health and offline serving.
+        .target(name: "EdgedHub", dependencies: [
+            "EdgedCore", "EdgedKube", "EdgedHTTP", "CSQLite",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // The local control API (Unix socket, HTTP/1.1 + JSON): shared types, server (daemon) and client (edgectl).
         .target(name: "EdgedControl", dependencies: [
             "EdgedCore",
@@ -132,6 +143,7 @@ let package = Package(
         .testTarget(name: "EdgedControlTests", dependencies: ["EdgedControl", "EdgedCore"]),
         .testTarget(name: "EdgedSystemdTests", dependencies: ["EdgedSystemd"]),
         .testTarget(name: "EdgedIntegrationTests", dependencies: ["EdgedCore", "EdgedControl", "EdgedDaemon", "EdgedTestSupport"]),
+        .testTarget(name: "EdgedHubTests", dependencies: ["EdgedHub", "EdgedCore", "EdgedKube", "EdgedHTTP", "EdgedTestSupport"]),
         .testTarget(name: "KubeAPIServerTests", dependencies: ["EdgedTestSupport", "EdgedCore"]),
         // Helpers only tests import: building busybox rootfs/images from Debian's busybox-static, temp dirs.
         // Also the test Kubernetes API server (TLS, client certs, resourceVersions, watch, CSR signing).

@@ -34,7 +34,7 @@ SCRATCH_SUFFIX=${EXTRA_FLAGS:+-$(printf '%s' "$EXTRA_FLAGS" | sha256sum | cut -c
 CHROOT_RECIPE=1
 CHROOT_PACKAGES="swiftlang libc6-dev pkgconf git rsync ca-certificates"
 # arm64 development packages the sysroot is made of (gcc's major version is appended at run time).
-ARM64_DEV_PACKAGES="libc6-dev libyaml-dev libseccomp-dev zlib1g-dev"
+ARM64_DEV_PACKAGES="libc6-dev libyaml-dev libseccomp-dev zlib1g-dev libsqlite3-dev"
 SDK_RECIPE=4
 SDK_ID=edged-aarch64
 
