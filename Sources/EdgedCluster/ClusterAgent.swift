@@ -1,7 +1,7 @@
 // The node side of cluster membership, as kubelet does it:
 //   - registers the Node (labels, taints, addresses, nodeInfo, capacity/allocatable) and keeps its status current
 //     (on change, and at least every nodeStatusReportInterval, like kubelet's nodeStatusReportFrequency);
-//   - renews the node Lease in kube-node-lease every leaseRenewInterval;
+//   - renews the node Lease in kube-node-lease every leaseRenewInterval (unless the edge hub does, as its probe);
 //   - runs the pods bound to the node (watch with fieldSelector spec.nodeName), writes their pods/status, sends
 //     Events, finishes graceful deletions by deleting the pod object, and gives static pods mirror pods;
 //   - rotates the client certificate at 70–90 % of its lifetime and asks for a serving certificate.
@@ -30,6 +30,8 @@ public struct ClusterAgentConfig: Sendable {
     public var nodeIP: String?
     public var leaseDurationSeconds: Int32 = 40
     public var leaseRenewInterval: Duration = .seconds(10)
+    /// False when the edge hub renews the Lease as its cloud health probe.
+    public var renewsLease: Bool = true
     public var nodeStatusReportInterval: Duration = .seconds(300)
     public var nodeStatusUpdateFrequency: Duration = .seconds(10)
     /// Fallback tick of the pod status writer (pod syncs wake it at once).
@@ -121,18 +123,30 @@ public actor ClusterAgent {
         return contents.client != nil && contents.cluster != nil
     }
 
-    /// Runs every loop until cancelled. Throws only when the stored credentials are unusable.
-    public func run() async throws {
+    /// How to reach the API server with the stored credentials. Throws when the node has not joined or the stored
+    /// credentials are unusable.
+    public nonisolated func clientConfig() throws -> KubeClientConfig {
+        guard let contents = try store.load(), let cluster = contents.cluster, let pair = contents.client, let ca = contents.caPEM else {
+            throw EdgedError(.invalidConfig, "this node has not joined a cluster: run `edgectl join --server URL --token TOKEN`")
+        }
+        return KubeClientConfig(
+            server: cluster.server, caPEM: ca,
+            credentials: .clientCertificate(certificatePEM: pair.certificatePEM, privateKeyPEM: pair.key.pem),
+            userAgent: "edged/\(config.version) (linux/\(NodeFacts.architecture)) kubelet/\(config.kubernetesVersion)")
+    }
+
+    /// Runs every loop until cancelled. Throws only when the stored credentials are unusable. `transport` carries
+    /// the API requests (the edge hub's in-process transport); nil sends them straight to the API server.
+    public func run(transport: (any KubeTransport)? = nil) async throws {
         guard let contents = try store.load(), let cluster = contents.cluster, let pair = contents.client, let ca = contents.caPEM else {
             throw EdgedError(.invalidConfig, "this node has not joined a cluster: run `edgectl join --server URL --token TOKEN`")
         }
         state.server = cluster.server
         state.certificateNotAfter = Bootstrapper.rfc3339(pair.info.notAfter)
-        let client = try KubeClient(config: KubeClientConfig(
-            server: cluster.server, caPEM: ca,
-            credentials: .clientCertificate(certificatePEM: pair.certificatePEM, privateKeyPEM: pair.key.pem),
-            userAgent: "edged/\(config.version) (linux/\(NodeFacts.architecture)) kubelet/\(config.kubernetesVersion)"),
-            logger: logger)
+        let clientConfig = try clientConfig()
+        let client = try transport.map { KubeClient(transport: $0, requestTimeout: clientConfig.requestTimeout,
+                                                    watchIdleTimeout: clientConfig.watchIdleTimeout, logger: logger) }
+            ?? KubeClient(config: clientConfig, logger: logger)
         self.client = client
         let objects = APIObjectSource(client: client, logger: logger)
         objects.setHostIPs(NodeFacts.internalIPs(configured: config.nodeIP))
@@ -312,48 +326,18 @@ public actor ClusterAgent {
     // MARK: - Lease
 
     private func leaseLoop() async {
-        var cached: JSONObject?
+        guard let client, config.renewsLease else { return }
+        var renewer = NodeLeaseRenewer(nodeName: config.nodeName, leaseDurationSeconds: config.leaseDurationSeconds)
         while !Task.isCancelled {
             do {
-                cached = try await renewLease(cached)
+                try await renewer.renew(client, nodeUID: nodeUID)
                 state.lastLeaseRenewal = .now()
                 try? await Task.sleep(for: config.leaseRenewInterval)
             } catch {
-                cached = nil
                 noteError("renewing lease kube-node-lease/\(config.nodeName)", error)
                 try? await Task.sleep(for: .milliseconds(Int64.random(in: 200...1000)))
             }
         }
-    }
-
-    /// Creates the lease, or PUTs the cached one with a new renewTime (kubelet's update with the last
-    /// resourceVersion; a conflict re-reads it).
-    private func renewLease(_ cached: JSONObject?) async throws -> JSONObject {
-        guard let client else { throw EdgedError(.io, "no client") }
-        let now = KubeTime.micro(.now())
-        var raw: JSONObject
-        if let cached {
-            raw = cached
-        } else {
-            do {
-                raw = try await client.getRaw(.leases, namespace: "kube-node-lease", name: config.nodeName)
-            } catch {
-                guard let e = error as? KubeError, e.isNotFound else { throw error }
-                var meta = ObjectMeta(name: config.nodeName, namespace: "kube-node-lease")
-                if let uid = nodeUID {
-                    meta.ownerReferences = [OwnerReference(apiVersion: "v1", kind: "Node", name: config.nodeName, uid: uid)]
-                }
-                let lease = Lease(metadata: meta, spec: LeaseSpec(holderIdentity: config.nodeName,
-                                                                  leaseDurationSeconds: config.leaseDurationSeconds,
-                                                                  renewTime: now))
-                _ = try await client.create(.leases, namespace: "kube-node-lease", lease)
-                return try await client.getRaw(.leases, namespace: "kube-node-lease", name: config.nodeName)
-            }
-        }
-        raw.set(["spec", "holderIdentity"], to: .string(config.nodeName))
-        raw.set(["spec", "leaseDurationSeconds"], to: .number(String(config.leaseDurationSeconds)))
-        raw.set(["spec", "renewTime"], to: .string(now))
-        return try await client.updateRaw(.leases, namespace: "kube-node-lease", raw)
     }
 
     // MARK: - Pods from the API
