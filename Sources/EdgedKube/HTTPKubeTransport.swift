@@ -65,8 +65,8 @@ public final class HTTPKubeTransport: KubeTransport {
         }
     }
 
-    public func stream<R: Sendable>(_ request: KubeRequest, idleTimeout: Duration?,
-                                    _ body: (Int, KubeByteStream) async throws -> R) async throws -> R {
+    public func streamResponse<R: Sendable>(_ request: KubeRequest, idleTimeout: Duration?,
+                                            _ body: (KubeResponseHead, KubeByteStream) async throws -> R) async throws -> R {
         let (client, http) = prepare(request)
         do {
             return try await client.stream(http, idleTimeout: idleTimeout) { head, chunks in
@@ -75,7 +75,7 @@ public final class HTTPKubeTransport: KubeTransport {
                     guard let buffer = try await iterator.next() else { return nil }
                     return Array(buffer.readableBytesView)
                 }
-                return try await body(head.status, bytes)
+                return try await body(KubeResponseHead(status: head.status, headers: head.headers), bytes)
             }
         } catch let e as HTTPError {
             throw mapError(e, request)

@@ -60,14 +60,38 @@ public protocol KubeTransport: Sendable {
     /// Sends a request and reads the whole response. `timeout` covers connect, request and response.
     func execute(_ request: KubeRequest, timeout: Duration) async throws -> KubeResponse
 
-    /// Sends a request and hands the status and streamed body to `body`; the connection is released when `body`
-    /// returns. `idleTimeout` fails the stream when no byte arrives for that long.
-    func stream<R: Sendable>(_ request: KubeRequest, idleTimeout: Duration?,
-                             _ body: (_ status: Int, _ chunks: KubeByteStream) async throws -> R) async throws -> R
+    /// Sends a request and hands the response head and streamed body to `body`; the connection is released when
+    /// `body` returns. `idleTimeout` fails the stream when no byte arrives for that long.
+    func streamResponse<R: Sendable>(_ request: KubeRequest, idleTimeout: Duration?,
+                                     _ body: (_ head: KubeResponseHead, _ chunks: KubeByteStream) async throws -> R) async throws -> R
 
     /// Switches to new credentials for requests started from now on (certificate rotation); streams already open
     /// keep their connection until they end.
     func updateCredentials(_ credentials: KubeCredentials) throws
+}
+
+extension KubeTransport {
+    /// `streamResponse` for callers that need only the status.
+    public func stream<R: Sendable>(_ request: KubeRequest, idleTimeout: Duration?,
+                                    _ body: (_ status: Int, _ chunks: KubeByteStream) async throws -> R) async throws -> R {
+        try await streamResponse(request, idleTimeout: idleTimeout) { head, chunks in try await body(head.status, chunks) }
+    }
+}
+
+/// The status line and headers of a streamed response.
+public struct KubeResponseHead: Sendable {
+    public var status: Int
+    public var headers: [(String, String)]
+
+    public init(status: Int, headers: [(String, String)] = []) {
+        self.status = status
+        self.headers = headers
+    }
+
+    public func header(_ name: String) -> String? {
+        let lower = name.lowercased()
+        return headers.first { $0.0.lowercased() == lower }?.1
+    }
 }
 
 /// How the node authenticates to the API server.

@@ -1,0 +1,164 @@
+// Is the cloud reachable? YurtHub's answer, which edged copies: renew the node Lease every 10 s with a 2 s timeout;
+// three failures in a row mark the cloud unhealthy, two successes in a row mark it healthy again. The hub serves
+// from its store while the cloud is unhealthy, and ends the watches it serves from the store when it comes back.
+
+import EdgedCore
+import Synchronization
+
+/// The hub's view of the API server.
+public enum CloudState: String, Sendable, Equatable {
+    /// Not probed yet (just started): reads are served from the store when it has them, so an offline reboot does
+    /// not wait for a network timeout.
+    case unknown
+    case online
+    case offline
+}
+
+public struct CloudHealthConfig: Sendable, Equatable {
+    public var interval: Duration = .seconds(10)
+    public var timeout: Duration = .seconds(2)
+    public var failureThreshold = 3
+    public var successThreshold = 2
+
+    public init(interval: Duration = .seconds(10), timeout: Duration = .seconds(2), failureThreshold: Int = 3,
+                successThreshold: Int = 2) {
+        self.interval = interval
+        self.timeout = timeout
+        self.failureThreshold = failureThreshold
+        self.successThreshold = successThreshold
+    }
+}
+
+public struct CloudHealthSnapshot: Sendable, Equatable {
+    public var state: CloudState
+    /// When the current state began.
+    public var since: Timestamp
+    /// The last successful exchange with the API server (probe or proxied request).
+    public var lastSync: Timestamp?
+    /// Why the last probe failed.
+    public var lastError: String?
+}
+
+/// The state machine and its waiters. Thread-safe.
+public final class CloudHealth: Sendable {
+    private struct State {
+        var state: CloudState = .unknown
+        var since = Timestamp.now()
+        var lastSync: Timestamp?
+        var lastError: String?
+        var failures = 0
+        var successes = 0
+        var nextWaiter = 0
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+    }
+    public let config: CloudHealthConfig
+    private let state = Mutex(State())
+    private let changes: @Sendable (CloudState, CloudState) -> Void
+
+    /// `onChange(old, new)` is called (outside the lock) after every state change.
+    public init(config: CloudHealthConfig = .init(), onChange: @escaping @Sendable (CloudState, CloudState) -> Void = { _, _ in }) {
+        self.config = config
+        self.changes = onChange
+    }
+
+    public var current: CloudState { state.withLock { $0.state } }
+
+    public var snapshot: CloudHealthSnapshot {
+        state.withLock { CloudHealthSnapshot(state: $0.state, since: $0.since, lastSync: $0.lastSync, lastError: $0.lastError) }
+    }
+
+    /// A probe's outcome. From `unknown` one result decides; afterwards the thresholds apply.
+    public func record(success: Bool, error: String? = nil) {
+        let (change, resumed): ((CloudState, CloudState)?, [CheckedContinuation<Void, Never>]) = state.withLock { s in
+            let old = s.state
+            if success {
+                s.lastSync = .now()
+                s.lastError = nil
+                s.failures = 0
+                s.successes += 1
+                if s.state == .unknown || (s.state == .offline && s.successes >= config.successThreshold) {
+                    s.state = .online
+                }
+            } else {
+                s.lastError = error
+                s.successes = 0
+                s.failures += 1
+                if s.state == .unknown || (s.state == .online && s.failures >= config.failureThreshold) {
+                    s.state = .offline
+                }
+            }
+            guard s.state != old else { return (nil, []) }
+            s.since = .now()
+            var resumed: [CheckedContinuation<Void, Never>] = []
+            if s.state == .online {
+                resumed = Array(s.waiters.values)
+                s.waiters = [:]
+            }
+            return ((old, s.state), resumed)
+        }
+        for c in resumed { c.resume() }
+        if let (old, new) = change { changes(old, new) }
+    }
+
+    /// A proxied request got an answer from the API server: the link works (does not change the state by itself).
+    public func noteSync() {
+        state.withLock { $0.lastSync = .now() }
+    }
+
+    /// Returns once the cloud is online (at once if it is), or when the task is cancelled.
+    public func waitUntilOnline() async {
+        let id: Int? = state.withLock { s in
+            if s.state == .online { return nil }
+            s.nextWaiter += 1
+            return s.nextWaiter
+        }
+        guard let id else { return }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLock { s -> Bool in
+                    if s.state == .online || Task.isCancelled { return true }
+                    s.waiters[id] = c
+                    return false
+                }
+                if resumeNow { c.resume() }
+            }
+        } onCancel: {
+            let c = state.withLock { $0.waiters.removeValue(forKey: id) }
+            c?.resume()
+        }
+    }
+
+    /// Probes every `config.interval` until cancelled; each probe is bounded by `config.timeout`.
+    public func run(probe: @escaping @Sendable () async throws -> Void) async {
+        while !Task.isCancelled {
+            do {
+                try await withTimeout(config.timeout, probe)
+                record(success: true)
+            } catch is CancellationError where Task.isCancelled {
+                return
+            } catch {
+                record(success: false, error: "\(error)")
+            }
+            try? await Task.sleep(for: config.interval)
+        }
+    }
+}
+
+struct ProbeTimeout: Error, CustomStringConvertible {
+    let after: Duration
+    var description: String { "no answer from the API server within \(after)" }
+}
+
+/// Runs `body`, failing with `ProbeTimeout` when it takes longer than `timeout` (the body is cancelled).
+func withTimeout<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let value = first else { throw ProbeTimeout(after: timeout) }
+        return value
+    }
+}
