@@ -262,6 +262,8 @@ public struct ClusterReport: Codable, Sendable, Equatable {
     public var apiPods: Int
     public var certificateNotAfter: String?
     public var eventsSent: Int
+    /// The edge hub, when it runs.
+    public var hub: HubReport?
 
     public init(server: String, registered: Bool, lastLeaseRenewal: String? = nil, lastNodeStatus: String? = nil,
                 leaseAgeSeconds: Int64? = nil, lastError: String? = nil, apiPods: Int = 0, certificateNotAfter: String? = nil,
@@ -275,6 +277,38 @@ public struct ClusterReport: Codable, Sendable, Equatable {
         self.apiPods = apiPods
         self.certificateNotAfter = certificateNotAfter
         self.eventsSent = eventsSent
+    }
+}
+
+/// The edge hub's view of the cloud and its cache.
+public struct HubReport: Codable, Sendable, Equatable {
+    /// "connected", "offline" or "starting" (not probed yet).
+    public var cloud: String
+    /// When the cloud entered that state (RFC 3339).
+    public var since: String
+    /// The last successful exchange with the API server (RFC 3339).
+    public var lastSync: String?
+    public var lastSyncAgeSeconds: Int64?
+    /// Why the last probe failed.
+    public var lastError: String?
+    public var cachedObjects: Int
+    public var storeBytes: Int64
+    /// Writes (Events, pod statuses) waiting for the cloud.
+    public var queuedWrites: Int
+    /// "http 127.0.0.1:10261", ...
+    public var listening: [String]
+
+    public init(cloud: String, since: String, lastSync: String? = nil, lastSyncAgeSeconds: Int64? = nil, lastError: String? = nil,
+                cachedObjects: Int = 0, storeBytes: Int64 = 0, queuedWrites: Int = 0, listening: [String] = []) {
+        self.cloud = cloud
+        self.since = since
+        self.lastSync = lastSync
+        self.lastSyncAgeSeconds = lastSyncAgeSeconds
+        self.lastError = lastError
+        self.cachedObjects = cachedObjects
+        self.storeBytes = storeBytes
+        self.queuedWrites = queuedWrites
+        self.listening = listening
     }
 }
 

@@ -97,6 +97,9 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
     /// Cluster membership, used once `edgectl join` has stored credentials (kubelet's node-related flags).
     public var cluster: ClusterSettings = ClusterSettings()
 
+    /// The edge hub (caching proxy to the API server), used once the node has joined.
+    public var hub: HubSettings = HubSettings()
+
     /// The `cluster:` section.
     public struct ClusterSettings: Codable, Sendable, Equatable {
         /// The node's InternalIP (kubelet's --node-ip). Default: the first IPv4 address of an interface that is up.
@@ -138,7 +141,7 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case cluster, nodeName, stateDir, runDir, manifestDir, socket, socketGroup, logDir, logLevel, containerLogMaxSize,
              containerLogMaxFiles, cgroupRoot, seccompDefault, podPidsLimit, insecureRegistries, manifestRescanSeconds,
-             stopPodsOnExit, cni, gpu
+             stopPodsOnExit, cni, gpu, hub
     }
 
     public init(from decoder: Decoder) throws {
@@ -163,6 +166,7 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
         cni = try c.decodeIfPresent(CNISettings.self, forKey: .cni) ?? d.cni
         gpu = try c.decodeIfPresent(GPUSettings.self, forKey: .gpu) ?? d.gpu
         cluster = try c.decodeIfPresent(ClusterSettings.self, forKey: .cluster) ?? d.cluster
+        hub = try c.decodeIfPresent(HubSettings.self, forKey: .hub) ?? d.hub
     }
 
     /// Where `edgectl join` keeps the node's key, certificates and cluster CA (like /var/lib/kubelet/pki).
@@ -218,6 +222,12 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
                 throw EdgedError(.invalidConfig, "\(source): unknown key \"cluster.\(key)\" (known keys: \(knownCluster.sorted().joined(separator: ", ")))")
             }
         }
+        if case .object(let hubMembers)? = doc["hub"] {
+            let knownHub = Set(HubSettings.CodingKeys.allCases.map(\.rawValue))
+            for (key, _) in hubMembers where !knownHub.contains(key) {
+                throw EdgedError(.invalidConfig, "\(source): unknown key \"hub.\(key)\" (known keys: \(knownHub.sorted().joined(separator: ", ")))")
+            }
+        }
         do {
             let config = try JSONDecoder().decode(EdgedConfig.self, from: Data(doc.jsonText.utf8))
             try config.validate(source: source)
@@ -254,6 +264,7 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
                 throw EdgedError(.invalidConfig, "\(source): cluster.systemReserved.\(key): \(error.message)")
             }
         }
+        try hub.validate(source: source)
         for (name, path) in paths where !path.hasPrefix("/") {
             throw EdgedError(.invalidConfig, "\(source): \(name) must be an absolute path, not \"\(path)\"")
         }

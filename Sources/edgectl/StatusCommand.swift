@@ -37,6 +37,21 @@ struct StatusCommand: AsyncParsableCommand {
 }
 
 enum StatusScreen {
+    /// "hub connected · last sync 2s ago · 310 objects cached (1.2 MB) · 0 writes queued".
+    static func hubLine(_ h: HubReport) -> String {
+        let sync = h.lastSyncAgeSeconds.map { "last sync \(Output.duration($0)) ago" } ?? "never synced"
+        let cache = "\(h.cachedObjects) object\(h.cachedObjects == 1 ? "" : "s") cached (\(Output.bytes(h.storeBytes)))"
+        let queued = "\(h.queuedWrites) write\(h.queuedWrites == 1 ? "" : "s") queued"
+        switch h.cloud {
+        case "offline":
+            return "hub \(Output.red("OFFLINE")) since \(h.since) · \(sync) · serving \(cache) · \(queued)\n"
+        case "starting":
+            return "hub starting (cloud not probed yet) · \(cache) · \(queued)\n"
+        default:
+            return "hub connected · \(sync) · \(cache) · \(queued)\n"
+        }
+    }
+
     static func render(_ r: StatusReport) -> String {
         var out = ""
         if r.healthy {
@@ -53,6 +68,7 @@ enum StatusScreen {
             if let until = c.certificateNotAfter { out += " · cert until \(until)" }
             out += "\n"
             if let e = c.lastError { out += "  last API error: \(e)\n" }
+            if let h = c.hub { out += hubLine(h) }
         }
         out += "\n"
         if r.pods.isEmpty {
