@@ -669,8 +669,10 @@ public actor ClusterAgent {
         guard let client else { return }
         do {
             let key = NodeKey.generate()
+            var ips = NodeFacts.internalIPs(configured: config.nodeIP)
+            for ip in config.extraServingIPs where !ips.contains(ip) { ips.append(ip) }
             let csr = try NodeCSR.serving(nodeName: config.nodeName, key: key, dnsNames: [config.nodeName],
-                                          ipAddresses: NodeFacts.internalIPs(configured: config.nodeIP))
+                                          ipAddresses: ips)
             let (_, pem) = try await CSRFlow.request(client, csr: csr, timeoutSeconds: 3600, what: "serving certificate", logger: logger)
             _ = try store.save(.serving, certificatePEM: pem, key: key)
             logger.info("stored the kubelet serving certificate")
