@@ -32,6 +32,8 @@ public struct ClusterAgentConfig: Sendable {
     public var leaseRenewInterval: Duration = .seconds(10)
     /// False when the edge hub renews the Lease as its cloud health probe.
     public var renewsLease: Bool = true
+    /// More IP SANs for the serving certificate (the hub's HTTPS address, which pods reach as the `kubernetes` Service).
+    public var extraServingIPs: [String] = []
     public var nodeStatusReportInterval: Duration = .seconds(300)
     public var nodeStatusUpdateFrequency: Duration = .seconds(10)
     /// Fallback tick of the pod status writer (pod syncs wake it at once).
