@@ -113,6 +113,7 @@ let package = Package(
         // Builds every service from the config and runs them in one ServiceGroup.
         .target(name: "EdgedDaemon", dependencies: [
             "EdgedCore", "EdgedNode", "EdgedImages", "EdgedRuntime", "EdgedControl", "EdgedSystemd", "EdgedCluster", "EdgedNetwork",
+            "EdgedHub", "EdgedKube", "EdgedCredentials",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -128,7 +129,7 @@ let package = Package(
         ]),
         // The benchmark; joined figures use the test API server from EdgedTestSupport.
         .executableTarget(name: "edged-bench", dependencies: [
-            "EdgedCore", "EdgedControl", "EdgedDaemon", "EdgedTestSupport",
+            "EdgedCore", "EdgedControl", "EdgedDaemon", "EdgedTestSupport", "EdgedHub",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -4,6 +4,8 @@
 import EdgedCluster
 import EdgedControl
 import EdgedCore
+import EdgedHub
+import EdgedNode
 import Logging
 import ServiceLifecycle
 
@@ -17,6 +19,10 @@ actor ClusterMembership {
     private(set) var agentError: String?
 
     func agentFailed(_ message: String?) { agentError = message }
+
+    /// The edge hub while it runs.
+    private(set) var hub: EdgeHub?
+    func setHub(_ hub: EdgeHub?) { self.hub = hub }
 
     init(agent: ClusterAgent, bootstrapper: Bootstrapper) {
         self.agent = agent
@@ -54,6 +60,9 @@ actor ClusterMembership {
 /// unusable the agent stops, standalone pods carry on, `edgectl status` says why, and a new join starts it again.
 struct ClusterService: Service {
     let membership: ClusterMembership
+    let config: EdgedConfig
+    let nodeName: String
+    let pods: PodManager
     let logger: Logger
 
     func run() async throws {
@@ -61,13 +70,38 @@ struct ClusterService: Service {
             for await _ in membership.signal {
                 do {
                     await membership.agentFailed(nil)
-                    try await membership.agent.run()
+                    if config.hub.enabled {
+                        try await runWithHub()
+                    } else {
+                        try await membership.agent.run()
+                    }
                     return
                 } catch {
                     logger.error("the node agent stopped: \(error)")
                     await membership.agentFailed("\(error)")
                 }
             }
+        }
+    }
+}
+
+extension ClusterService {
+    /// The node agent over the edge hub's in-process transport, next to the hub's own loops and listeners.
+    private func runWithHub() async throws {
+        let agent = membership.agent
+        let hub = try HubWiring.make(config: config, agent: agent, nodeName: nodeName, logger: logger)
+        if let https = HubWiring.address(config.hub.httpsAddress), config.hub.createDummyInterface {
+            await HubWiring.ensureDummyInterface(https.host, logger: logger)
+        }
+        await membership.setHub(hub)
+        defer { Task { [membership] in await membership.setHub(nil) } }
+        let userAgent = try agent.clientConfig().userAgent
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await hub.run() }
+            group.addTask { await HubWiring.feedPodIPs(hub, pods: pods) }
+            group.addTask { try await agent.run(transport: hub.transport(userAgent: userAgent)) }
+            defer { group.cancelAll() }
+            try await group.next()
         }
     }
 }

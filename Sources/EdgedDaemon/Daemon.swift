@@ -76,6 +76,10 @@ public struct Daemon {
         agentConfig.volumeRefreshInterval = .seconds(config.cluster.volumeRefreshSeconds)
         agentConfig.systemReserved = config.cluster.systemReserved.mapValues { Quantity($0) }
         agentConfig.extendedResources = { [gpus] in gpus.capacity() }
+        agentConfig.renewsLease = !config.hub.enabled
+        if config.hub.enabled, let https = HubWiring.address(config.hub.httpsAddress), https.host != "0.0.0.0", https.host != "::" {
+            agentConfig.extraServingIPs = [https.host]
+        }
         let joinedAtStart = ClusterAgent.hasCredentials(dir: config.credentialsDir)
         let pods = PodManager(runtime: runtime, images: images, config: nodeConfig, errors: errors, logger: logger,
                               origins: joinedAtStart ? [.file, .api] : [.file])
@@ -97,7 +101,7 @@ public struct Daemon {
             .init(service: ControlService(server: control)),
             .init(service: StaticPodService(source: source, manager: pods)),
             .init(service: StatusNotifier(notifier: notifier, backend: backend)),
-            .init(service: ClusterService(membership: membership, logger: logger)),
+            .init(service: ClusterService(membership: membership, config: config, nodeName: nodeName, pods: pods, logger: logger)),
         ]
         if let notifier, notifier.watchdogInterval != nil {
             services.append(.init(service: SystemdWatchdog(notifier: notifier)))

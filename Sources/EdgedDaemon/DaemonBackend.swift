@@ -32,13 +32,22 @@ struct DaemonBackend: ControlBackend {
             reasons.append("the node agent stopped: \(why)")
         }
         if membership.agent.isJoined {
-            let s = await membership.agent.snapshot
+            var s = await membership.agent.snapshot
+            let hub = await membership.hub?.snapshot
+            if let hub { s.lastLeaseRenewal = hub.lastLeaseRenewal }
             let age = s.lastLeaseRenewal.map { Timestamp.now().seconds - $0.seconds }
             cluster = ClusterReport(server: s.server, registered: s.registered, lastLeaseRenewal: s.lastLeaseRenewal?.rfc3339,
                                     lastNodeStatus: s.lastNodeStatus?.rfc3339, leaseAgeSeconds: age, lastError: s.lastError,
                                     apiPods: s.apiPods, certificateNotAfter: s.certificateNotAfter, eventsSent: s.eventsSent)
-            reasons += HealthCheck.clusterReasons(s, leaseAge: age, uptimeSeconds: up.components.seconds,
-                                                  leaseDuration: Int64(config.cluster.leaseDurationSeconds))
+            if let hub {
+                cluster?.hub = HubWiring.report(hub)
+                if hub.cloud.state == .offline {
+                    let age = Timestamp.now().seconds - hub.cloud.since.seconds
+                    reasons.append("the cloud (API server \(s.server)) has been unreachable for \(age) s (since \(hub.cloud.since.rfc3339))\(hub.cloud.lastError.map { ": \($0)" } ?? ""); pods keep running from the hub's cache and \(hub.queuedWrites) write(s) wait to be sent — check the uplink")
+                }
+            }
+            if hub?.cloud.state != .offline { reasons += HealthCheck.clusterReasons(s, leaseAge: age, uptimeSeconds: up.components.seconds,
+                                                  leaseDuration: Int64(config.cluster.leaseDurationSeconds)) }
         }
         var report = StatusReport(healthy: reasons.isEmpty, reasons: reasons, mode: cluster == nil ? "standalone" : "joined", version: EdgedVersion.string,
                             nodeName: nodeName, pid: getpid(), startedAt: startedAt.rfc3339, uptimeSeconds: up.components.seconds,
