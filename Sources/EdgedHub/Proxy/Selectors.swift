@@ -174,7 +174,7 @@ struct LabelSelectorParser {
                 do {
                     requirements.append(try parseRequirement())
                 } catch {
-                    throw SelectorError("unable to parse requirement: \(error.message)")
+                    throw SelectorError("unable to parse requirement: \(error)")
                 }
                 let next = consume()
                 switch next {
