@@ -180,6 +180,19 @@ import Testing
         }
     }
 
+    @Test func emptinessAndExactMatches() throws {
+        #expect(try LabelSelector(parsing: "").isEmpty)
+        #expect(try !LabelSelector(parsing: "a").isEmpty)
+        #expect(try FieldSelector(parsing: "").isEmpty)
+        #expect(try FieldSelector(parsing: ",").isEmpty)
+        let f = try FieldSelector(parsing: "metadata.namespace!=x,metadata.name==n1,spec.nodeName=a\\,b")
+        #expect(!f.isEmpty)
+        #expect(f.exactMatch("metadata.name") == "n1")
+        #expect(f.exactMatch("spec.nodeName") == "a,b")
+        #expect(f.exactMatch("metadata.namespace") == nil)
+        #expect(f.exactMatch("status.phase") == nil)
+    }
+
     // MARK: Same answers as the test API server
 
     /// Lists the test API server's pods with each selector and checks the hub's selectors pick the same ones.

@@ -31,6 +31,9 @@ public struct LabelSelector: Sendable {
         requirements = try parser.parse()
     }
 
+    /// True when the selector has no requirement (it selects everything).
+    public var isEmpty: Bool { requirements.isEmpty }
+
     public func matches(_ labels: [String: String]) -> Bool {
         requirements.allSatisfy { r in
             let value = labels[r.key]
@@ -360,6 +363,15 @@ public struct FieldSelector: Sendable {
             reqs.append(Requirement(path: Self.path(of: field), field: field, equals: op != "!=", value: value))
         }
         requirements = reqs
+    }
+
+    /// True when the selector has no requirement (it selects everything).
+    public var isEmpty: Bool { requirements.isEmpty }
+
+    /// The value `field` must equal when the selector pins it (fields.Selector.RequiresExactMatch): "n1" for
+    /// "metadata.name=n1" or "metadata.name==n1"; nil when the field is absent or only excluded (!=).
+    public func exactMatch(_ field: String) -> String? {
+        requirements.first { $0.field == field && $0.equals }?.value
     }
 
     public func matches(object: JSONValue) -> Bool {
