@@ -11,7 +11,8 @@ import Foundation
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "edged-bench",
-        abstract: "Measure edged's pod start latency (vs runc and podman), RSS and binary size. Needs root.")
+        abstract: "Measure edged's pod start latency (vs runc and podman), RSS and binary size. Needs root.",
+        subcommands: [StoreWriter.self])
 
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false

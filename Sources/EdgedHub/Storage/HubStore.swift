@@ -119,8 +119,8 @@ public struct HubStoreError: Error, Sendable, CustomStringConvertible {
 /// The hub's crash-safe store (see the top of this file). Thread-safe: one connection behind a Mutex.
 public final class HubStore: Sendable {
     /// The config keys the limit errors name.
-    static let maxBytesKey = "hub.maxCacheBytes"
-    static let maxObjectBytesKey = "hub.maxObjectBytes"
+    static let maxBytesKey = "hub.maxStoreSize"
+    static let maxObjectBytesKey = "hub.maxObjectSize"
     static let schemaVersion = 1
 
     public let path: String
@@ -374,7 +374,10 @@ public final class HubStore: Sendable {
     /// Runs `body` on the connection under the lock; SQLite errors become HubStoreErrors that say what was being done.
     private func locked<R: Sendable>(_ what: @autoclosure () -> String, _ body: (Connection) throws -> R) throws -> R {
         do {
-            return try connection.withLock { c throws -> R in try body(c) }
+            return try connection.withLock { c throws -> R in
+                defer { c.db.resetStatements() }
+                return try body(c)
+            }
         } catch {
             if error is HubStoreError { throw error }
             throw HubStoreError(kind: .database, path: path, message: Self.databaseMessage(path, what(), error))

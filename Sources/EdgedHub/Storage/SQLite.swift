@@ -79,6 +79,13 @@ final class Database {
         return s
     }
 
+    /// Resets every cached statement. A statement left on a row keeps its read transaction open, and an open read
+    /// transaction stops checkpoints from restarting the WAL (which then grows without bound): callers reset
+    /// before COMMIT and at the end of each operation.
+    func resetStatements() {
+        for s in cache.values { s.reset() }
+    }
+
     /// The first column of the first row of a query, as text (PRAGMA results).
     func scalarText(_ sql: String) throws(SQLiteError) -> String? {
         let s = try prepare(sql)
@@ -91,9 +98,11 @@ final class Database {
         try execute("BEGIN IMMEDIATE")
         do {
             let r = try body()
+            resetStatements()
             try execute("COMMIT")
             return r
         } catch {
+            resetStatements()
             if sqlite3_get_autocommit(handle) == 0 { try? execute("ROLLBACK") }
             throw error
         }
