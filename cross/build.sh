@@ -14,7 +14,8 @@
 # only rebuilds what changed. Delete the cache folder to start from nothing.
 #
 # Environment: EDGED_CROSS_CACHE, EDGED_CROSS_JOBS (default: number of cores),
-#   EDGED_CROSS_ARCHS (default "aarch64 x86_64"), EDGED_CROSS_MIRROR (default: the host's Debian mirror).
+#   EDGED_CROSS_ARCHS (default "aarch64 x86_64"), EDGED_CROSS_MIRROR (default: the host's Debian mirror),
+#   EDGED_CROSS_PRODUCTS, EDGED_CROSS_EXTRA_FLAGS, EDGED_CROSS_UNWIND_TABLES=keep (see cross/README.md).
 set -euo pipefail
 
 CONFIG=${1:-release}
@@ -28,6 +29,12 @@ OUT=$ROOT/cross/out
 read -r -a PRODUCTS <<<"${EDGED_CROSS_PRODUCTS:-edged edgectl edged-monitor}"
 # Extra swift build flags for size experiments (e.g. "-Xswiftc -Osize"); they get a build folder of their own.
 EXTRA_FLAGS=${EDGED_CROSS_EXTRA_FLAGS:-}
+# The shipped binaries are optimised for size (cross/README.md, "Size"): -Osize, and a linker that leaves out
+# the unwind tables of Swift code (cross/ld-noeh.sh); EDGED_CROSS_UNWIND_TABLES=keep links them in.
+SIZE_FLAGS=()
+[ "$CONFIG" = release ] && SIZE_FLAGS=(-Xswiftc -Osize)
+UNWIND_TABLES=${EDGED_CROSS_UNWIND_TABLES:-drop}
+case "$UNWIND_TABLES" in drop|keep) ;; *) echo "EDGED_CROSS_UNWIND_TABLES must be drop or keep" >&2; exit 2 ;; esac
 SCRATCH_SUFFIX=${EXTRA_FLAGS:+-$(printf '%s' "$EXTRA_FLAGS" | sha256sum | cut -c1-8)}
 
 # Bump when the chroot recipe below changes; the chroot's cache key is derived from it and the package list.
@@ -242,11 +249,27 @@ sync_sources() {
 
 host_objcopy() { command -v llvm-objcopy || echo "$(dirname "$(readlink -f "$(command -v swift)")")/llvm-objcopy"; }
 
+# Writes the ld.lld wrapper that drops the unwind tables of Swift code (cross/ld-noeh.sh) to $1 and prints the
+# swiftc flags that use it. $1 and the other paths are as the compiler sees them (the chroot's for aarch64).
+#   $1 wrapper path (on this machine)  $2 wrapper path (compiler's view)  $3 real ld.lld  $4 llvm-objcopy
+#   $5 store of stripped copies  $6 the static Swift libraries folder
+noeh_linker() {
+    [ "$UNWIND_TABLES" = drop ] || return 0
+    mkdir -p "$(dirname "$1")"
+    { echo '#!/usr/bin/env bash'
+      printf 'NOEH_REAL=%q NOEH_OBJCOPY=%q NOEH_STORE=%q NOEH_SWIFT_STATIC=%q\n' "$3" "$4" "$5" "$6"
+      tail -n +2 "$ROOT/cross/ld-noeh.sh"; } >"$1.tmp"
+    chmod +x "$1.tmp" && mv "$1.tmp" "$1"
+    echo "-Xswiftc -ld-path=$2"
+}
+
 build_aarch64() {
     log "aarch64: swift build -c $CONFIG (Swift $(in_chroot "$CHROOT" dpkg-query -W -f '${Version}' swiftlang))"
     sync_sources
     local sysroot=$SDK_BUNDLE/$SDK_ID/aarch64-unknown-linux-gnu/sysroot
-    local p
+    local p ld
+    ld=$(noeh_linker "$CHROOT/work/tools/ld-noeh" /work/tools/ld-noeh /usr/libexec/swift/bin/ld.lld \
+        /usr/libexec/swift/bin/llvm-objcopy "/work/noeh-aarch64-$CONFIG$SCRATCH_SUFFIX" "$sysroot/usr/lib/swift_static/linux")
     for p in "${PRODUCTS[@]}"; do
         in_chroot "$CHROOT" env \
             PKG_CONFIG_PATH="$sysroot/usr/lib/aarch64-linux-gnu/pkgconfig:$sysroot/usr/share/pkgconfig" \
@@ -255,7 +278,7 @@ build_aarch64() {
             nice -n 19 swift build --package-path /work/src -c "$CONFIG" -j "$JOBS" \
             --scratch-path "/work/build-aarch64-$CONFIG$SCRATCH_SUFFIX" \
             --swift-sdks-path /work/sdks --swift-sdk "$SDK_ID" \
-            --static-swift-stdlib -Xswiftc -static-executable $EXTRA_FLAGS \
+            --static-swift-stdlib -Xswiftc -static-executable "${SIZE_FLAGS[@]}" $ld $EXTRA_FLAGS \
             --product "$p" \
             || die "aarch64 build of $p failed with sid's Swift 6.2 (older than the host's): see cross/README.md, 'Keeping the arm64 build green'"
     done
@@ -274,11 +297,14 @@ build_aarch64() {
 build_x86_64() {
     [ "$(uname -m)" = x86_64 ] || die "x86_64 binaries come from the host toolchain; this host is $(uname -m)"
     log "x86_64: swift build -c $CONFIG ($(swift --version 2>/dev/null | head -n1))"
-    local p
+    local p ld toolchain
+    toolchain=$(dirname "$(dirname "$(readlink -f "$(command -v swift)")")")
+    ld=$(noeh_linker "$CACHE/tools/ld-noeh" "$CACHE/tools/ld-noeh" "$toolchain/bin/ld.lld" "$(host_objcopy)" \
+        "$CACHE/noeh-x86_64-$CONFIG" "$toolchain/lib/swift_static/linux")
     for p in "${PRODUCTS[@]}"; do
         nice -n 19 swift build --package-path "$ROOT" -c "$CONFIG" -j "$JOBS" \
             --scratch-path "$CACHE/build-x86_64-$CONFIG" \
-            --static-swift-stdlib -Xswiftc -static-executable \
+            --static-swift-stdlib -Xswiftc -static-executable "${SIZE_FLAGS[@]}" $ld \
             --product "$p"
     done
     local bin objcopy

@@ -5,6 +5,7 @@
 #   cross/smoke.sh [aarch64|x86_64]        (default aarch64; run cross/build.sh first; needs root)
 #
 # Checks: every binary is a static ELF of the right machine and starts; edged-monitor answers with its usage;
+# edged and edgectl --version exit 0;
 # edged starts in standalone mode on temp dirs (state, run, manifests, logs, socket) with one static pod manifest;
 # `edgectl status --json` answers over the socket with the documented fields and lists that pod; `edgectl status`
 # prints the human screen; a second edged on the same socket is refused; edgectl says so clearly when no edged
@@ -97,6 +98,13 @@ if [ "$rc" != 0 ] && grep -q 'usage: edged-monitor' <<<"$out"; then
 else
     bad "edged-monitor without arguments: rc $rc, output: $out"
 fi
+
+# Both Swift binaries get through their start-up and exit cleanly (a crash here, e.g. in the unwinding of the
+# main thread that dispatch_main does, shows as an rc of 128+signal).
+for p in edged edgectl; do
+    out=$("${RUN[@]}" "$BIN/$p" --version 2>&1); rc=$?
+    if [ "$rc" = 0 ] && [ -n "$out" ]; then ok "$p --version prints $out"; else bad "$p --version: rc $rc, output: $out"; fi
+done
 
 # 2. The daemon, once edged has its flags.
 help=$("${RUN[@]}" "$BIN/edged" --help 2>&1; "${RUN[@]}" "$BIN/edged" help run 2>&1)
