@@ -14,8 +14,9 @@
 // - Resources: namespaces (default, kube-system, kube-public, kube-node-lease exist; a "default" ServiceAccount is
 //   created in each), nodes (+status), pods (+status, +eviction), configmaps, secrets (stringData folded into data),
 //   services (default/kubernetes = 10.96.0.1:443; clusterIPs allocated from 10.96.0.0/16), serviceaccounts
-//   (+token), events, coordination.k8s.io/v1 leases, certificates.k8s.io/v1 certificatesigningrequests
-//   (+approval, +status).
+//   (+token), events, endpoints, discovery.k8s.io/v1 endpointslices (addressType required, IPv4/IPv6/FQDN,
+//   immutable; nothing else checked), coordination.k8s.io/v1 leases, certificates.k8s.io/v1
+//   certificatesigningrequests (+approval, +status).
 // - Object metadata: uid, creationTimestamp, one global resourceVersion counter (like an etcd revision),
 //   generation (1 on create, +1 when spec changes — for every resource), name or generateName, 404 NotFound,
 //   409 AlreadyExists, 409 Conflict for a stale metadata.resourceVersion on PUT/PATCH, 422 Invalid (missing/invalid
@@ -55,6 +56,10 @@
 //   SANs) and the CA signs it with the CSR's subject and SANs for min(certificateLifetime, spec.expirationSeconds);
 //   approval and certificate are two separate MODIFIED changes; a Denied CSR gets no certificate; a request that
 //   breaks a signer rule gets a Failed condition (SignerValidationFailure).
+// - Outages for tests (not kube-apiserver behaviour, but what a client sees): stop() closes the listener and every
+//   connection abruptly and keeps all state; resume() listens again on the same port with the same certificates.
+//   setBlackhole(true) makes every connection, open or new, silently drop all bytes both ways (TLS handshakes hang);
+//   setBlackhole(false) closes those connections so clients reconnect.
 // - kube-public/cluster-info: data.kubeconfig (server + certificate-authority-data) and jws-kubeconfig-<id> per
 //   signing bootstrap token, a detached HS256 JWS "<header>..<signature>" exactly like the bootstrapsigner.
 //
@@ -74,12 +79,15 @@
 // - Lists with resourceVersion=0 and a limit still page (the real watch cache may ignore the limit).
 // - Watches do not time out on their own (the real server ends them after 30-60 min); history is kept in memory
 //   (100 000 changes) until compact().
-// - One global lock: requests are served one at a time, which makes every request atomic.
+// - One global lock: requests are served one at a time, which makes every request atomic. LIST bodies are built
+//   from each object's cached serialization (keys sorted; dropped when the object changes), so a LIST of 1000
+//   3 KB pods costs a few ms; createPods(namespace:count:nodeName:) seeds many realistic pods without HTTP.
 
 import Foundation
 import NIOCore
 import NIOPosix
 import NIOSSL
+import Synchronization
 import X509
 
 /// A kube-apiserver stand-in for tests (see the file comment for what it copies and what it does not).
@@ -137,10 +145,14 @@ public final class KubeAPIServer: Sendable {
 
     let core: KubeAPIServerCore
     private let group: MultiThreadedEventLoopGroup
-    private let channel: Channel
+    private let sslContext: NIOSSLContext
+    let connections: KubeConnections
+    /// The listening socket; nil while stopped.
+    private let listener: Mutex<Channel?>
 
     private init(url: String, port: Int, pki: TestPKI, admin: TestKeyPair, core: KubeAPIServerCore,
-                 group: MultiThreadedEventLoopGroup, channel: Channel) {
+                 group: MultiThreadedEventLoopGroup, sslContext: NIOSSLContext, connections: KubeConnections,
+                 channel: Channel) {
         self.url = url
         self.port = port
         self.pki = pki
@@ -148,7 +160,28 @@ public final class KubeAPIServer: Sendable {
         self.adminKeyPEM = admin.keyPEM
         self.core = core
         self.group = group
-        self.channel = channel
+        self.sslContext = sslContext
+        self.connections = connections
+        self.listener = Mutex(channel)
+    }
+
+    /// Binds the listening socket on 127.0.0.1:`port` (0: an ephemeral one). Each connection goes through the
+    /// blackhole gate, then TLS, then HTTP/1.1.
+    private static func listen(group: MultiThreadedEventLoopGroup, port: Int, sslContext: NIOSSLContext,
+                               core: KubeAPIServerCore, connections: KubeConnections) async throws -> Channel {
+        try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture {
+                    let connection = connections.register(ch)
+                    try ch.pipeline.syncOperations.addHandler(KubeConnectionGate(connection), name: KubeConnectionGate.name)
+                    try ch.pipeline.syncOperations.addHandler(KubeAPITLS.handler(sslContext))
+                    try ch.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try ch.pipeline.syncOperations.addHandler(KubeAPIHTTPHandler(core: core))
+                }
+            }
+            .bind(host: "127.0.0.1", port: port).get()
     }
 
     /// Starts a server on 127.0.0.1 with an ephemeral port, a fresh CA and the default objects.
@@ -161,19 +194,10 @@ public final class KubeAPIServer: Sendable {
         let sslContext = try KubeAPITLS.context(serving: serving, ca: pki)
         let core = KubeAPIServerCore(pki: pki, options: options)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let connections = KubeConnections()
         let channel: Channel
         do {
-            channel = try await ServerBootstrap(group: group)
-                .serverChannelOption(.backlog, value: 256)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelInitializer { ch in
-                    ch.eventLoop.makeCompletedFuture {
-                        try ch.pipeline.syncOperations.addHandler(KubeAPITLS.handler(sslContext))
-                        try ch.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                        try ch.pipeline.syncOperations.addHandler(KubeAPIHTTPHandler(core: core))
-                    }
-                }
-                .bind(host: "127.0.0.1", port: 0).get()
+            channel = try await listen(group: group, port: 0, sslContext: sslContext, core: core, connections: connections)
         } catch {
             try? await group.shutdownGracefully()
             throw error
@@ -182,14 +206,67 @@ public final class KubeAPIServer: Sendable {
         core.serverAddress = "127.0.0.1:\(port)"
         try core.store.lock.withLock { try core.bootstrap() }
         return KubeAPIServer(url: "https://127.0.0.1:\(port)", port: port, pki: pki, admin: admin, core: core,
-                             group: group, channel: channel)
+                             group: group, sslContext: sslContext, connections: connections, channel: channel)
     }
 
-    /// Stops listening and closes every connection (watch streams end without a final chunk).
+    /// Stops listening and closes every connection (watch streams end without a final chunk). Final: the server
+    /// cannot be resumed after this.
     public func shutdown() async throws {
-        try? await channel.close()
+        let channel = listener.withLock { c in defer { c = nil }; return c }
+        try? await channel?.close()
         try await group.shutdownGracefully()
     }
+
+    /// Cuts the server off like a killed process, keeping everything it knows (objects, resourceVersions, history,
+    /// tokens, PKI) for `resume()`: stops listening (new connections are refused) and closes every open connection
+    /// abruptly (watch streams end without a final chunk, no TLS close_notify). Does nothing when already stopped.
+    public func stop() async throws {
+        let channel = listener.withLock { c in defer { c = nil }; return c }
+        guard let channel else { return }
+        try? await channel.close()
+        await connections.closeAll()
+    }
+
+    /// Listens again after `stop()`, on the same port with the same CA and serving certificate, so clients
+    /// reconnect with the URL and kubeconfig they have; a watch from an older resourceVersion replays the history
+    /// as usual. Retries for up to 2 s while the port is still in use. Does nothing when already listening.
+    public func resume() async throws {
+        guard listener.withLock({ $0 == nil }) else { return }
+        let deadline = ContinuousClock.now + .seconds(2)
+        while true {
+            do {
+                let channel = try await Self.listen(group: group, port: port, sslContext: sslContext, core: core,
+                                                    connections: connections)
+                listener.withLock { $0 = channel }
+                return
+            } catch {
+                if (error as? IOError)?.errnoCode == EADDRINUSE, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(10))
+                    continue
+                }
+                throw Failure(code: 503, reason: "ServiceUnavailable",
+                              message: "the test API server could not listen on 127.0.0.1:\(port) again: \(error)")
+            }
+        }
+    }
+
+    /// True between `stop()` and `resume()` (and after `shutdown()`).
+    public var isStopped: Bool { listener.withLock { $0 == nil } }
+
+    /// A blackhole between clients and the server, as when a route silently drops packets. On: connections are
+    /// still accepted but never get a byte (the TLS handshake is never answered), open connections get nothing
+    /// further (responses and watch events are dropped, no bookmarks) and what clients send is ignored. Off: the
+    /// stalled connections are closed, so their clients notice and reconnect; new ones are served normally. The
+    /// server's state keeps changing through the direct calls (`put`, `delete`, ...) meanwhile.
+    public func setBlackhole(_ on: Bool) {
+        connections.setBlackhole(on)
+    }
+
+    /// Whether the blackhole is on.
+    public var isBlackholed: Bool { connections.blackhole }
+
+    /// The number of open client connections (stalled ones included).
+    public var openConnections: Int { connections.count }
 
     /// Writes a kubeconfig with the admin client certificate, for the real `kubectl --kubeconfig`.
     public func writeAdminKubeconfig(to path: String) throws {
@@ -308,11 +385,12 @@ public final class KubeAPIServer: Sendable {
         let req = APIRequest(method: method, uri: uri, headers: ["content-type": contentType], body: body)
         switch core.serve(req, user: .internalAdmin, watchSink: nil) {
         case .object(let code, let json): return (code, json.data)
+        case .json(let code, let bytes): return (code, Data(bytes))
         case .watch: return (400, Data())
         }
     }
 
-    private func direct<T>(_ body: () throws -> T) throws -> T {
+    func direct<T>(_ body: () throws -> T) throws -> T {
         core.store.lock.lock()
         defer { core.store.lock.unlock() }
         do { return try body() } catch let e as APIError {
