@@ -149,6 +149,8 @@ final class KubeAPIServerCore: @unchecked Sendable {
             }
             obj["spec"] = spec
             obj["status"] = .object(["loadBalancer": .object([:])])
+        case "EndpointSlice":
+            try Self.validateEndpointSlice(obj, old: nil, name: name)
         case "CertificateSigningRequest":
             try validateCSR(obj, name: name)
             obj[path: ["spec", "username"]] = .string(user.name)
@@ -173,6 +175,25 @@ final class KubeAPIServerCore: @unchecked Sendable {
             }
         }
         if !causes.isEmpty { throw APIError.invalid(kind: "Pod", name: name, causes) }
+    }
+
+    /// addressType is required, one of IPv4/IPv6/FQDN, and immutable (the rest of an EndpointSlice is not checked).
+    static func validateEndpointSlice(_ obj: KJSON, old: KJSON?, name: String) throws {
+        let kind = "EndpointSlice", group = "discovery.k8s.io"
+        guard let type = obj["addressType"]?.string, !type.isEmpty else {
+            throw APIError.invalid(kind: kind, name: name, group: group, [
+                .init(reason: "FieldValueRequired", field: "addressType", message: "Required value")])
+        }
+        guard ["IPv4", "IPv6", "FQDN"].contains(type) else {
+            throw APIError.invalid(kind: kind, name: name, group: group, [
+                .init(reason: "FieldValueNotSupported", field: "addressType",
+                      message: "Unsupported value: \"\(type)\": supported values: \"FQDN\", \"IPv4\", \"IPv6\"")])
+        }
+        if let was = old?["addressType"]?.string, was != type {
+            throw APIError.invalid(kind: kind, name: name, group: group, [
+                .init(reason: "FieldValueInvalid", field: "addressType",
+                      message: "Invalid value: \"\(type)\": field is immutable")])
+        }
     }
 
     /// The defaults kube-apiserver fills into a pod spec (SetDefaults_PodSpec/Container + admission defaults).
@@ -271,6 +292,7 @@ final class KubeAPIServerCore: @unchecked Sendable {
             }
             new["metadata"] = meta
             if r.kind == "Pod" { new["spec"] = Self.defaultPodSpec(new["spec"] ?? .object([:])) }
+            if r.kind == "EndpointSlice" { try Self.validateEndpointSlice(new, old: old, name: name) }
             if new["spec"] != old["spec"] {
                 try validateSpecUpdate(r, old: old, new: new, name: name)
                 new[path: ["metadata", "generation"]] = .int((old[path: ["metadata", "generation"]]?.int ?? 1) + 1)
