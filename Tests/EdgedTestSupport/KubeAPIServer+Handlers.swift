@@ -45,6 +45,8 @@ struct APIRequest: Sendable {
 /// What the core answers: a JSON body, or "this connection is now watch stream `id`".
 enum APIReply: Sendable {
     case object(code: Int, KJSON)
+    /// A JSON body already serialized (large lists).
+    case json(code: Int, [UInt8])
     /// `id` nil: the stream ends right after what was already sent (an ERROR event).
     case watch(id: Int?, bookmarks: Bool, timeoutSeconds: Int?)
 }
@@ -111,7 +113,7 @@ extension KubeAPIServerCore {
 
         let verb: String
         switch (req.method, t.name, t.subresource) {
-        case ("GET", nil, _): verb = isWatch(req) ? "watch" : "list"
+        case ("GET", nil, _): verb = t.legacyWatch || isWatch(req) ? "watch" : "list"
         case ("GET", _, _): verb = t.legacyWatch || isWatch(req) ? "watch" : "get"
         case ("POST", nil, nil): verb = "create"
         case ("POST", _, "token"), ("POST", _, "eviction"): verb = "create"
@@ -138,7 +140,7 @@ extension KubeAPIServerCore {
                 throw APIError.notFound(r, t.name ?? "")
             }
             return .object(code: 200, obj)
-        case "list": return .object(code: 200, try list(t, req))
+        case "list": return .json(code: 200, try listBytes(t, req))
         case "watch": return try watch(t, req, sink: watchSink)
         case "create":
             if t.subresource == "token" { return .object(code: 201, try tokenRequest(t, req)) }
@@ -217,7 +219,40 @@ extension KubeAPIServerCore {
 
     // MARK: list and watch
 
+    /// A list as a KJSON tree (deletecollection works on it).
     private func list(_ t: APITarget, _ req: APIRequest) throws -> KJSON {
+        let (r, rows, meta) = try select(t, req)
+        return .object([
+            "kind": .string(r.kind + "List"), "apiVersion": .string(r.apiVersion), "metadata": meta,
+            "items": .array(rows.map { stripTypeMeta($0.1) }),
+        ])
+    }
+
+    /// A list as served: the same bytes `list(...).bytes` would give, built from each object's cached
+    /// serialization when the list reads the current state.
+    private func listBytes(_ t: APITarget, _ req: APIRequest) throws -> [UInt8] {
+        let (r, rows, meta) = try select(t, req)
+        let current = meta["resourceVersion"]?.string == String(store.resourceVersion)
+        var out: [UInt8] = []
+        out.reserveCapacity(64 + rows.count * 3200)
+        out.append(contentsOf: "{\"apiVersion\":".utf8)
+        KJSON.writeString(r.apiVersion, to: &out)
+        out.append(contentsOf: ",\"items\":[".utf8)
+        for (i, (key, obj)) in rows.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            if current { out.append(contentsOf: store.listItemBytes(r, key: key, obj)) }
+            else { stripTypeMeta(obj).write(to: &out) }
+        }
+        out.append(contentsOf: "],\"kind\":".utf8)
+        KJSON.writeString(r.kind + "List", to: &out)
+        out.append(contentsOf: ",\"metadata\":".utf8)
+        meta.write(to: &out)
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+
+    /// The objects a list request selects (key order, one page) and the list's metadata.
+    private func select(_ t: APITarget, _ req: APIRequest) throws -> (KubeResource, [(String, KJSON)], KJSON) {
         let r = t.resource
         let labels: LabelSelector, fields: FieldSelector
         do {
@@ -241,9 +276,11 @@ extension KubeAPIServerCore {
         let scope = r.namespaced ? t.namespace : nil
         let rows = listRV == store.resourceVersion ? store.all(r, namespace: scope) : store.snapshot(r, namespace: scope, at: listRV)
         var matched: [(String, KJSON)] = []
+        matched.reserveCapacity(rows.count)
+        let selectsAll = labels.requirements.isEmpty && fields.requirements.isEmpty
         for (key, obj) in rows {
             if let startAfter, key <= startAfter { continue }
-            if labels.matches(labelsOf(obj)) && fields.matches(obj) { matched.append((key, obj)) }
+            if selectsAll || (labels.matches(labelsOf(obj)) && fields.matches(obj)) { matched.append((key, obj)) }
         }
         var meta: KJSON = .object(["resourceVersion": .string(String(listRV))])
         if limit > 0, matched.count > limit {
@@ -255,10 +292,7 @@ extension KubeAPIServerCore {
             }
             matched = Array(matched.prefix(limit))
         }
-        return .object([
-            "kind": .string(r.kind + "List"), "apiVersion": .string(r.apiVersion), "metadata": meta,
-            "items": .array(matched.map { stripTypeMeta($0.1) }),
-        ])
+        return (r, matched, meta)
     }
 
     private func watch(_ t: APITarget, _ req: APIRequest, sink: (@Sendable (Data) -> Void)?) throws -> APIReply {

@@ -77,18 +77,12 @@ final class KubeAPIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let keepAlive = h.isKeepAlive
         switch reply {
         case .object(let code, let json):
-            core.log(.init(method: req.method, path: h.uri, code: code, user: user?.name ?? ""))
             let isText = json.string != nil
-            let bytes = isText ? Data(json.string!.utf8) : json.data
-            var out = HTTPHeaders()
-            out.add(name: "Content-Type", value: isText ? "text/plain; charset=utf-8" : "application/json")
-            out.add(name: "Content-Length", value: String(bytes.count))
-            out.add(name: "Cache-Control", value: "no-cache, private")
-            if !keepAlive { out.add(name: "Connection", value: "close") }
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: .init(statusCode: code), headers: out))), promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: bytes)))), promise: nil)
-            let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-            if !keepAlive { done.whenComplete { _ in channel.close(promise: nil) } }
+            let bytes = isText ? Array(json.string!.utf8) : json.bytes
+            self.reply(context: context, head: h, req: req, user: user, code: code, bytes: bytes,
+                  contentType: isText ? "text/plain; charset=utf-8" : "application/json")
+        case .json(let code, let bytes):
+            self.reply(context: context, head: h, req: req, user: user, code: code, bytes: bytes, contentType: "application/json")
         case .watch(let id, let bookmarks, let timeoutSeconds):
             core.log(.init(method: req.method, path: h.uri, code: 200, user: user?.name ?? ""))
             var out = HTTPHeaders()
@@ -122,6 +116,25 @@ final class KubeAPIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 }
             }
         }
+    }
+}
+
+extension KubeAPIHTTPHandler {
+    /// Writes a complete response (Content-Length) and closes the connection unless it is kept alive.
+    fileprivate func reply(context: ChannelHandlerContext, head h: HTTPRequestHead, req: APIRequest, user: KubeUser?,
+                           code: Int, bytes: [UInt8], contentType: String) {
+        core.log(.init(method: req.method, path: h.uri, code: code, user: user?.name ?? ""))
+        let keepAlive = h.isKeepAlive
+        var out = HTTPHeaders()
+        out.add(name: "Content-Type", value: contentType)
+        out.add(name: "Content-Length", value: String(bytes.count))
+        out.add(name: "Cache-Control", value: "no-cache, private")
+        if !keepAlive { out.add(name: "Connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: .init(statusCode: code), headers: out))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))), promise: nil)
+        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        let channel = context.channel
+        if !keepAlive { done.whenComplete { _ in channel.close(promise: nil) } }
     }
 }
 

@@ -48,6 +48,11 @@ final class KubeStore: @unchecked Sendable {
     private(set) var compactedRV = 0
     /// resource key → "namespace/name" → object.
     private var objects: [String: [String: KJSON]] = [:]
+    /// resource key → object key → the object as a list item serializes (no kind/apiVersion); filled by the first
+    /// list that needs it, dropped when the object changes, so a LIST of unchanged objects only copies bytes.
+    private var encoded: [String: [String: [UInt8]]] = [:]
+    /// resource key → object keys in order; dropped when an object is added or removed.
+    private var sortedKeys: [String: [String]] = [:]
     private var history: [StoredEvent] = []
     private var watchers: [Int: Watcher] = [:]
     private var nextWatcherID = 1
@@ -63,7 +68,27 @@ final class KubeStore: @unchecked Sendable {
     /// Current objects of a type in key order (namespace, then name), optionally in one namespace.
     func all(_ r: KubeResource, namespace: String?) -> [(String, KJSON)] {
         let prefix = namespace.map { "\($0)/" }
-        return (objects[r.key] ?? [:]).filter { prefix == nil || $0.key.hasPrefix(prefix!) }.sorted { $0.key < $1.key }
+        let current = objects[r.key] ?? [:]
+        let keys: [String]
+        if let cached = sortedKeys[r.key] { keys = cached } else {
+            keys = current.keys.sorted()
+            sortedKeys[r.key] = keys
+        }
+        var out: [(String, KJSON)] = []
+        out.reserveCapacity(keys.count)
+        for k in keys where prefix == nil || k.hasPrefix(prefix!) { out.append((k, current[k]!)) }
+        return out
+    }
+
+    /// The current object stored under `key`, serialized as a list item (without kind and apiVersion).
+    func listItemBytes(_ r: KubeResource, key: String, _ object: KJSON) -> [UInt8] {
+        if let cached = encoded[r.key]?[key] { return cached }
+        var item = object
+        item["kind"] = nil
+        item["apiVersion"] = nil
+        let bytes = item.bytes
+        encoded[r.key, default: [:]][key] = bytes
+        return bytes
     }
 
     /// The objects of a type as they were at `rv` (rv ≥ compactedRV), rebuilt by undoing later history.
@@ -90,6 +115,8 @@ final class KubeStore: @unchecked Sendable {
         let key = Self.objectKey(namespace: r.namespaced ? namespace : nil, name: name)
         let old = objects[r.key]?[key]
         if type == .deleted { objects[r.key]?[key] = nil } else { objects[r.key, default: [:]][key] = obj }
+        encoded[r.key]?[key] = nil
+        if old == nil || type == .deleted { sortedKeys[r.key] = nil }
         let event = StoredEvent(rv: resourceVersion, type: type, resourceKey: r.key, objectKey: key, object: obj, old: old)
         history.append(event)
         if history.count > historyLimit {
@@ -165,6 +192,8 @@ final class KubeStore: @unchecked Sendable {
         var obj = object
         obj["kind"] = .string(r.kind)
         obj["apiVersion"] = .string(r.apiVersion)
-        return Data((KJSON.object(["type": .string(type.rawValue), "object": obj]).text + "\n").utf8)
+        var bytes = KJSON.object(["type": .string(type.rawValue), "object": obj]).bytes
+        bytes.append(0x0A)
+        return Data(bytes)
     }
 }
