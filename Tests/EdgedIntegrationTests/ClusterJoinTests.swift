@@ -101,6 +101,10 @@ final class ClusterFixture: @unchecked Sendable {
     let bridge: String
     let token = "abcdef.0123456789abcdef"
     var node: String { "node-\(edged.name)" }
+    /// The edge hub's plain-HTTP listener and health port (free ports picked per fixture).
+    let hubPort: Int
+    let hubHealthPort: Int
+    var hubURL: String { "http://127.0.0.1:\(hubPort)" }
 
     init(name: String, subnet: String, options: KubeAPIServer.Options = .init(), clusterConfig: String = "") async throws {
         api = try await KubeAPIServer.start(options: options)
@@ -109,6 +113,8 @@ final class ClusterFixture: @unchecked Sendable {
         try api.writeAdminKubeconfig(to: side.sub("admin.kubeconfig"))
         kubectl = Kubectl(kubeconfig: side.sub("admin.kubeconfig"))
         edged = try EdgedInstance(name: name)
+        hubPort = try freeTCPPort()
+        hubHealthPort = try freeTCPPort()
         bridge = "edc\(String(UInt32.random(in: 0..<UInt32.max), radix: 16))"
         try FileManager.default.createDirectory(atPath: side.sub("net.d"), withIntermediateDirectories: true)
         try """
@@ -126,9 +132,30 @@ final class ClusterFixture: @unchecked Sendable {
               leaseRenewSeconds: 1
               leaseDurationSeconds: 5
               volumeRefreshSeconds: 2
+            hub:
+              httpAddress: 127.0.0.1:\(hubPort)
+              httpsAddress: ""
+              healthAddress: 127.0.0.1:\(hubHealthPort)
+              healthCheckSeconds: 1
+              healthCheckTimeoutSeconds: 1
+              cacheComponents: [kubectl, curl]
             \(clusterConfig)
             """.write(toFile: edged.root.sub("config.yaml"), atomically: true, encoding: .utf8)
         try Demo.writeImageArchive(to: "\(edged.stateDir)/images/import/busybox.tar")
+    }
+
+    /// kubectl against the hub's HTTP port, as a node-local client (no credentials: the hub adds the node's).
+    func hubKubectl() throws -> Kubectl {
+        let file = side.sub("hub.kubeconfig")
+        try """
+            apiVersion: v1
+            kind: Config
+            clusters: [{name: hub, cluster: {server: "\(hubURL)"}}]
+            users: [{name: node, user: {}}]
+            contexts: [{name: hub, context: {cluster: hub, user: node}}]
+            current-context: hub
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        return Kubectl(kubeconfig: file)
     }
 
     func join(_ extra: [String] = [], check: Bool = true) throws -> CommandResult {

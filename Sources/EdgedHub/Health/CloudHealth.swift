@@ -46,6 +46,7 @@ public final class CloudHealth: Sendable {
         var since = Timestamp.now()
         var lastSync: Timestamp?
         var lastError: String?
+        var syncs = 0
         var failures = 0
         var successes = 0
         var nextWaiter = 0
@@ -73,6 +74,7 @@ public final class CloudHealth: Sendable {
             let old = s.state
             if success {
                 s.lastSync = .now()
+                s.syncs += 1
                 s.lastError = nil
                 s.failures = 0
                 s.successes += 1
@@ -102,8 +104,15 @@ public final class CloudHealth: Sendable {
 
     /// A proxied request got an answer from the API server: the link works (does not change the state by itself).
     public func noteSync() {
-        state.withLock { $0.lastSync = .now() }
+        state.withLock {
+            $0.lastSync = .now()
+            $0.syncs += 1
+        }
     }
+
+    /// Counts successful exchanges with the API server: a watch served from the store ends once this moved on
+    /// (the cloud answered since the watch lost it) and the state is online.
+    public var syncCount: Int { state.withLock { $0.syncs } }
 
     /// Returns once the cloud is online (at once if it is), or when the task is cancelled.
     public func waitUntilOnline() async {

@@ -306,6 +306,7 @@ public final class HubCore: Sendable {
                 if let info = tee, head.status == 200 {
                     if info.verb == .watch {
                         try await WatchTee(core: self, call: call, info: info).run(headers: headers, chunks: chunks, writer: writer)
+                        try await self.afterWatchEnded(call, info, writer)
                     } else {
                         try await ReadTee(core: self, call: call, info: info).run(headers: headers, chunks: chunks, writer: writer)
                     }
@@ -329,13 +330,32 @@ public final class HubCore: Sendable {
                 throw ForwardError(underlying: error, responseStarted: false)
             }
             if responseStarted {
-                // The stream broke mid-way (cloud gone, truncated watch): end the response; the client retries.
                 logger.info("hub: \(call.request.method) \(call.path) for \(call.component) ended early: \(error)")
+                if let info = tee, info.verb == .watch, !writer.clientClosed {
+                    // The cloud went away under a watch: it stays open with bookmarks until the cloud is back.
+                    try? await afterWatchEnded(call, info, writer)
+                    return
+                }
+                // Any other stream that broke mid-way (truncated): end the response; the client retries.
                 try? await writer.finish()
                 return
             }
             throw ForwardError(underlying: error, responseStarted: false)
         }
+    }
+
+    /// A forwarded watch ended (the server closed it, or the link broke): unless the caller's own timeoutSeconds
+    /// ran out, the response stays open in the store's bookmark mode until the API server answers again, so a
+    /// client whose link to the cloud broke keeps its watch (it re-lists once the cloud is back).
+    func afterWatchEnded(_ call: HubCall, _ info: APIRequestInfo, _ writer: any HubResponseWriter) async throws {
+        if writer.clientClosed { return }
+        let rv = (try? store.listResourceVersion(component: call.component, resource: info.resourceKey,
+                                                 namespace: info.namespace)).flatMap { $0 } ?? info.resourceVersion ?? "0"
+        if info.timeoutSeconds != nil {
+            try await writer.finish()
+            return
+        }
+        try await OfflineReads.watchBody(self, call, info, writer, resourceVersion: rv)
     }
 
     /// The upstream request: the caller's own Authorization when it sent one (then without the node's certificate),

@@ -80,15 +80,23 @@ enum OfflineReads {
     static func watch(_ core: HubCore, _ call: HubCall, _ info: APIRequestInfo, _ writer: any HubResponseWriter) async throws {
         let rv = (try? core.store.listResourceVersion(component: call.component, resource: info.resourceKey, namespace: info.namespace))
             .flatMap { $0 } ?? info.resourceVersion ?? "0"
-        let envelope = KindTable.envelope(core, call, info)
         try await writer.writeHead(status: 200, headers: [("Content-Type", "application/json")])
+        try await watchBody(core, call, info, writer, resourceVersion: rv)
+    }
+
+    /// The body of a watch served from the store (also the rest of a forwarded watch whose upstream broke off).
+    static func watchBody(_ core: HubCore, _ call: HubCall, _ info: APIRequestInfo, _ writer: any HubResponseWriter,
+                          resourceVersion rv: String) async throws {
+        let envelope = KindTable.envelope(core, call, info)
         let clock = ContinuousClock()
         let start = clock.now
+        let syncsAtStart = core.health.syncCount
         let deadline = info.timeoutSeconds.map { start + .seconds($0) }
         var nextBookmark = start + .milliseconds(200)
         while !Task.isCancelled, !writer.clientClosed {
             let now = clock.now
-            if core.health.current == .online, now - start >= .seconds(1) { break }
+            // Back: online, and the API server answered since this watch lost it (a probe or a forwarded request).
+            if core.health.current == .online, core.health.syncCount > syncsAtStart, now - start >= .seconds(1) { break }
             if let deadline, now >= deadline { break }
             if info.allowWatchBookmarks, now >= nextBookmark {
                 let line = "{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\(HubJSON.quoted(envelope.kind)),\"apiVersion\":\(HubJSON.quoted(envelope.apiVersion)),\"metadata\":{\"resourceVersion\":\(HubJSON.quoted(rv))}}}\n"

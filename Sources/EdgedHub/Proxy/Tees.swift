@@ -102,7 +102,7 @@ struct WatchTee {
                 lines.overflowed = false
             }
         }
-        try await writer.finish()
+        // Not finished here: the core decides whether the response ends or goes on in the store's bookmark mode.
     }
 }
 
