@@ -4,11 +4,12 @@ import Foundation
 
 extension KubeAPIServer {
     /// Creates `count` pods named "<namePrefix><i>" (i from 0) in `namespace` (created when missing), each about
-    /// 3 KB of JSON as served, like a Deployment's pod: labels, annotations, an ownerReference, one container with
-    /// env, ports, resources, probes and mounts, two volumes. With a `nodeName` the pods are bound to it and get a
+    /// 3.5 KB of JSON as served, like a Deployment's pod: labels, annotations, an ownerReference, one container
+    /// with env, a port, resources, a probe and mounts, two volumes. With a `nodeName` the pods are bound to it and get a
     /// Running status written through the status subresource, as a kubelet would; without one they stay Pending.
     /// Each pod is a normal create (+ status update): resourceVersions, history and watches see them. Returns the
-    /// names. Throws like a create would (409 AlreadyExists when a name is taken; earlier pods stay created).
+    /// names. Throws like a create would (409 AlreadyExists when a name is taken; earlier pods stay created). The
+    /// pods' list serializations are cached at once, so the first LIST is as fast as later ones.
     @discardableResult
     public func createPods(namespace: String, count: Int, nodeName: String? = nil, namePrefix: String = "pod-",
                            labels: [String: String] = [:]) throws -> [String] {
@@ -60,14 +61,13 @@ extension KubeAPIServer {
         let container: KJSON = .object([
             "name": .string("app"), "image": .string("registry.example.com/edge/app:1.4.\(i % 3)"),
             "args": .array([.string("--listen=:8080"), .string("--config=/etc/app/config.yaml")]),
-            "ports": .array([.object(["name": .string("http"), "containerPort": .int(8080)]),
-                             .object(["name": .string("metrics"), "containerPort": .int(9090)])]),
+            "ports": .array([.object(["name": .string("http"), "containerPort": .int(8080)])]),
             "env": .array(env),
             "resources": .object([
                 "requests": .object(["cpu": .string("50m"), "memory": .string("64Mi")]),
                 "limits": .object(["cpu": .string("500m"), "memory": .string("256Mi")]),
             ]),
-            "readinessProbe": probe, "livenessProbe": probe,
+            "readinessProbe": probe,
             "volumeMounts": .array([
                 .object(["name": .string("config"), "mountPath": .string("/etc/app"), "readOnly": .bool(true)]),
                 .object(["name": .string("kube-api-access"), "mountPath": .string("/var/run/secrets/kubernetes.io/serviceaccount"),
@@ -109,7 +109,7 @@ extension KubeAPIServer {
     private static func seedRunningStatus(index i: Int, nodeName: String, name: String) -> KJSON {
         let now = KubeAPIServerCore.timestamp()
         let ip = "10.244.\(i / 250 % 250).\(i % 250 + 2)"
-        let conditions: [KJSON] = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"].map {
+        let conditions: [KJSON] = ["Initialized", "Ready", "ContainersReady", "PodScheduled"].map {
             .object(["type": .string($0), "status": .string("True"), "lastProbeTime": .null,
                      "lastTransitionTime": .string(now)])
         }

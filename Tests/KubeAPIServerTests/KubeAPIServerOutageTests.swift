@@ -20,7 +20,52 @@ extension APIFixture {
     }
 }
 
+/// A plain listening socket on 127.0.0.1:`port` (no SO_REUSEADDR), standing in for whoever took the port.
+private func occupy(port: Int) throws -> Int32 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let bound = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard bound == 0, listen(fd, 1) == 0 else {
+        close(fd)
+        throw TestFailure("cannot occupy port \(port): errno \(errno)")
+    }
+    return fd
+}
+
 @Suite struct KubeAPIServerOutageTests {
+    @Test func resumeWaitsBrieflyForABusyPortAndThenSaysWhichPort() async throws {
+        let f = try await APIFixture()
+        defer { Task { await f.close() } }
+        try await f.server.stop()
+        // Taken for 300 ms: resume retries and gets it.
+        let fd = try occupy(port: f.server.port)
+        let release = Task { try await Task.sleep(for: .milliseconds(300)); close(fd) }
+        try await f.server.resume()
+        try await release.value
+        #expect(try f.rawCurl("/version").code == 200)
+        // Taken for good: resume gives up after about 2 s and names the port; a later resume works.
+        try await f.server.stop()
+        let held = try occupy(port: f.server.port)
+        let started = ContinuousClock.now
+        do {
+            try await f.server.resume()
+            Issue.record("resumed on a port someone else listens on")
+        } catch let e as KubeAPIServer.Failure {
+            #expect(e.message.contains("127.0.0.1:\(f.server.port)"), "\(e)")
+        }
+        #expect(ContinuousClock.now - started < .seconds(10))
+        #expect(f.server.isStopped)
+        close(held)
+        try await f.server.resume()
+        #expect(try f.rawCurl("/version").code == 200)
+    }
+
+
     @Test func stopKeepsEverythingAndResumeServesOnTheSamePort() async throws {
         let f = try await APIFixture()
         defer { Task { await f.close() } }
