@@ -292,17 +292,16 @@ public final class HubCore: Sendable {
     }
 
     /// Sends the request upstream and streams the answer back, copying cacheable reads into the store.
-    func forward(_ call: HubCall, _ writer: any HubResponseWriter, tee: APIRequestInfo? = nil,
+    func forward(_ call: HubCall, _ callerWriter: any HubResponseWriter, tee: APIRequestInfo? = nil,
                  discoveryKey: StoreKey? = nil) async throws {
         let (transport, request) = upstreamRequest(call, jsonOnly: tee != nil || discoveryKey != nil)
         let isWatch = tee?.verb == .watch || call.info?.verb == .watch
-        let started = Mutex(false)
+        let writer = HeadTrackingWriter(callerWriter)
         do {
             try await transport.streamResponse(request, idleTimeout: isWatch ? config.watchIdleTimeout : config.forwardTimeout) { head, chunks in
                 health.noteSync()
                 count { $0.forwarded += 1 }
                 let headers = HubCall.responseHeaders(head.headers)
-                started.withLock { $0 = true }
                 if let info = tee, head.status == 200 {
                     if info.verb == .watch {
                         try await WatchTee(core: self, call: call, info: info).run(headers: headers, chunks: chunks, writer: writer)
@@ -325,7 +324,8 @@ public final class HubCore: Sendable {
             }
         } catch {
             if error is CancellationError { throw error }
-            let responseStarted = started.withLock { $0 }
+            // Started = the caller already has a response head; otherwise the store or a 503 can still answer.
+            let responseStarted = writer.headWritten
             if !responseStarted, let e = error as? KubeError, e.isTransport {
                 throw ForwardError(underlying: error, responseStarted: false)
             }
@@ -406,4 +406,22 @@ struct HubCall: Sendable {
         let drop: Set<String> = ["connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"]
         return headers.filter { !drop.contains($0.0.lowercased()) }
     }
+}
+
+/// Remembers whether a response head went out, so a failure before it can still be answered another way.
+final class HeadTrackingWriter: HubResponseWriter {
+    let inner: any HubResponseWriter
+    private let written = Atomic<Bool>(false)
+
+    init(_ inner: any HubResponseWriter) { self.inner = inner }
+
+    var headWritten: Bool { written.load(ordering: .acquiring) }
+    var clientClosed: Bool { inner.clientClosed }
+
+    func writeHead(status: Int, headers: [(String, String)]) async throws {
+        written.store(true, ordering: .releasing)
+        try await inner.writeHead(status: status, headers: headers)
+    }
+    func writeBody(_ bytes: [UInt8]) async throws { try await inner.writeBody(bytes) }
+    func finish() async throws { try await inner.finish() }
 }
