@@ -176,3 +176,128 @@ struct HubOfflineTests {
       }
     }
 }
+
+/// The link flapping and edged crashing under load: nothing lost, nothing duplicated, the store always opens clean.
+@Suite(.serialized, .enabled(if: isRoot && FileManager.default.isExecutableFile(atPath: "/usr/lib/cni/bridge")
+                                && findExecutable("kubectl") != nil && findExecutable("sqlite3") != nil,
+                             "needs root, CNI plugins, kubectl and sqlite3"))
+struct HubResilienceTests {
+    @Test func fiftyFlapsOfTheLinkLoseNoUpdateAndDuplicateNoPod() async throws {
+        try await withCluster(name: "hubflap", subnet: "10.250.73.0/24") { f in try await Self.flapScenario(f) }
+    }
+
+    static func flapScenario(_ f: ClusterFixture) async throws {
+        try f.edged.start()
+        _ = try f.join()
+        _ = try await f.kubectl.wait(["get", "node", f.node], "node Ready") { condition($0, "Ready") == "True" }
+        try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("steady", node: f.node, command: "exec sleep 3600"))
+        try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("flaky", node: f.node, command: "sleep 1; exit 1"))
+        _ = try await f.kubectl.wait(["get", "pod", "steady"], "steady Running") { path($0, "status", "phase") as? String == "Running" }
+        let steadyID = try #require(containerStatus(try f.kubectl.json(["get", "pod", "steady"]), "main")?["containerID"] as? String)
+
+        for _ in 0..<50 {
+            try await f.api.stop()
+            try await Task.sleep(for: .milliseconds(Int.random(in: 100...600)))
+            try await f.api.resume()
+            try await Task.sleep(for: .milliseconds(Int.random(in: 100...600)))
+        }
+        try await waitForHub(f, "connected", timeout: 30)
+
+        // No lost update: the restarts edged counted reach the API server (queued or sent directly).
+        let counted = try #require(try f.edged.pod("flaky")?["restarts"] as? Int)
+        #expect(counted >= 2, "flaky should have restarted (with kubelet's back-off) during the flaps")
+        _ = try await f.kubectl.wait(["get", "pod", "flaky"], timeout: 30, "restarts up to \(counted) in the API") { restartCount($0) >= counted }
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, (try hubState(f)["queuedWrites"] as? Int ?? 0) > 0 { try await Task.sleep(for: .milliseconds(200)) }
+        #expect(try hubState(f)["queuedWrites"] as? Int == 0, "the queue must drain once the link is stable")
+
+        // No duplicate pod, in the API or on the node; the steady pod never restarted because of the link.
+        let names = ((try f.kubectl.json(["get", "pods"])["items"] as? [[String: Any]]) ?? []).compactMap { path($0, "metadata", "name") as? String }
+        #expect(names.sorted() == ["flaky", "steady"], "\(names)")
+        let onNode = ((try f.edged.status()["pods"] as? [[String: Any]]) ?? []).compactMap { $0["name"] as? String }
+        #expect(onNode.sorted() == ["flaky", "steady"], "\(onNode)")
+        let steady = try f.kubectl.json(["get", "pod", "steady"])
+        #expect(restartCount(steady) == 0 && containerStatus(steady, "main")?["containerID"] as? String == steadyID)
+
+        // The store is sound.
+        f.edged.stop()
+        let check = try runCommand(["sqlite3", "\(f.edged.stateDir)/hub/cache.db", "PRAGMA integrity_check"])
+        #expect(check.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "ok", "\(check.stdout)")
+    }
+
+    @Test func killingEdgedDuringHeavyCacheWritesNeverCorruptsTheStore() async throws {
+        try await withCluster(name: "hubkill", subnet: "10.250.74.0/24") { f in try await Self.killScenario(f) }
+    }
+
+    static func killScenario(_ f: ClusterFixture) async throws {
+        try f.edged.start()
+        _ = try f.join()
+        _ = try await f.kubectl.wait(["get", "node", f.node], "node Ready") { condition($0, "Ready") == "True" }
+        let filler = String(repeating: "x", count: 2000)
+        for i in 0..<300 {
+            _ = try f.api.put("/api/v1/namespaces/default/configmaps/load-\(i)",
+                              ["apiVersion": "v1", "kind": "ConfigMap", "metadata": ["name": "load-\(i)"], "data": ["v": "\(i)", "pad": filler]])
+        }
+        // Load: lists of 300 configmaps through the hub (each one a full replace in the store) and a stream of changes.
+        let load = HubLoad(url: "\(f.hubURL)/api/v1/namespaces/default/configmaps", api: f.api)
+        load.start()
+        for round in 0..<20 {
+            try await Task.sleep(for: .milliseconds(Int.random(in: 300...900)))
+            f.edged.crash()
+            try f.edged.start()
+            let log = f.edged.log()
+            #expect(!log.contains("moved aside") && !log.contains("corrupt"), "round \(round): the store did not open clean:\n\(log.suffix(2000))")
+        }
+        load.stop()
+        #expect(load.lists > 20, "the load generator listed through the hub only \(load.lists) times")
+        f.edged.stop()
+        let check = try runCommand(["sqlite3", "\(f.edged.stateDir)/hub/cache.db", "PRAGMA integrity_check"])
+        #expect(check.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "ok", "\(check.stdout)")
+        let aside = (try FileManager.default.contentsOfDirectory(atPath: "\(f.edged.stateDir)/hub")).filter { $0.contains("corrupt") }
+        #expect(aside.isEmpty, "\(aside)")
+    }
+}
+
+/// Lists through the hub and changes objects in the API server, on background threads, until stopped.
+final class HubLoad: @unchecked Sendable {
+    let url: String
+    let api: KubeAPIServer
+    private let lock = NSLock()
+    private var running = true
+    private var listCount = 0
+    private var threads: [Thread] = []
+
+    init(url: String, api: KubeAPIServer) {
+        self.url = url
+        self.api = api
+    }
+
+    var lists: Int { lock.withLock { listCount } }
+    private var isRunning: Bool { lock.withLock { running } }
+
+    func start() {
+        let lister = Thread { [self] in
+            while isRunning {
+                if (try? runCommand(["curl", "-sS", "-f", "-m", "5", "-o", "/dev/null", "-A", "kubectl/v1.31.0", url], check: false))?.status == 0 {
+                    lock.withLock { listCount += 1 }
+                }
+            }
+        }
+        let writer = Thread { [self] in
+            var i = 0
+            while isRunning {
+                _ = try? api.put("/api/v1/namespaces/default/configmaps/load-\(i % 300)",
+                                 ["apiVersion": "v1", "kind": "ConfigMap", "metadata": ["name": "load-\(i % 300)"], "data": ["v": "\(i)"]])
+                i += 1
+                Thread.sleep(forTimeInterval: 0.005)
+            }
+        }
+        threads = [lister, writer]
+        for t in threads { t.start() }
+    }
+
+    func stop() {
+        lock.withLock { running = false }
+        while threads.contains(where: { $0.isExecuting }) { Thread.sleep(forTimeInterval: 0.05) }
+    }
+}
