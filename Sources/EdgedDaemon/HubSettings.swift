@@ -22,6 +22,8 @@ extension EdgedConfig {
         public var cacheResources: [String] = []
         /// Upper bound of the store's object bytes (a quantity). Default 128Mi.
         public var maxStoreSize = "128Mi"
+        /// Largest single object cached (bigger ones are forwarded, not cached). Default 2Mi (etcd's limit is 1.5Mi).
+        public var maxObjectSize = "2Mi"
         /// Seconds between cloud probes (the node Lease renewal). Default 10.
         public var healthCheckSeconds = 10
         /// Seconds a probe may take. Default 2.
@@ -37,7 +39,7 @@ extension EdgedConfig {
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case enabled, httpAddress, httpsAddress, healthAddress, createDummyInterface, cacheComponents, cacheResources,
-                 maxStoreSize, healthCheckSeconds, healthCheckTimeoutSeconds, masterService, serviceTopology, nodePool
+                 maxStoreSize, maxObjectSize, healthCheckSeconds, healthCheckTimeoutSeconds, masterService, serviceTopology, nodePool
         }
 
         public init(from decoder: Decoder) throws {
@@ -51,6 +53,7 @@ extension EdgedConfig {
             cacheComponents = try c.decodeIfPresent([String].self, forKey: .cacheComponents) ?? d.cacheComponents
             cacheResources = try c.decodeIfPresent([String].self, forKey: .cacheResources) ?? d.cacheResources
             maxStoreSize = try c.decodeIfPresent(String.self, forKey: .maxStoreSize) ?? d.maxStoreSize
+            maxObjectSize = try c.decodeIfPresent(String.self, forKey: .maxObjectSize) ?? d.maxObjectSize
             healthCheckSeconds = try c.decodeIfPresent(Int.self, forKey: .healthCheckSeconds) ?? d.healthCheckSeconds
             healthCheckTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .healthCheckTimeoutSeconds) ?? d.healthCheckTimeoutSeconds
             masterService = try c.decodeIfPresent(Bool.self, forKey: .masterService) ?? d.masterService
@@ -65,6 +68,9 @@ extension EdgedConfig {
             }
             do { _ = try Quantity(maxStoreSize).value() } catch {
                 throw EdgedError(.invalidConfig, "\(source): hub.maxStoreSize: \(error.message)")
+            }
+            do { _ = try Quantity(maxObjectSize).value() } catch {
+                throw EdgedError(.invalidConfig, "\(source): hub.maxObjectSize: \(error.message)")
             }
             guard healthCheckSeconds > 0, healthCheckTimeoutSeconds > 0 else {
                 throw EdgedError(.invalidConfig, "\(source): hub.healthCheckSeconds and hub.healthCheckTimeoutSeconds must be at least 1")

@@ -29,6 +29,9 @@ enum HubWiring {
         if let https {
             filters.masterServiceHost = https.host
             filters.masterServicePort = https.port
+        } else {
+            // Without the HTTPS listener pods must keep reaching the real API server.
+            filters.masterService = false
         }
         var hubConfig = HubConfig(nodeName: nodeName, filters: filters)
         hubConfig.cacheComponents.formUnion(settings.cacheComponents.map { $0.lowercased() })
@@ -39,8 +42,10 @@ enum HubWiring {
         listeners.health = address(settings.healthAddress)
         let store = CredentialStore(dir: config.credentialsDir)
         let maxBytes = (try? Quantity(settings.maxStoreSize).value()).map { Int64($0) } ?? (128 << 20)
+        let maxObject = (try? Quantity(settings.maxObjectSize).value()).map { Int($0) } ?? (2 << 20)
         return try EdgeHub(
             config: hubConfig, clientConfig: clientConfig, storePath: "\(config.stateDir)/hub/cache.db", maxStoreBytes: maxBytes,
+            maxObjectBytes: maxObject,
             health: CloudHealthConfig(interval: .seconds(settings.healthCheckSeconds), timeout: .seconds(settings.healthCheckTimeoutSeconds)),
             listeners: listeners, leaseDurationSeconds: Int32(config.cluster.leaseDurationSeconds),
             servingTLS: {

@@ -62,9 +62,9 @@ public final class EdgeHub: Sendable {
     /// Opens the store at `storePath` (created 0600). `servingTLS` gives the HTTPS listener's certificate (the
     /// node's serving certificate) when there is one.
     public init(config: HubConfig, clientConfig: KubeClientConfig, storePath: String, maxStoreBytes: Int64,
-                health: CloudHealthConfig, listeners: HubListeners, leaseDurationSeconds: Int32 = 40,
+                maxObjectBytes: Int = 2 << 20, health: CloudHealthConfig, listeners: HubListeners, leaseDurationSeconds: Int32 = 40,
                 servingTLS: @escaping @Sendable () -> HubServerTLS? = { nil }, logger: Logger) throws {
-        let store = try HubStore(path: storePath, maxBytes: maxStoreBytes, logger: logger)
+        let store = try HubStore(path: storePath, maxBytes: maxStoreBytes, maxObjectBytes: maxObjectBytes, logger: logger)
         let healthState = CloudHealth(config: health) { old, new in
             switch new {
             case .offline: logger.warning("hub: the API server \(clientConfig.server) is unreachable; serving node-local clients from the cache")
