@@ -73,7 +73,8 @@ final class KubeAPIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: data))), promise: nil)
             }
         }
-        let reply = core.serve(req, user: user, watchSink: sink)
+        let fault = core.takeFault(req)   // armed by tests only (KubeAPIServer+Faults.swift)
+        let reply = fault.damage(core.serve(req, user: user, watchSink: fault.watchSink(sink, channel: channel)))
         let keepAlive = h.isKeepAlive
         switch reply {
         case .object(let code, let json):

@@ -77,6 +77,8 @@
 //   no dry-run, no field validation, no sendInitialEvents/watch-list, no aggregated discovery, no pods/binding,
 //   log/exec/attach/port-forward, no resourceVersionMatch, no schema validation beyond the few checks above.
 // - Lists with resourceVersion=0 and a limit still page (the real watch cache may ignore the limit).
+// - Fault injection for tests (KubeAPIServer+Faults.swift): injectFault(path:_:count:) damages the next answers
+//   to a path (a body that is not JSON, a watch cut off mid-event, an object padded to a huge size).
 // - Watches do not time out on their own (the real server ends them after 30-60 min); history is kept in memory
 //   (100 000 changes) until compact().
 // - One global lock: requests are served one at a time, which makes every request atomic. LIST bodies are built
