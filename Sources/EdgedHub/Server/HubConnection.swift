@@ -7,13 +7,12 @@ import Synchronization
 
 extension HubServer {
     typealias Inbound = NIOAsyncChannelInboundStream<HTTPServerRequestPart>.AsyncIterator
-    typealias Outbound = NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>
 
     /// Serves one connection until it closes; returns true when the server is stopping and this was the last one.
     func serve(_ connection: Connection) async -> Bool {
         let channel = connection.channel
         guard connections.add(channel) else {
-            try? await connection.executeThenClose { _, _ in }
+            try? await connection.executeThenClose { _ in }
             return false
         }
         let slot = HandlerSlot()
@@ -23,14 +22,13 @@ extension HubServer {
             address.ipAddress.map { ip in address.port.map { "\(ip):\($0)" } ?? ip }
         }
         do {
-            try await connection.executeThenClose { inbound, outbound in
+            try await connection.executeThenClose { inbound in
                 var parts = inbound.makeAsyncIterator()
                 while let part = try await parts.next() {
                     // Anything but a head here is the rest of a request already answered (413): skip it.
                     guard case .head(let head) = part else { continue }
                     connections.setBusy(channel, true)
-                    let keepAlive = try await exchange(head, parts: &parts, outbound: outbound, channel: channel,
-                                                       remote: remote, slot: slot)
+                    let keepAlive = try await exchange(head, parts: &parts, channel: channel, remote: remote, slot: slot)
                     let stopping = connections.setBusy(channel, false)
                     if !keepAlive || stopping { return }
                 }
@@ -42,22 +40,22 @@ extension HubServer {
     }
 
     /// Reads the rest of one request and answers it; returns whether the connection may carry another.
-    private func exchange(_ head: HTTPRequestHead, parts: inout Inbound, outbound: Outbound, channel: any Channel,
-                          remote: String?, slot: HandlerSlot) async throws -> Bool {
+    private func exchange(_ head: HTTPRequestHead, parts: inout Inbound, channel: any Channel, remote: String?,
+                          slot: HandlerSlot) async throws -> Bool {
         let what = "\(head.method.rawValue) \(head.uri)"
         if head.method == .CONNECT {
-            try await writeStatus(outbound, version: head.version, code: 405, reason: "MethodNotAllowed",
+            try await writeStatus(channel, version: head.version, code: 405, reason: "MethodNotAllowed",
                                   message: "the edge hub does not support CONNECT (\(head.uri)); send API requests to it directly",
                                   keepAlive: false)
             return false
         }
         let limit = Self.maxRequestBytes
         if let length = head.headers.first(name: "content-length").flatMap({ Int($0) }), length > limit {
-            try await tooLarge(what, bytes: length, outbound: outbound, version: head.version, channel: channel, parts: &parts)
+            try await tooLarge(what, bytes: length, version: head.version, channel: channel, parts: &parts)
             return false
         }
         if head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
-            try await outbound.write(.head(HTTPResponseHead(version: head.version, status: .continue)))
+            try await channel.writeAndFlush(HTTPServerResponsePart.head(HTTPResponseHead(version: head.version, status: .continue)))
         }
         var body: [UInt8] = []
         var complete = false
@@ -67,7 +65,7 @@ extension HubServer {
                 return false
             case .body(let chunk):
                 if body.count + chunk.readableBytes > limit {
-                    try await tooLarge(what, bytes: nil, outbound: outbound, version: head.version, channel: channel, parts: &parts)
+                    try await tooLarge(what, bytes: nil, version: head.version, channel: channel, parts: &parts)
                     return false
                 }
                 body.append(contentsOf: chunk.readableBytesView)
@@ -81,10 +79,10 @@ extension HubServer {
                                      headers: head.headers.map { ($0.name, $0.value) }, body: body,
                                      remoteAddress: remote, isTLS: tls != nil)
         if request.isUpgrade {
-            await upgrade(request, version: head.version, channel: channel, outbound: outbound)
+            await upgrade(request, version: head.version, channel: channel)
             return false
         }
-        let writer = ResponseWriter(outbound: outbound, channel: channel, version: head.version,
+        let writer = ResponseWriter(channel: channel, version: head.version,
                                     isHead: head.method == .HEAD, keepAliveWanted: head.isKeepAlive,
                                     what: what, connections: connections)
         let handler = self.handler
@@ -103,12 +101,12 @@ extension HubServer {
 
     /// Answers 413 and reads (and drops) what the client still sends, so that it sees the answer instead of a
     /// reset; the connection is closed after at most two seconds.
-    private func tooLarge(_ what: String, bytes: Int?, outbound: Outbound, version: HTTPVersion, channel: any Channel,
+    private func tooLarge(_ what: String, bytes: Int?, version: HTTPVersion, channel: any Channel,
                           parts: inout Inbound) async throws {
         let size = bytes.map { "of \($0) bytes " } ?? ""
         let message = "the request body \(size)of \(what) is larger than the \(Self.maxRequestBytes) bytes the edge hub accepts"
         logger.notice("request body too large", metadata: ["request": "\(what)"])
-        try await writeStatus(outbound, version: version, code: 413, reason: "RequestEntityTooLarge", message: message,
+        try await writeStatus(channel, version: version, code: 413, reason: "RequestEntityTooLarge", message: message,
                               keepAlive: false)
         channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
         while let part = try await parts.next() {
@@ -117,16 +115,17 @@ extension HubServer {
     }
 
     /// Writes a whole kube-style Status error response.
-    func writeStatus(_ outbound: Outbound, version: HTTPVersion, code: Int, reason: String, message: String,
+    func writeStatus(_ channel: any Channel, version: HTTPVersion, code: Int, reason: String, message: String,
                      keepAlive: Bool) async throws {
         let body = hubStatusBody(code: code, reason: reason, message: message)
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/json")
         headers.add(name: "Content-Length", value: String(body.count))
         if !keepAlive { headers.add(name: "Connection", value: "close") }
-        try await outbound.write(.head(HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: code), headers: headers)))
-        try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body))))
-        try await outbound.write(.end(nil))
+        let status = HTTPResponseStatus(statusCode: code)
+        channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: status, headers: headers)), promise: nil)
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: body))), promise: nil)
+        try await channel.writeAndFlush(HTTPServerResponsePart.end(nil))
     }
 }
 
@@ -152,7 +151,13 @@ final class HandlerSlot: Sendable {
 }
 
 /// The `HubResponseWriter` of one request.
+///
+/// Writes go to the channel directly, each returning a future that completes once NIO handed the bytes to the
+/// socket. At most `window` bytes may be unconfirmed: past that, `writeBody` waits for the socket, so a client
+/// that does not read holds the handler back (the socket's buffers plus one window, whatever the handler's pace).
 final class ResponseWriter: HubResponseWriter {
+    static let window = 256 << 10
+
     private enum Phase {
         case idle
         case streaming
@@ -166,9 +171,9 @@ final class ResponseWriter: HubResponseWriter {
         var declaredLength: Int?
         var written = 0
         var keepAlive = false
+        var unconfirmed = 0
     }
 
-    private let outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>
     private let channel: any Channel
     private let version: HTTPVersion
     private let isHead: Bool
@@ -180,9 +185,8 @@ final class ResponseWriter: HubResponseWriter {
     /// Hop-by-hop headers the server sets itself.
     private static let serverOwned: Set<String> = ["connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"]
 
-    init(outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>, channel: any Channel, version: HTTPVersion,
-         isHead: Bool, keepAliveWanted: Bool, what: String, connections: ConnectionRegistry) {
-        self.outbound = outbound
+    init(channel: any Channel, version: HTTPVersion, isHead: Bool, keepAliveWanted: Bool, what: String,
+         connections: ConnectionRegistry) {
         self.channel = channel
         self.version = version
         self.isHead = isHead
@@ -230,7 +234,8 @@ final class ResponseWriter: HubResponseWriter {
             s.declaredLength = isHead ? nil : length
             s.keepAlive = keepAlive
         }
-        try await send(.head(HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: status), headers: out)))
+        try await send(.head(HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: status), headers: out)),
+                       bytes: 256)
     }
 
     func writeBody(_ bytes: [UInt8]) async throws {
@@ -247,7 +252,7 @@ final class ResponseWriter: HubResponseWriter {
             return !bytes.isEmpty && !isHead
         }
         guard send else { return }
-        try await self.send(.body(.byteBuffer(ByteBuffer(bytes: bytes))))
+        try await self.send(.body(.byteBuffer(ByteBuffer(bytes: bytes))), bytes: bytes.count)
     }
 
     func finish() async throws {
@@ -262,7 +267,7 @@ final class ResponseWriter: HubResponseWriter {
             }
             s.phase = .finished
         }
-        try await send(.end(nil))
+        try await send(.end(nil), bytes: 0, confirm: true)
     }
 
     /// After the handler returned: answers 500 for a handler that wrote nothing; returns whether the connection
@@ -285,9 +290,29 @@ final class ResponseWriter: HubResponseWriter {
         }
     }
 
-    private func send(_ part: HTTPServerResponsePart) async throws {
+    /// Writes and flushes `part`; waits for the socket when `confirm` or when more than `window` bytes are unconfirmed.
+    /// A task cancelled while waiting (shutdown grace over) closes the connection, which ends the wait.
+    private func send(_ part: HTTPServerResponsePart, bytes: Int, confirm: Bool = false) async throws {
+        guard channel.isActive else {
+            state.withLock { $0.phase = .broken }
+            throw HubServerError(.clientClosed, "the client closed the connection before the response to \(what) was complete")
+        }
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        channel.writeAndFlush(part, promise: written)
+        let wait = state.withLock { s -> Bool in
+            s.unconfirmed += bytes
+            guard confirm || s.unconfirmed >= Self.window else { return false }
+            s.unconfirmed = 0
+            return true
+        }
+        guard wait else { return }
+        let channel = self.channel
         do {
-            try await outbound.write(part)
+            try await withTaskCancellationHandler {
+                try await written.futureResult.get()
+            } onCancel: {
+                channel.close(promise: nil)
+            }
         } catch {
             state.withLock { $0.phase = .broken }
             if Task.isCancelled { throw CancellationError() }

@@ -47,8 +47,9 @@ public struct HubHTTPRequest: Sendable {
 ///
 /// The server owns framing: with a `Content-Length` in `writeHead` the body is sent as is, without one it is sent
 /// with chunked transfer encoding (close-delimited for an HTTP/1.0 client); `Connection`, `Keep-Alive` and
-/// `Transfer-Encoding` from the handler are dropped. `writeBody` returns once the bytes are handed to the socket and
-/// waits while the client is not reading (back-pressure: a slow client never makes the hub buffer a whole body).
+/// `Transfer-Encoding` from the handler are dropped. `writeBody` waits while more than 256 KiB are not yet in the
+/// socket (back-pressure: a client that does not read holds the handler back; the hub never buffers a whole body),
+/// and `finish` returns once everything is in the socket.
 /// Calls must not overlap. A handler that returns without `finish()` after a head makes the server close the
 /// connection, so the client sees the response as cut short; one that wrote nothing gets a 500 sent for it.
 ///

@@ -42,7 +42,8 @@ public final class HubServer: Sendable, Service {
         case stopped
     }
 
-    typealias Connection = NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
+    /// Requests come in through the async channel; responses are written to the channel directly (ResponseWriter).
+    typealias Connection = NIOAsyncChannel<HTTPServerRequestPart, Never>
 
     /// Listens on host:port; tls nil = plain HTTP. `name` ("proxy", "proxy-https", "health") labels logs and errors.
     public init(name: String, host: String, port: Int, tls: HubServerTLS?, handler: any HubHandler, logger: Logger,
@@ -189,9 +190,19 @@ public final class HubServer: Sendable, Service {
         }
     }
 
+    /// A short reason for a socket error ("connection refused", "address already in use").
     static func reason(_ error: any Error) -> String {
         if let e = error as? IOError {
             return String(cString: strerror(e.errnoCode)).lowercased()
+        }
+        if let e = error as? ChannelError, case .connectTimeout(let limit) = e {
+            return "no answer within \(limit.nanoseconds / 1_000_000_000) s"
+        }
+        if let e = error as? NIOConnectionError {
+            if e.dnsAError != nil || e.dnsAAAAError != nil, e.connectionErrors.isEmpty { return "the host name does not resolve" }
+            let reasons = e.connectionErrors.map { reason($0.error) }
+            let unique = reasons.reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+            return unique.isEmpty ? "no address" : unique.joined(separator: ", ")
         }
         return "\(error)"
     }

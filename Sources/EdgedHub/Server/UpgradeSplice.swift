@@ -11,11 +11,10 @@ import NIOSSL
 extension HubServer {
     /// Answers an upgrade request by splicing the connection to the handler's upstream, then waits until the
     /// connection closes. Without an upstream, or when the upstream cannot be reached, answers a Status error.
-    func upgrade(_ request: HubHTTPRequest, version: HTTPVersion, channel: any Channel,
-                 outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async {
+    func upgrade(_ request: HubHTTPRequest, version: HTTPVersion, channel: any Channel) async {
         let what = "\(request.method) \(request.target)"
         guard let target = await handler.upgradeTarget(for: request) else {
-            try? await writeStatus(outbound, version: version, code: 503, reason: "ServiceUnavailable",
+            try? await writeStatus(channel, version: version, code: 503, reason: "ServiceUnavailable",
                                    message: "the edge hub cannot open the stream of \(what): exec, attach and port-forward need the API server, which it cannot reach now; try again once the node is back online",
                                    keepAlive: false)
             return
@@ -27,7 +26,7 @@ extension HubServer {
         } catch {
             logger.warning("upgrade not relayed", metadata: ["request": "\(what)", "error": "\(error)"])
             let message = (error as? HubServerError)?.message ?? "\(error)"
-            try? await writeStatus(outbound, version: version, code: 502, reason: "BadGateway",
+            try? await writeStatus(channel, version: version, code: 502, reason: "BadGateway",
                                    message: "the edge hub cannot open the stream of \(what): \(message)", keepAlive: false)
             return
         }
