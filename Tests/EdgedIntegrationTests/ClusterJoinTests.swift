@@ -106,7 +106,11 @@ final class ClusterFixture: @unchecked Sendable {
     let hubHealthPort: Int
     var hubURL: String { "http://127.0.0.1:\(hubPort)" }
 
-    init(name: String, subnet: String, options: KubeAPIServer.Options = .init(), clusterConfig: String = "") async throws {
+    /// The hub's HTTPS listener (pods' `kubernetes` Service), when the fixture was asked for one.
+    let hubHTTPSPort: Int?
+
+    init(name: String, subnet: String, options: KubeAPIServer.Options = .init(), clusterConfig: String = "",
+         hubHTTPS: Bool = false) async throws {
         api = try await KubeAPIServer.start(options: options)
         try api.addBootstrapToken(id: "abcdef", secret: "0123456789abcdef")
         side = try TempDir("edged-cluster-\(name)")
@@ -115,6 +119,7 @@ final class ClusterFixture: @unchecked Sendable {
         edged = try EdgedInstance(name: name)
         hubPort = try freeTCPPort()
         hubHealthPort = try freeTCPPort()
+        hubHTTPSPort = hubHTTPS ? try freeTCPPort() : nil
         bridge = "edc\(String(UInt32.random(in: 0..<UInt32.max), radix: 16))"
         try FileManager.default.createDirectory(atPath: side.sub("net.d"), withIntermediateDirectories: true)
         try """
@@ -134,7 +139,7 @@ final class ClusterFixture: @unchecked Sendable {
               volumeRefreshSeconds: 2
             hub:
               httpAddress: 127.0.0.1:\(hubPort)
-              httpsAddress: ""
+              httpsAddress: "\(hubHTTPSPort.map { "127.0.0.1:\($0)" } ?? "")"
               healthAddress: 127.0.0.1:\(hubHealthPort)
               healthCheckSeconds: 1
               healthCheckTimeoutSeconds: 1
@@ -174,9 +179,9 @@ final class ClusterFixture: @unchecked Sendable {
     }
 }
 
-func withCluster(name: String, subnet: String, options: KubeAPIServer.Options = .init(),
+func withCluster(name: String, subnet: String, options: KubeAPIServer.Options = .init(), hubHTTPS: Bool = false,
                  _ body: (ClusterFixture) async throws -> Void) async throws {
-    let f = try await ClusterFixture(name: name, subnet: subnet, options: options)
+    let f = try await ClusterFixture(name: name, subnet: subnet, options: options, hubHTTPS: hubHTTPS)
     do {
         try await body(f)
     } catch {

@@ -148,6 +148,37 @@ struct HubOfflineTests {
         #expect(try hubState(f)["queuedWrites"] as? Int == 0)
     }
 
+    @Test func podsReachTheHubOverHTTPSAsTheKubernetesService() async throws {
+        try await withCluster(name: "hubtls", subnet: "10.250.75.0/24", hubHTTPS: true) { f in try await Self.httpsScenario(f) }
+    }
+
+    static func httpsScenario(_ f: ClusterFixture) async throws {
+        let port = try #require(f.hubHTTPSPort)
+        try f.edged.start()
+        _ = try f.join()
+        _ = try await f.kubectl.wait(["get", "node", f.node], "node Ready") { condition($0, "Ready") == "True" }
+        // The listener starts once the serving certificate (with the hub's address as an IP SAN) is issued.
+        let ca = "\(f.edged.stateDir)/pki/ca.crt"
+        var answer: CommandResult?
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            answer = try runCommand(["curl", "-sS", "--cacert", ca, "https://127.0.0.1:\(port)/version"], check: false)
+            if answer?.status == 0 { break }
+            try await Task.sleep(for: .milliseconds(300))
+        }
+        #expect(answer?.status == 0 && answer?.stdout.contains("gitVersion") == true, "\(answer?.stdout ?? "")\(answer?.stderr ?? "")")
+        // What pods see: the kubernetes Service rewritten to the hub (masterservice), for edged's own client.
+        try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("envcheck", node: f.node,
+            command: "echo svc=$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT; sleep 3600"))
+        _ = try await f.kubectl.wait(["get", "pod", "envcheck"], "envcheck Running") { path($0, "status", "phase") as? String == "Running" }
+        var logs = ""
+        for _ in 0..<50 where !logs.contains("svc=") {
+            logs = (try? f.edged.edgectl(["logs", "envcheck"], check: false).stdout) ?? ""
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(logs.contains("svc=127.0.0.1:\(port)"), "\(logs)")
+    }
+
     @Test func blackholedCloudIsDetectedAndServedFromTheStore() async throws {
       try await withCluster(name: "hubbh", subnet: "10.250.72.0/24") { f in
         try f.edged.start()
