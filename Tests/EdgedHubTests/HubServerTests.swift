@@ -342,6 +342,44 @@ import Testing
         }
     }
 
+    @Test func upgradeIsSplicedOverTLSThroughATLSListener() async throws {
+        // client → hub (plain) → TLS, pinned CA → hub (TLS listener) → echo upstream: TLS on both sides of a splice.
+        let pki = try TestPKI.makeCA()
+        let serving = try pki.issue(serverFor: "apiserver", ips: ["127.0.0.1"])
+        let echo = try EchoUpstream()
+        defer { echo.stop() }
+        let inner = TestHandler(upstream: HubUpstream(host: "127.0.0.1", port: echo.port)) { _, _ in }
+        try await withServer(inner, tls: HubServerTLS(certificateChainPEM: serving.certPEM, privateKeyPEM: serving.keyPEM)) { _, tlsPort in
+            let trusted = TLSOptions(trust: .certificates(pem: pki.caPEM))
+            let outer = TestHandler(upstream: HubUpstream(host: "127.0.0.1", port: tlsPort, tls: trusted)) { _, _ in }
+            try await withServer(outer) { _, port in
+                let client = try RawClient(port: port)
+                defer { client.close() }
+                try await client.send("GET /api/v1/namespaces/default/pods/web/attach HTTP/1.1\r\nHost: hub\r\n"
+                                      + "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n")
+                #expect(try await client.readHead().status == 101)
+                try await client.send("through two splices")
+                #expect(String(decoding: try await client.readExactly(19), as: UTF8.self) == "through two splices")
+                client.shutdownWrite()
+                #expect(String(decoding: try await client.readToEnd(), as: UTF8.self) == "bye")
+            }
+            // A CA that did not sign the listener's certificate: the handshake fails and the client gets a 502.
+            let otherCA = try TestPKI.makeCA(commonName: "someone-else")
+            let wrong = TestHandler(upstream: HubUpstream(host: "127.0.0.1", port: tlsPort,
+                                                          tls: TLSOptions(trust: .certificates(pem: otherCA.caPEM)))) { _, _ in }
+            try await withServer(wrong) { _, port in
+                let client = try RawClient(port: port)
+                defer { client.close() }
+                try await client.send("GET /api/v1/namespaces/default/pods/web/attach HTTP/1.1\r\nHost: hub\r\n"
+                                      + "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n")
+                let response = try await client.readResponse()
+                #expect(response.status == 502)
+                let message = try JSONValue.parse(response.body)["message"]?.stringValue ?? ""
+                #expect(message.contains("TLS") && message.contains("127.0.0.1:\(tlsPort)"), "\(message)")
+            }
+        }
+    }
+
     @Test func upgradeWithoutUpstreamGets503AndUnreachableUpstreamGets502() async throws {
         let request = "GET /api/v1/namespaces/default/pods/web/portforward HTTP/1.1\r\nHost: hub\r\n"
             + "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
