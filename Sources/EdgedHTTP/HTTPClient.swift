@@ -169,7 +169,7 @@ public final class HTTPClient: Sendable {
     private func tlsContextForConnections() throws(HTTPError) -> NIOSSLContext {
         let result = tlsContext.withLock { cached in
             if let cached { return cached }
-            let made = Result { () throws(HTTPError) in try Self.makeTLSContext(configuration.tls) }
+            let made = Result { () throws(HTTPError) in try configuration.tls.makeClientContext() }
             cached = made
             return made
         }
@@ -180,6 +180,14 @@ public final class HTTPClient: Sendable {
     ///
     /// - Throws: `HTTPError.tls` naming the PEM that does not load.
     static func makeTLSContext(_ options: TLSOptions) throws(HTTPError) -> NIOSSLContext {
+        try options.makeClientContext()
+    }
+}
+
+extension TLSOptions {
+    /// The NIOSSL client context for these options (also used by the hub's upgrade splice).
+    public func makeClientContext() throws(HTTPError) -> NIOSSLContext {
+        let options = self
         var config = TLSConfiguration.makeClientConfiguration()
         switch options.trust {
         case .system:

@@ -134,42 +134,13 @@ enum UpgradeSplice {
         return Array(text.utf8)
     }
 
-    /// The NIOSSL client context for `options` (trust, client certificate).
+    /// The NIOSSL client context for `options` (trust, client certificate), built by EdgedHTTP like every other
+    /// client connection edged makes.
     static func makeClientContext(_ options: TLSOptions, authority: String) throws(HubServerError) -> NIOSSLContext {
-        var config = TLSConfiguration.makeClientConfiguration()
-        switch options.trust {
-        case .system:
-            break
-        case .certificates(let pem):
-            let certificates = (try? NIOSSLCertificate.fromPEMBytes(Array(pem.utf8))) ?? []
-            guard !certificates.isEmpty else {
-                throw HubServerError(.tls, "the CA for \(authority) does not load; check the cluster CA PEM")
-            }
-            config.trustRoots = .certificates(certificates)
-        case .noVerification:
-            config.certificateVerification = .none
-        }
-        switch (options.clientCertificateChainPEM, options.clientPrivateKeyPEM) {
-        case (nil, nil):
-            break
-        case let (chain?, key?):
-            let certificates = (try? NIOSSLCertificate.fromPEMBytes(Array(chain.utf8))) ?? []
-            guard !certificates.isEmpty else {
-                throw HubServerError(.tls, "the client certificate for \(authority) does not load; check its PEM")
-            }
-            config.certificateChain = certificates.map { .certificate($0) }
-            do {
-                config.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(key.utf8), format: .pem))
-            } catch {
-                throw HubServerError(.tls, "the client key for \(authority) does not load (\(error)); it must be an unencrypted PEM key")
-            }
-        default:
-            throw HubServerError(.tls, "a client certificate for \(authority) needs both the certificate chain and the private key")
-        }
         do {
-            return try NIOSSLContext(configuration: config)
+            return try options.makeClientContext()
         } catch {
-            throw HubServerError(.tls, "cannot set up TLS to \(authority): \(error); check that the client certificate matches its key")
+            throw HubServerError(.tls, "TLS to \(authority): \(error.message)")
         }
     }
 
