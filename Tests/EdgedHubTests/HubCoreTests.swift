@@ -240,7 +240,7 @@ final class StreamRecorder: Sendable {
             try f.api.put("/api/v1/namespaces/default/pods/pod-2", pod)
             try f.api.createPods(namespace: "default", count: 1, nodeName: "edge-1", namePrefix: "late-")
             try f.api.delete("/api/v1/namespaces/default/pods/pod-0")
-            try await eventually("3 watch events through the hub: \(watch.lines)") { watch.lines.count >= 4 }
+            try await eventually("4 watch events through the hub (pod-2 modified, late-0 added and its status set, pod-0 deleted): \(watch.lines.count)") { watch.lines.count >= 4 }
             let types = try watch.events().map { $0["type"]?.stringValue ?? "" }
             #expect(types.contains("MODIFIED") && types.contains("ADDED") && types.contains("DELETED"), "\(types)")
             try await eventually("the watch events reach the store") {
@@ -363,6 +363,12 @@ final class StreamRecorder: Sendable {
                 #expect(event[path: ["object", "metadata", "resourceVersion"]]?.stringValue == rv)
             }
             #expect(watch.ended == nil, "the watch stays open while offline")
+            // A watch with timeoutSeconds ends at its timeout even while offline.
+            let short = StreamRecorder.start(f.hub.transport(userAgent: edgedUA),
+                                             "/api/v1/namespaces/default/pods?watch=true&timeoutSeconds=1&resourceVersion=\(rv)")
+            try await eventually("an offline watch ends at its timeoutSeconds", timeout: .seconds(5)) { short.ended != nil }
+            #expect(short.status == 200 && short.error == nil)
+            #expect(f.hub.health.current == .offline && watch.ended == nil)
 
             try await f.api.resume()
             let resumed = ContinuousClock.now
@@ -410,12 +416,18 @@ final class StreamRecorder: Sendable {
                 eventNames.append(try JSONValue.parse(r.body)[path: ["metadata", "name"]]?.stringValue ?? "")
             }
             #expect(eventNames == ["q-0.e1", "q-0.e2"])
-            // Answered at once, all durable: 1 (q-1) + 1 (q-0, coalesced) + 2 events.
-            #expect(try f.hub.store.stats().queued == 4)
+            // kubelet's event aggregation patches the count of an event it already sent: queued too.
+            let counted = try await f.call(edgedUA, "PATCH", "/api/v1/namespaces/default/events/q-0.e1",
+                                           body: #"{"count":2,"message":"restart 1 again"}"#, contentType: smp)
+            #expect(counted.status == 200, "\(text(counted.body))")
+            #expect(try JSONValue.parse(counted.body)["count"] == .number("2"))
+            // Answered at once, all durable: 1 (q-1) + 1 (q-0, coalesced) + 2 event creates + 1 event patch.
+            #expect(try f.hub.store.stats().queued == 5)
             let queued = try f.hub.store.queued()
             #expect(queued.map { "\($0.method) \($0.path)" } == [
                 "PATCH /api/v1/namespaces/default/pods/q-1/status", "PATCH /api/v1/namespaces/default/pods/q-0/status",
                 "POST /api/v1/namespaces/default/events", "POST /api/v1/namespaces/default/events",
+                "PATCH /api/v1/namespaces/default/events/q-0.e1",
             ])
             // Offline readers see the newest status.
             await f.hub.drainCacheWrites()
@@ -440,9 +452,12 @@ final class StreamRecorder: Sendable {
             #expect(writes == [
                 "PATCH /api/v1/namespaces/default/pods/q-1/status 404", "PATCH /api/v1/namespaces/default/pods/q-0/status 200",
                 "POST /api/v1/namespaces/default/events 201", "POST /api/v1/namespaces/default/events 201",
+                "PATCH /api/v1/namespaces/default/events/q-0.e1 200",
             ])
+            let e1 = try #require(f.api.objectJSON("/api/v1/namespaces/default/events/q-0.e1"))
+            #expect(e1["count"] as? Int == 2 && e1["message"] as? String == "restart 1 again")
             let counters = f.hub.snapshot.counters
-            #expect(counters.replayedWrites == 3 && counters.droppedWrites == 1, "\(counters)")
+            #expect(counters.replayedWrites == 4 && counters.droppedWrites == 1, "\(counters)")
             #expect(f.logs.all.contains { $0.contains("dropped queued PATCH /api/v1/namespaces/default/pods/q-1/status") && $0.contains("404") },
                     "\(f.logs.all.filter { $0.contains("queued") })")
 
@@ -631,6 +646,7 @@ final class StreamRecorder: Sendable {
             let started = clock.now
             let list = try await client.list(.pods, options: ListOptions(fieldSelector: "spec.nodeName=edge-1"))
             let elapsed = clock.now - started
+            print("hub offline start: edged's list of 20 pods served from the store in \(elapsed)")
             #expect(hub.health.current == .unknown, "served before the first probe decided")
             #expect(list.items.count == 20)
             #expect(list.metadata.resourceVersion == online.metadata.resourceVersion)
