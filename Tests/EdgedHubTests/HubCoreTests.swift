@@ -526,11 +526,9 @@ final class StreamRecorder: Sendable {
             let added = lines.prefix(2).compactMap { try? JSONValue.parse($0) }.filter { $0["type"]?.stringValue == "ADDED" }
             #expect(added.count == 2, "the two whole events are forwarded: \(lines.map { $0.suffix(150) })")
             // The client must get whole JSON lines only: no half event, and no bookmark glued to one.
-            withKnownIssue("hub bug: WatchTee forwards raw chunks, so a watch cut mid-event passes the half line on (then bookmarks after it)") {
-                let tails = lines.map { String($0.suffix(150)) }
-                #expect(lines.allSatisfy { (try? JSONValue.parse($0)) != nil }, "line ends: \(tails)")
-                #expect(!lines.joined().contains("cut-off"), "line ends: \(tails)")
-            }
+            let tails = lines.map { String($0.suffix(150)) }
+            #expect(lines.allSatisfy { (try? JSONValue.parse($0)) != nil }, "line ends: \(tails)")
+            #expect(!lines.joined().contains("cut-off"), "line ends: \(tails)")
             await f.hub.drainCacheWrites()
             let stored = try f.storedNames("kube-proxy", namespace: "default")
             #expect(stored.count == 2 && !stored.contains { $0.contains("cut-off") }, "\(stored)")

@@ -297,6 +297,7 @@ public final class HubCore: Sendable {
         let (transport, request) = upstreamRequest(call, jsonOnly: tee != nil || discoveryKey != nil)
         let isWatch = tee?.verb == .watch || call.info?.verb == .watch
         let writer = HeadTrackingWriter(callerWriter)
+        let progress = WatchProgress()
         do {
             try await transport.streamResponse(request, idleTimeout: isWatch ? config.watchIdleTimeout : config.forwardTimeout) { head, chunks in
                 health.noteSync()
@@ -304,8 +305,8 @@ public final class HubCore: Sendable {
                 let headers = HubCall.responseHeaders(head.headers)
                 if let info = tee, head.status == 200 {
                     if info.verb == .watch {
-                        try await WatchTee(core: self, call: call, info: info).run(headers: headers, chunks: chunks, writer: writer)
-                        try await self.afterWatchEnded(call, info, writer)
+                        try await WatchTee(core: self, call: call, info: info, progress: progress).run(headers: headers, chunks: chunks, writer: writer)
+                        try await self.afterWatchEnded(call, info, writer, progress)
                     } else {
                         try await ReadTee(core: self, call: call, info: info).run(headers: headers, chunks: chunks, writer: writer)
                     }
@@ -333,7 +334,7 @@ public final class HubCore: Sendable {
                 logger.info("hub: \(call.request.method) \(call.path) for \(call.component) ended early: \(error)")
                 if let info = tee, info.verb == .watch, !writer.clientClosed {
                     // The cloud went away under a watch: it stays open with bookmarks until the cloud is back.
-                    try? await afterWatchEnded(call, info, writer)
+                    try? await afterWatchEnded(call, info, writer, progress)
                     return
                 }
                 // Any other stream that broke mid-way (truncated): end the response; the client retries.
@@ -347,14 +348,18 @@ public final class HubCore: Sendable {
     /// A forwarded watch ended (the server closed it, or the link broke): unless the caller's own timeoutSeconds
     /// ran out, the response stays open in the store's bookmark mode until the API server answers again, so a
     /// client whose link to the cloud broke keeps its watch (it re-lists once the cloud is back).
-    func afterWatchEnded(_ call: HubCall, _ info: APIRequestInfo, _ writer: any HubResponseWriter) async throws {
+    func afterWatchEnded(_ call: HubCall, _ info: APIRequestInfo, _ writer: any HubResponseWriter,
+                         _ progress: WatchProgress) async throws {
         if writer.clientClosed { return }
-        let rv = (try? store.listResourceVersion(component: call.component, resource: info.resourceKey,
-                                                 namespace: info.namespace)).flatMap { $0 } ?? info.resourceVersion ?? "0"
-        if info.timeoutSeconds != nil {
+        if info.timeoutSeconds != nil || progress.broken {
             try await writer.finish()
             return
         }
+        // Bookmarks carry the newest resourceVersion the client has seen, never an older one.
+        let rv = progress.resourceVersion
+            ?? (try? store.listResourceVersion(component: call.component, resource: info.resourceKey,
+                                               namespace: info.namespace)).flatMap { $0 }
+            ?? info.resourceVersion ?? "0"
         try await OfflineReads.watchBody(self, call, info, writer, resourceVersion: rv)
     }
 

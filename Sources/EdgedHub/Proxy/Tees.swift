@@ -4,6 +4,7 @@
 import EdgedCore
 import EdgedKube
 import Logging
+import Synchronization
 
 /// get and list: forward (or, for filtered resources, buffer + filter), then cache the whole body.
 struct ReadTee {
@@ -72,11 +73,13 @@ struct ReadTee {
     }
 }
 
-/// A watch: events are forwarded as they come and applied to the store in order.
+/// A watch: whole events are forwarded as they come (never half a line, so what follows a broken stream — the
+/// store's bookmarks — stays decodable) and applied to the store in order.
 struct WatchTee {
     let core: HubCore
     let call: HubCall
     let info: APIRequestInfo
+    let progress: WatchProgress
 
     func run(headers: [(String, String)], chunks: KubeByteStream, writer: any HubResponseWriter) async throws {
         try await writer.writeHead(status: 200, headers: headers)
@@ -84,25 +87,65 @@ struct WatchTee {
         let filters = filtering ? core.filters(offline: false) : nil
         var lines = LineSplitter()
         for try await chunk in chunks {
-            if !filtering { try await writer.writeBody(chunk) }
+            var out: [UInt8] = []
             for line in lines.feed(chunk) {
                 core.cacheWriter.submit(.event(component: call.component, info: info, line: line))
-                guard let filters else { continue }
-                guard var event = try? JSONValue.parse(line), let object = event["object"],
-                      event["type"]?.stringValue != "BOOKMARK", event["type"]?.stringValue != "ERROR" else {
-                    try await writer.writeBody(line + [0x0A])
+                progress.lastLine = line
+                guard let filters else {
+                    out += line
+                    out.append(0x0A)
                     continue
                 }
-                guard let out = filters.apply(component: call.component, resourceKey: info.resourceKey, object: object) else { continue }
-                event.set(["object"], to: out)
-                try await writer.writeBody(HubJSON.bytes(event) + [0x0A])
+                guard var event = try? JSONValue.parse(line), let object = event["object"],
+                      event["type"]?.stringValue != "BOOKMARK", event["type"]?.stringValue != "ERROR" else {
+                    out += line
+                    out.append(0x0A)
+                    continue
+                }
+                guard let filtered = filters.apply(component: call.component, resourceKey: info.resourceKey, object: object) else { continue }
+                event.set(["object"], to: filtered)
+                out += HubJSON.bytes(event)
+                out.append(0x0A)
             }
+            if !out.isEmpty { try await writer.writeBody(out) }
             if lines.overflowed {
-                core.logger.warning("hub: watch of \(info.resource) for \(call.component) sent an event over \(LineSplitter.maxLine) bytes: not cached")
-                lines.overflowed = false
+                // An event bigger than any object can be: end the watch so the client re-lists.
+                core.logger.warning("hub: watch of \(info.resource) for \(call.component) sent an event over \(LineSplitter.maxLine) bytes: ended the watch")
+                progress.broken = true
+                return
             }
         }
-        // Not finished here: the core decides whether the response ends or goes on in the store's bookmark mode.
+        progress.partial = lines.hasPending
+    }
+}
+
+/// What a forwarded watch got to: the last whole event (for the resourceVersion of later bookmarks), and whether it
+/// ended in a state where nothing more may be written.
+final class WatchProgress: Sendable {
+    private struct State {
+        var lastLine: [UInt8]?
+        var broken = false
+        var partial = false
+    }
+    private let state = Mutex(State())
+
+    var lastLine: [UInt8]? {
+        get { state.withLock { $0.lastLine } }
+        set { state.withLock { $0.lastLine = newValue } }
+    }
+    var broken: Bool {
+        get { state.withLock { $0.broken } }
+        set { state.withLock { $0.broken = newValue } }
+    }
+    var partial: Bool {
+        get { state.withLock { $0.partial } }
+        set { state.withLock { $0.partial = newValue } }
+    }
+
+    /// The resourceVersion of the last event forwarded, if it had one.
+    var resourceVersion: String? {
+        guard let line = lastLine, let event = try? JSONValue.parse(line) else { return nil }
+        return event[path: ["object", "metadata", "resourceVersion"]]?.stringValue
     }
 }
 
@@ -112,6 +155,8 @@ struct LineSplitter {
     private var pending: [UInt8] = []
     private var skipping = false
     var overflowed = false
+    /// Bytes of an unfinished line are waiting (the stream stopped mid-event).
+    var hasPending: Bool { !pending.isEmpty }
 
     mutating func feed(_ chunk: [UInt8]) -> [[UInt8]] {
         var out: [[UInt8]] = []
