@@ -129,7 +129,7 @@ let package = Package(
         ]),
         // The benchmark; joined figures use the test API server from EdgedTestSupport.
         .executableTarget(name: "edged-bench", dependencies: [
-            "EdgedCore", "EdgedControl", "EdgedDaemon", "EdgedTestSupport", "EdgedHub",
+            "EdgedCore", "EdgedControl", "EdgedDaemon", "EdgedTestSupport", "EdgedHub", "EdgedHTTP",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -1,4 +1,5 @@
-// edged-bench: pod start latency against runc and podman, edged's RSS idle and with 20 pods, binary size.
+// edged-bench: pod start latency against runc and podman, edged's RSS idle and with 20 pods, binary size, and the edge
+// hub's LIST throughput (vs direct and kubectl proxy), cached RSS, offline LIST and offline reboot.
 // Needs root; starts its own edged on temp dirs and removes everything it started.
 
 import ArgumentParser
@@ -12,7 +13,7 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "edged-bench",
         abstract: "Measure edged's pod start latency (vs runc and podman), RSS and binary size. Needs root.",
-        subcommands: [StoreWriter.self])
+        subcommands: [StoreWriter.self, HubOnly.self])
 
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false
@@ -83,6 +84,9 @@ struct Bench: AsyncParsableCommand {
         // Joined: the same edged joined to the test API server (the only API server stand-in the project has),
         // pods created in the API and bound to the node; timed until edged has written status Running.
         let joined = try await joinedPhase(bin: bin, args: args, socket: socket, root: root, pods: pods)
+        // The edge hub: its own API server and edged on temp dirs (issue [4]).
+        defer { cleanUp(root: "\(root)/hub", cgroupPrefix: hubCgroupRoot) }
+        let hub = try await hubPhase(bin: bin, root: "\(root)/hub")
 
         let runc = try? runcStartP50(root: root, runs: pods)
         let podman = try? podmanStartP50(archive: "\(root)/busybox-oci.tar", runs: 5)
@@ -98,7 +102,12 @@ struct Bench: AsyncParsableCommand {
             rss_idle_kb: rssIdle, anon_idle_kb: anonIdle, rss_20_pods_kb: rss20, rss_per_pod_kb: Double(rss20 - rssIdle) / Double(max(pods, 1)),
             binary_bytes: size, monitor_binary_bytes: monitorSize, arm64_binary_bytes: arm64, pods: pods,
             api_pod_start_p50_ms: percentile(joined.samples, 0.5), api_pod_start_p95_ms: percentile(joined.samples, 0.95),
-            rss_joined_idle_kb: joined.rssIdle, anon_joined_idle_kb: joined.anonIdle)
+            rss_joined_idle_kb: joined.rssIdle, anon_joined_idle_kb: joined.anonIdle,
+            hub_list_per_s: hub.hubList.perSecond, hub_list_p50_ms: hub.hubList.p50Ms, hub_list_p99_ms: hub.hubList.p99Ms,
+            direct_list_per_s: hub.directList.perSecond, direct_list_p50_ms: hub.directList.p50Ms, direct_list_p99_ms: hub.directList.p99Ms,
+            kubectl_proxy_list_per_s: hub.kubectlProxyList?.perSecond, kubectl_proxy_list_p50_ms: hub.kubectlProxyList?.p50Ms,
+            kubectl_proxy_list_p99_ms: hub.kubectlProxyList?.p99Ms, hub_rss_1000_pods_kb: hub.rss1000PodsKB,
+            offline_list_p50_ms: hub.offlineList.p50Ms, offline_reboot_20_pods_ms: hub.offlineReboot20PodsMs)
         if json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.sortedKeys]
@@ -132,9 +141,27 @@ struct BenchResult: Codable {
     var rss_joined_idle_kb: Int
     /// Of that, the anonymous part.
     var anon_joined_idle_kb: Int
+    /// Edge hub: sequential LISTs of 1000 pods (about 3 KB each) through the hub's HTTP port, direct to the test API
+    /// server (HTTPS, admin certificate) and through `kubectl proxy` (nil without kubectl), one HTTP client.
+    var hub_list_per_s: Double
+    var hub_list_p50_ms: Double
+    var hub_list_p99_ms: Double
+    var direct_list_per_s: Double
+    var direct_list_p50_ms: Double
+    var direct_list_p99_ms: Double
+    var kubectl_proxy_list_per_s: Double?
+    var kubectl_proxy_list_p50_ms: Double?
+    var kubectl_proxy_list_p99_ms: Double?
+    /// edged's RSS once the hub has cached the 1000 pods, minus before the first hub LIST.
+    var hub_rss_1000_pods_kb: Int
+    /// The same LIST through the hub while the API server is stopped (served from the store).
+    var offline_list_p50_ms: Double
+    /// API server stopped, edged stopped with its 20 pods stopped, edged launched → all 20 Running again.
+    var offline_reboot_20_pods_ms: Double
 
     var table: String {
         func ms(_ v: Double?) -> String { v.map { String(format: "%.1f ms", $0) } ?? "n/a" }
+        func perS(_ v: Double?) -> String { v.map { String(format: "%.1f lists/s", $0) } ?? "n/a" }
         return """
             measure                              value
             pod start p50 (edged)                \(ms(pod_start_p50_ms))
@@ -145,6 +172,12 @@ struct BenchResult: Codable {
             edged RSS + monitors, \(pods) pods      \(rss_20_pods_kb) KB (\(String(format: "%.0f", rss_per_pod_kb)) KB per pod)
             API pod start p50 / p95 (joined)     \(ms(api_pod_start_p50_ms)) / \(ms(api_pod_start_p95_ms))
             edged RSS joined, idle               \(rss_joined_idle_kb) KB (\(anon_joined_idle_kb) KB anonymous)
+            LIST 1000 pods via hub               \(perS(hub_list_per_s)), p50 / p99 \(ms(hub_list_p50_ms)) / \(ms(hub_list_p99_ms))
+            LIST 1000 pods direct                \(perS(direct_list_per_s)), p50 / p99 \(ms(direct_list_p50_ms)) / \(ms(direct_list_p99_ms))
+            LIST 1000 pods via kubectl proxy     \(perS(kubectl_proxy_list_per_s)), p50 / p99 \(ms(kubectl_proxy_list_p50_ms)) / \(ms(kubectl_proxy_list_p99_ms))
+            hub RSS with 1000 cached pods        \(hub_rss_1000_pods_kb) KB
+            LIST 1000 pods via hub, offline p50  \(ms(offline_list_p50_ms))
+            offline reboot to 20 pods Running    \(ms(offline_reboot_20_pods_ms))
             edged binary (stripped)              \(binary_bytes) bytes
             edged-monitor binary (stripped)      \(monitor_binary_bytes) bytes
             edged arm64 static (cross/out)       \(arm64_binary_bytes.map { "\($0) bytes" } ?? "n/a (run cross/build.sh)")
@@ -158,7 +191,9 @@ func joinedPhase(bin: String, args: [String], socket: String, root: String, pods
     let api = try await KubeAPIServer.start()
     defer { Task { try? await api.shutdown() } }
     try api.addBootstrapToken(id: "benchx", secret: "0123456789abcdef")
-    try "cluster:\n  nodeIP: 127.0.0.1\ncni:\n  confDir: \(root)/no-cni\n".write(toFile: "\(root)/joined.yaml", atomically: true, encoding: .utf8)
+    // The hub on free loopback ports: the bench never touches the host's interfaces or fixed ports.
+    try "cluster:\n  nodeIP: 127.0.0.1\ncni:\n  confDir: \(root)/no-cni\nhub:\n  httpsAddress: \"\"\n  httpAddress: 127.0.0.1:\(try freeTCPPort())\n  healthAddress: 127.0.0.1:\(try freeTCPPort())\n"
+        .write(toFile: "\(root)/joined.yaml", atomically: true, encoding: .utf8)
     var joinedArgs = args
     if let i = joinedArgs.firstIndex(of: "--config") { joinedArgs[i + 1] = "\(root)/joined.yaml" }
     let edged = try launch("\(bin)/edged", joinedArgs + ["--stop-pods-on-exit"], log: "\(root)/edged-joined.log")
