@@ -32,6 +32,8 @@ final class CacheWriter: Sendable {
         var jobs: [CacheJob] = []
         var head = 0
         var pages: [String: [StoredObject]] = [:]
+        /// The resourceVersion of the last list stored per scope: the same list again is not re-stored.
+        var storedListRV: [String: String] = [:]
         var busy = false
         var idleWaiters: [CheckedContinuation<Void, Never>] = []
     }
@@ -131,6 +133,14 @@ final class CacheWriter: Sendable {
 
     private func storeList(_ job: ListJob) {
         let what = "list \(job.info.resource)\(job.info.namespace.map { " in \($0)" } ?? "") for \(job.component)"
+        let scope = job.scope
+        // A client re-listing what the store already holds (same scope, same resourceVersion) costs nothing: lists
+        // at an RV already stored can only be as old as, or older than, what watches have applied since.
+        if job.info.query["continue"] == nil, job.info.query["limit"] == nil, let rv = CacheWriter.listResourceVersion(job.body),
+           state.withLock({ $0.storedListRV[scope] == rv }) {
+            return
+        }
+        defer { if job.body.count > 1 << 20 { CacheWriter.returnFreedMemory() } }
         guard let value = try? JSONValue.parse(job.body), case .array(let raw)? = value["items"] else {
             return fail(what, "the API server's answer is not a valid JSON list")
         }
@@ -149,7 +159,6 @@ final class CacheWriter: Sendable {
         }
         let more = !(value[path: ["metadata", "continue"]]?.stringValue ?? "").isEmpty
         let isContinuation = job.info.query["continue"] != nil
-        let scope = job.scope
         let complete: [StoredObject]? = state.withLock { s in
             if more {
                 s.pages[scope] = (isContinuation ? s.pages[scope] ?? [] : []) + items
@@ -165,6 +174,7 @@ final class CacheWriter: Sendable {
         do {
             try store.replaceList(component: job.component, resource: job.info.resourceKey, namespace: job.info.namespace,
                                   items: complete, resourceVersion: rv)
+            state.withLock { $0.storedListRV[scope] = (more || isContinuation) ? nil : rv }
             if KindTable.known[job.info.resourceKey] == nil, !kind.isEmpty {
                 try store.put(StoredObject(key: StoreKey(component: job.component, resource: "kinds", namespace: "", name: job.info.resourceKey),
                                            resourceVersion: "", body: Array(kind.utf8)))
@@ -206,3 +216,40 @@ final class CacheWriter: Sendable {
         }
     }
 }
+
+extension CacheWriter {
+    /// The list's own metadata.resourceVersion, read from the bytes before "items" without parsing the list (the
+    /// API server writes kind, apiVersion and metadata first); nil when it is not there.
+    static func listResourceVersion(_ body: [UInt8]) -> String? {
+        let head = body.prefix(4096)
+        guard let items = find(Array("\"items\":".utf8), in: head) else { return nil }
+        let key = Array("\"resourceVersion\":\"".utf8)
+        guard let at = find(key, in: head[..<items]) else { return nil }
+        var end = at + key.count
+        var out: [UInt8] = []
+        while end < items, head[end] != UInt8(ascii: "\"") {
+            out.append(head[end])
+            end += 1
+        }
+        return end < items ? String(decoding: out, as: UTF8.self) : nil
+    }
+
+    private static func find(_ needle: [UInt8], in hay: ArraySlice<UInt8>) -> Int? {
+        guard needle.count <= hay.count else { return nil }
+        var i = hay.startIndex
+        while i + needle.count <= hay.endIndex {
+            if hay[i] == needle[0], hay[i..<(i + needle.count)].elementsEqual(needle) { return i }
+            i += 1
+        }
+        return nil
+    }
+
+    /// Parsing a big list leaves megabytes freed but kept by malloc; hand them back to the system.
+    static func returnFreedMemory() {
+        _ = glibcMallocTrim(0)
+    }
+}
+
+/// glibc's malloc_trim(3) (its header is not part of the Glibc module).
+@_silgen_name("malloc_trim")
+private func glibcMallocTrim(_ pad: Int) -> Int32

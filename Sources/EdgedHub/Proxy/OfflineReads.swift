@@ -48,7 +48,7 @@ enum OfflineReads {
         let filters = filtering ? core.filters(offline: true) : nil
         try await writer.writeHead(status: 200, headers: [("Content-Type", "application/json")])
         var out: [UInt8] = []
-        out.reserveCapacity(64 << 10)
+        out.reserveCapacity(512 << 10)
         out += Array("{\"kind\":\(HubJSON.quoted(envelope.kind + "List")),\"apiVersion\":\(HubJSON.quoted(envelope.apiVersion)),\"metadata\":{\"resourceVersion\":\(HubJSON.quoted(rv))},\"items\":[".utf8)
         var first = true
         for item in items {
@@ -65,7 +65,7 @@ enum OfflineReads {
             if !first { out.append(UInt8(ascii: ",")) }
             first = false
             out += bytes
-            if out.count >= 64 << 10 {
+            if out.count >= 512 << 10 {
                 try await writer.writeBody(out)
                 out.removeAll(keepingCapacity: true)
             }

@@ -49,6 +49,8 @@ struct ReadTee {
             try await writer.finish()
         } else {
             try await writer.writeHead(status: 200, headers: headers)
+            // Chunks are passed on in batches of up to 256 KiB: one write per TLS record costs more than the copy.
+            var batch: [UInt8] = []
             for try await chunk in chunks {
                 if !tooBig {
                     body += chunk
@@ -57,8 +59,13 @@ struct ReadTee {
                         body = []
                     }
                 }
-                try await writer.writeBody(chunk)
+                batch += chunk
+                if batch.count >= 256 << 10 {
+                    try await writer.writeBody(batch)
+                    batch.removeAll(keepingCapacity: true)
+                }
             }
+            if !batch.isEmpty { try await writer.writeBody(batch) }
             try await writer.finish()
             if tooBig {
                 core.logger.warning("hub: \(info.verb.rawValue) \(info.resource) for \(call.component) is over \(core.config.maxCachedListBytes) bytes: not cached")
