@@ -36,6 +36,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var headPromise: EventLoopPromise<HTTPResponseHead>?
     private var waiter: EventLoopPromise<ByteBuffer?>?
     private var buffered = CircularBuffer<ByteBuffer>()
+    static let coalesceLimit = 256 << 10
     private var bufferedBytes = 0
     private var ended = false
     private(set) var sawResponse = false
@@ -100,8 +101,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
         guard generation == self.generation, inFlight else {
             return loop.makeFailedFuture(HTTPError(.closed, "\(what): the response body was read after its request finished"))
         }
-        if let chunk = buffered.popFirst() {
+        if var chunk = buffered.popFirst() {
             bufferedBytes -= chunk.readableBytes
+            // Chunks that piled up while the reader was busy go out as one (up to 256 KiB): a reader hop per
+            // 16 KiB TLS record costs more than the copy.
+            while chunk.readableBytes < Self.coalesceLimit, var more = buffered.popFirst() {
+                bufferedBytes -= more.readableBytes
+                chunk.writeBuffer(&more)
+            }
             if bufferedBytes < Self.highWatermark { resumeReading() }
             return loop.makeSucceededFuture(chunk)
         }
