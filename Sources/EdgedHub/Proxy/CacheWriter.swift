@@ -95,6 +95,11 @@ final class CacheWriter: Sendable {
         }
     }
 
+    /// Whether the last list stored for `scope` had this resourceVersion (a re-list of it need not be copied).
+    func isStored(scope: String, resourceVersion: String) -> Bool {
+        state.withLock { $0.storedListRV[scope] == resourceVersion }
+    }
+
     /// Returns when every job submitted so far is stored (tests, benchmark).
     func drain() async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in

@@ -51,12 +51,23 @@ struct ReadTee {
             try await writer.writeHead(status: 200, headers: headers)
             // Chunks are passed on in batches of up to 256 KiB: one write per TLS record costs more than the copy.
             var batch: [UInt8] = []
+            // A list at the resourceVersion the store already holds for this scope is not copied at all.
+            var alreadyStored = false
+            var checkedVersion = info.verb != .list
             for try await chunk in chunks {
-                if !tooBig {
+                if !tooBig && !alreadyStored {
                     body += chunk
                     if body.count > core.config.maxCachedListBytes {
                         tooBig = true
                         body = []
+                    }
+                    if !checkedVersion, body.count >= 4096 {
+                        checkedVersion = true
+                        let job = ListJob(component: call.component, info: info, body: [])
+                        if let rv = CacheWriter.listResourceVersion(body), core.cacheWriter.isStored(scope: job.scope, resourceVersion: rv) {
+                            alreadyStored = true
+                            body = []
+                        }
                     }
                 }
                 batch += chunk
@@ -71,6 +82,7 @@ struct ReadTee {
                 core.logger.warning("hub: \(info.verb.rawValue) \(info.resource) for \(call.component) is over \(core.config.maxCachedListBytes) bytes: not cached")
                 return
             }
+            if alreadyStored { return }
         }
         if info.verb == .get, let name = info.name {
             core.cacheWriter.submit(.object(call.key(info, name: name), body))
