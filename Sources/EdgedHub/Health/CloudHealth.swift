@@ -47,6 +47,7 @@ public final class CloudHealth: Sendable {
         var lastSync: Timestamp?
         var lastError: String?
         var syncs = 0
+        var lastSuccess: ContinuousClock.Instant?
         var failures = 0
         var successes = 0
         var nextWaiter = 0
@@ -75,6 +76,7 @@ public final class CloudHealth: Sendable {
             if success {
                 s.lastSync = .now()
                 s.syncs += 1
+                s.lastSuccess = .now
                 s.lastError = nil
                 s.failures = 0
                 s.successes += 1
@@ -107,12 +109,16 @@ public final class CloudHealth: Sendable {
         state.withLock {
             $0.lastSync = .now()
             $0.syncs += 1
+            $0.lastSuccess = .now
         }
     }
 
     /// Counts successful exchanges with the API server: a watch served from the store ends once this moved on
     /// (the cloud answered since the watch lost it) and the state is online.
     public var syncCount: Int { state.withLock { $0.syncs } }
+
+    /// When the API server last answered (probe or proxied request).
+    public var lastSuccess: ContinuousClock.Instant? { state.withLock { $0.lastSuccess } }
 
     /// Returns once the cloud is online (at once if it is), or when the task is cancelled.
     public func waitUntilOnline() async {

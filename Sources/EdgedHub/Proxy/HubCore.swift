@@ -154,11 +154,12 @@ public final class HubCore: Sendable {
     // MARK: - Entry point
 
     /// Serves one request. Never throws: every failure becomes a kube-style Status response.
-    public func serve(_ request: HubHTTPRequest, _ writer: any HubResponseWriter) async {
+    public func serve(_ request: HubHTTPRequest, _ callerWriter: any HubResponseWriter) async {
         let component = hubComponent(userAgent: request.header("User-Agent"))
         let info = APIRequestInfo(method: request.method, target: request.target)
         let call = HubCall(request: request, info: info, component: component,
                            cacheable: isCacheable(info, component: component))
+        let writer = HeadTrackingWriter(callerWriter)
         do {
             if let info, info.verb == .get || info.verb == .list || info.verb == .watch {
                 try await read(call, info, writer)
@@ -168,10 +169,16 @@ public final class HubCore: Sendable {
                 try await write(call, writer)
             }
         } catch {
-            if writer.clientClosed || error is CancellationError { return }
+            if writer.clientClosed { return }
+            if writer.headWritten {
+                // Mid-body: nothing better to do than end what was sent (the client sees it cut short).
+                logger.info("hub: \(request.method) \(request.target) for \(component) broke off: \(error)")
+                try? await writer.finish()
+                return
+            }
             logger.warning("hub: \(request.method) \(request.target) for \(component): \(error)")
             try? await HubStatus.write(writer, code: 503, reason: "ServiceUnavailable",
-                                       message: "edged's edge hub could not serve \(request.method) \(HubCall.pathOnly(request.target)): \(error)")
+                                       message: "edged's edge hub could not serve \(request.method) \(HubCall.pathOnly(request.target)): \(error); retry")
         }
     }
 
@@ -324,7 +331,9 @@ public final class HubCore: Sendable {
                 }
             }
         } catch {
-            if error is CancellationError { throw error }
+            // A cancellation that is not ours (the upstream client gave up on a pooled connection) is a forwarding
+            // failure like any other: the store or a 503 answers.
+            if error is CancellationError, Task.isCancelled { throw error }
             // Started = the caller already has a response head; otherwise the store or a 503 can still answer.
             let responseStarted = writer.headWritten
             if !responseStarted, let e = error as? KubeError, e.isTransport {

@@ -90,13 +90,14 @@ enum OfflineReads {
         let envelope = KindTable.envelope(core, call, info)
         let clock = ContinuousClock()
         let start = clock.now
-        let syncsAtStart = core.health.syncCount
         let deadline = info.timeoutSeconds.map { start + .seconds($0) }
         var nextBookmark = start + .milliseconds(200)
         while !Task.isCancelled, !writer.clientClosed {
             let now = clock.now
-            // Back: online, and the API server answered since this watch lost it (a probe or a forwarded request).
-            if core.health.current == .online, core.health.syncCount > syncsAtStart, now - start >= .seconds(1) { break }
+            // Back: online, and the API server answered (a probe or a proxied request) well after this watch lost
+            // it — not an exchange that was already under way when the link broke.
+            if core.health.current == .online, let ok = core.health.lastSuccess, ok > start + .milliseconds(700),
+               now - start >= .seconds(1) { break }
             if let deadline, now >= deadline { break }
             if info.allowWatchBookmarks, now >= nextBookmark {
                 let line = "{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\(HubJSON.quoted(envelope.kind)),\"apiVersion\":\(HubJSON.quoted(envelope.apiVersion)),\"metadata\":{\"resourceVersion\":\(HubJSON.quoted(rv))}}}\n"
