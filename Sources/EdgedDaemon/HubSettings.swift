@@ -1,6 +1,7 @@
 // The `hub:` section of the config: the edge hub's listeners, what it caches, its store and its cloud probe.
 
 import EdgedCore
+import EdgedHub
 
 extension EdgedConfig {
     public struct HubSettings: Codable, Sendable, Equatable {
@@ -63,7 +64,7 @@ extension EdgedConfig {
 
         func validate(source: String) throws(EdgedError) {
             for (key, value) in [("httpAddress", httpAddress), ("httpsAddress", httpsAddress), ("healthAddress", healthAddress)]
-            where !value.isEmpty && HubSettings.hostPort(value) == nil {
+            where !value.isEmpty && HubAddress(parsing: value) == nil {
                 throw EdgedError(.invalidConfig, "\(source): hub.\(key) \"\(value)\" is not HOST:PORT (use \"\" to disable it)")
             }
             do { _ = try Quantity(maxStoreSize).value() } catch {
@@ -78,14 +79,6 @@ extension EdgedConfig {
             for r in cacheResources where r.split(separator: "/", omittingEmptySubsequences: false).count != 3 {
                 throw EdgedError(.invalidConfig, "\(source): hub.cacheResources entry \"\(r)\" must be <group>/<version>/<resource> (core group empty: \"/v1/pods\")")
             }
-        }
-
-        /// "HOST:PORT" or "[V6]:PORT" split, or nil.
-        static func hostPort(_ text: String) -> (host: String, port: Int)? {
-            guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else { return nil }
-            var host = String(text[..<colon])
-            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-            return host.isEmpty ? nil : (host, port)
         }
     }
 }

@@ -26,6 +26,11 @@ struct ConfigTests {
         ("seccompDefault: maybe", "wrong type"),
         ("[1, 2]", "must be a mapping"),
         ("stateDir: [", "YAML error"),
+        ("hub:\n  httpAddress: nope", "hub.httpAddress \"nope\" is not HOST:PORT"),
+        ("hub:\n  bogus: 1", "unknown key \"hub.bogus\""),
+        ("hub:\n  maxStoreSize: lots", "hub.maxStoreSize"),
+        ("hub:\n  cacheResources: [pods]", "must be <group>/<version>/<resource>"),
+        ("hub:\n  healthCheckSeconds: 0", "at least 1"),
     ])
     func badConfigIsRejectedWithTheKey(text: String, expected: String) {
         do {
