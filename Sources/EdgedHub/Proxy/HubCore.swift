@@ -214,9 +214,21 @@ public final class HubCore: Sendable {
         }
         do {
             try await forward(call, writer, tee: call.cacheable ? info : nil)
-        } catch let error as ForwardError where call.cacheable && !error.responseStarted {
-            // The API server cannot be reached right now: the store answers, if it can.
-            logger.debug("hub: \(call.request.method) \(call.path) for \(call.component): \(error.underlying); serving from the store")
+        } catch {
+            guard let failure = error as? ForwardError, !failure.responseStarted else { throw error }
+            // A read that failed before any answer while the cloud is up (a pooled connection the server had just
+            // closed, say) is tried once more; then the store answers, if it can.
+            logger.info("hub: \(call.request.method) \(call.path) for \(call.component): \(failure.underlying)")
+            if health.current == .online, !Task.isCancelled {
+                do {
+                    try await forward(call, writer, tee: call.cacheable ? info : nil)
+                    return
+                } catch {
+                    guard let again = error as? ForwardError, !again.responseStarted else { throw error }
+                    logger.info("hub: \(call.request.method) \(call.path) for \(call.component), second try: \(again.underlying)")
+                }
+            }
+            guard call.cacheable else { throw failure }
             try await serveCached(call, info, writer, reason: "unreachable")
         }
     }
