@@ -369,6 +369,13 @@ public final class HubCore: Sendable {
     /// A forwarded watch ended (the server closed it, or the link broke): unless the caller's own timeoutSeconds
     /// ran out, the response stays open in the store's bookmark mode until the API server answers again, so a
     /// client whose link to the cloud broke keeps its watch (it re-lists once the cloud is back).
+    /// The resourceVersion bookmarks of a watch served from the store carry: the stored list's, else the one the
+    /// client asked for.
+    func bookmarkVersion(_ call: HubCall, _ info: APIRequestInfo) -> String {
+        (try? store.listResourceVersion(component: call.component, resource: info.resourceKey, namespace: info.namespace))
+            .flatMap { $0 } ?? info.resourceVersion ?? "0"
+    }
+
     func afterWatchEnded(_ call: HubCall, _ info: APIRequestInfo, _ writer: any HubResponseWriter,
                          _ progress: WatchProgress) async throws {
         if writer.clientClosed { return }
@@ -377,10 +384,7 @@ public final class HubCore: Sendable {
             return
         }
         // Bookmarks carry the newest resourceVersion the client has seen, never an older one.
-        let rv = progress.resourceVersion
-            ?? (try? store.listResourceVersion(component: call.component, resource: info.resourceKey,
-                                               namespace: info.namespace)).flatMap { $0 }
-            ?? info.resourceVersion ?? "0"
+        let rv = progress.resourceVersion ?? bookmarkVersion(call, info)
         try await OfflineReads.watchBody(self, call, info, writer, resourceVersion: rv)
     }
 

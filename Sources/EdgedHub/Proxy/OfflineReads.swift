@@ -78,8 +78,7 @@ enum OfflineReads {
     /// A watch while the cloud is away: 200, then only bookmarks (when asked for) until the cloud is back, the
     /// client leaves or timeoutSeconds passes; ending it makes the client re-list from the cloud.
     static func watch(_ core: HubCore, _ call: HubCall, _ info: APIRequestInfo, _ writer: any HubResponseWriter) async throws {
-        let rv = (try? core.store.listResourceVersion(component: call.component, resource: info.resourceKey, namespace: info.namespace))
-            .flatMap { $0 } ?? info.resourceVersion ?? "0"
+        let rv = core.bookmarkVersion(call, info)
         try await writer.writeHead(status: 200, headers: [("Content-Type", "application/json")])
         try await watchBody(core, call, info, writer, resourceVersion: rv)
     }
