@@ -20,6 +20,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.30.0"),
         .package(url: "https://github.com/apple/swift-certificates", from: "1.10.0"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.3.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.30.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.0.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.0.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.0.0"),
     ],
     targets: [
         // C libraries, through system library targets.
@@ -98,6 +102,33 @@ let package = Package(
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // The kubelet API on :10250: HTTPS with client-cert/TokenReview authn and SubjectAccessReview authz; logs,
+        // exec/attach (SPDY/3.1 and WebSocket channel protocols), port-forward, stats and metrics.
+        .target(name: "EdgedKubeletAPI", dependencies: [
+            "EdgedCore", "EdgedKube", "EdgedHTTP", "CZlib",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        // Reverse tunnel (Konnectivity agent protocol over gRPC): the node's agent and the cloud-side tunnel server
+        // with its HTTP CONNECT frontend for kube-apiserver's egress selector.
+        .target(name: "EdgedTunnel", dependencies: [
+            "EdgedCore",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "GRPCCore", package: "grpc-swift-2"),
+            .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+            .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        ], exclude: ["Proto/konnectivity.proto"]),
         // The local control API (Unix socket, HTTP/1.1 + JSON): shared types, server (daemon) and client (edgectl).
         .target(name: "EdgedControl", dependencies: [
             "EdgedCore",
@@ -113,7 +144,7 @@ let package = Package(
         // Builds every service from the config and runs them in one ServiceGroup.
         .target(name: "EdgedDaemon", dependencies: [
             "EdgedCore", "EdgedNode", "EdgedImages", "EdgedRuntime", "EdgedControl", "EdgedSystemd", "EdgedCluster", "EdgedNetwork",
-            "EdgedHub", "EdgedKube", "EdgedCredentials",
+            "EdgedHub", "EdgedKube", "EdgedCredentials", "EdgedKubeletAPI", "EdgedTunnel",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -145,6 +176,8 @@ let package = Package(
         .testTarget(name: "EdgedSystemdTests", dependencies: ["EdgedSystemd"]),
         .testTarget(name: "EdgedIntegrationTests", dependencies: ["EdgedCore", "EdgedControl", "EdgedDaemon", "EdgedTestSupport"]),
         .testTarget(name: "EdgedHubTests", dependencies: ["EdgedHub", "EdgedCore", "EdgedKube", "EdgedHTTP", "EdgedTestSupport"]),
+        .testTarget(name: "EdgedKubeletAPITests", dependencies: ["EdgedKubeletAPI", "EdgedCore", "EdgedKube", "EdgedHTTP", "EdgedTestSupport"]),
+        .testTarget(name: "EdgedTunnelTests", dependencies: ["EdgedTunnel", "EdgedCore", "EdgedTestSupport"]),
         .testTarget(name: "KubeAPIServerTests", dependencies: ["EdgedTestSupport", "EdgedCore"]),
         // Helpers only tests import: building busybox rootfs/images from Debian's busybox-static, temp dirs.
         // Also the test Kubernetes API server (TLS, client certs, resourceVersions, watch, CSR signing).

@@ -1,0 +1,1 @@
+// EdgedTunnel: the Konnectivity agent (dials out from the node) and the tunnel server (cloud side).
