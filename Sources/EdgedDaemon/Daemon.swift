@@ -77,6 +77,7 @@ public struct Daemon {
         agentConfig.systemReserved = config.cluster.systemReserved.mapValues { Quantity($0) }
         agentConfig.extendedResources = { [gpus] in gpus.capacity() }
         agentConfig.renewsLease = !config.hub.enabled
+        agentConfig.kubeletPort = Int32(config.kubelet.port)
         if config.hub.enabled, let https = HubWiring.address(config.hub.httpsAddress), https.host != "0.0.0.0", https.host != "::" {
             agentConfig.extraServingIPs = [https.host]
         }

@@ -100,6 +100,12 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
     /// The edge hub (caching proxy to the API server), used once the node has joined.
     public var hub: HubSettings = HubSettings()
 
+    /// The kubelet API (:10250), served once the node has joined.
+    public var kubelet: KubeletSettings = KubeletSettings()
+
+    /// The tunnel agent that lets the API server reach the kubelet API from behind NAT.
+    public var tunnel: TunnelSettings = TunnelSettings()
+
     /// The `cluster:` section.
     public struct ClusterSettings: Codable, Sendable, Equatable {
         /// The node's InternalIP (kubelet's --node-ip). Default: the first IPv4 address of an interface that is up.
@@ -141,7 +147,7 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case cluster, nodeName, stateDir, runDir, manifestDir, socket, socketGroup, logDir, logLevel, containerLogMaxSize,
              containerLogMaxFiles, cgroupRoot, seccompDefault, podPidsLimit, insecureRegistries, manifestRescanSeconds,
-             stopPodsOnExit, cni, gpu, hub
+             stopPodsOnExit, cni, gpu, hub, kubelet, tunnel
     }
 
     public init(from decoder: Decoder) throws {
@@ -167,6 +173,8 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
         gpu = try c.decodeIfPresent(GPUSettings.self, forKey: .gpu) ?? d.gpu
         cluster = try c.decodeIfPresent(ClusterSettings.self, forKey: .cluster) ?? d.cluster
         hub = try c.decodeIfPresent(HubSettings.self, forKey: .hub) ?? d.hub
+        kubelet = try c.decodeIfPresent(KubeletSettings.self, forKey: .kubelet) ?? d.kubelet
+        tunnel = try c.decodeIfPresent(TunnelSettings.self, forKey: .tunnel) ?? d.tunnel
     }
 
     /// Where `edgectl join` keeps the node's key, certificates and cluster CA (like /var/lib/kubelet/pki).
@@ -204,28 +212,19 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
         for (key, _) in members where !known.contains(key) {
             throw EdgedError(.invalidConfig, "\(source): unknown key \"\(key)\" (known keys: \(known.sorted().joined(separator: ", ")))")
         }
-        if case .object(let cniMembers)? = doc["cni"] {
-            let knownCNI = Set(CNISettings.CodingKeys.allCases.map(\.rawValue))
-            for (key, _) in cniMembers where !knownCNI.contains(key) {
-                throw EdgedError(.invalidConfig, "\(source): unknown key \"cni.\(key)\" (known keys: \(knownCNI.sorted().joined(separator: ", ")))")
-            }
-        }
-        if case .object(let gpuMembers)? = doc["gpu"] {
-            let knownGPU = Set(GPUSettings.CodingKeys.allCases.map(\.rawValue))
-            for (key, _) in gpuMembers where !knownGPU.contains(key) {
-                throw EdgedError(.invalidConfig, "\(source): unknown key \"gpu.\(key)\" (known keys: \(knownGPU.sorted().joined(separator: ", ")))")
-            }
-        }
-        if case .object(let clusterMembers)? = doc["cluster"] {
-            let knownCluster = Set(ClusterSettings.CodingKeys.allCases.map(\.rawValue))
-            for (key, _) in clusterMembers where !knownCluster.contains(key) {
-                throw EdgedError(.invalidConfig, "\(source): unknown key \"cluster.\(key)\" (known keys: \(knownCluster.sorted().joined(separator: ", ")))")
-            }
-        }
-        if case .object(let hubMembers)? = doc["hub"] {
-            let knownHub = Set(HubSettings.CodingKeys.allCases.map(\.rawValue))
-            for (key, _) in hubMembers where !knownHub.contains(key) {
-                throw EdgedError(.invalidConfig, "\(source): unknown key \"hub.\(key)\" (known keys: \(knownHub.sorted().joined(separator: ", ")))")
+        let sections: [(String, [String])] = [
+            ("cni", CNISettings.CodingKeys.allCases.map(\.rawValue)),
+            ("gpu", GPUSettings.CodingKeys.allCases.map(\.rawValue)),
+            ("cluster", ClusterSettings.CodingKeys.allCases.map(\.rawValue)),
+            ("hub", HubSettings.CodingKeys.allCases.map(\.rawValue)),
+            ("kubelet", KubeletSettings.CodingKeys.allCases.map(\.rawValue)),
+            ("tunnel", TunnelSettings.CodingKeys.allCases.map(\.rawValue)),
+        ]
+        for (section, keys) in sections {
+            guard case .object(let sectionMembers)? = doc[section] else { continue }
+            let knownKeys = Set(keys)
+            for (key, _) in sectionMembers where !knownKeys.contains(key) {
+                throw EdgedError(.invalidConfig, "\(source): unknown key \"\(section).\(key)\" (known keys: \(knownKeys.sorted().joined(separator: ", ")))")
             }
         }
         do {
@@ -265,6 +264,8 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
             }
         }
         try hub.validate(source: source)
+        try kubelet.validate(source: source)
+        try tunnel.validate(source: source)
         for (name, path) in paths where !path.hasPrefix("/") {
             throw EdgedError(.invalidConfig, "\(source): \(name) must be an absolute path, not \"\(path)\"")
         }

@@ -16,6 +16,11 @@ struct ConfigTests {
         #expect(c.stateDir == "/data/edged")
         #expect(c.socketPath == "/run/e/edged.sock")
         #expect(c.seccompDefault)
+        #expect(empty.kubelet.port == 10250 && empty.kubelet.address == "0.0.0.0" && !empty.kubelet.anonymousAuth)
+        #expect(empty.tunnel.server.isEmpty && empty.tunnel.serverHostPort == nil)
+        let t = try EdgedConfig.parse("tunnel:\n  server: \"[fd00::1]:8132\"\nkubelet:\n  port: 10350\n", source: "c.yaml")
+        #expect(t.tunnel.serverHostPort?.host == "fd00::1" && t.tunnel.serverHostPort?.port == 8132)
+        #expect(t.kubelet.port == 10350)
     }
 
     @Test(arguments: [
@@ -31,6 +36,12 @@ struct ConfigTests {
         ("hub:\n  maxStoreSize: lots", "hub.maxStoreSize"),
         ("hub:\n  cacheResources: [pods]", "must be <group>/<version>/<resource>"),
         ("hub:\n  healthCheckSeconds: 0", "at least 1"),
+        ("kubelet:\n  port: 70000", "kubelet.port 70000 is not a TCP port"),
+        ("kubelet:\n  address: 0.0.0.0:10250", "put the port in kubelet.port"),
+        ("kubelet:\n  authorizationDeniedCacheSeconds: -1", "kubelet.authorizationDeniedCacheSeconds"),
+        ("kubelet:\n  readOnlyPort: 10255", "unknown key \"kubelet.readOnlyPort\""),
+        ("tunnel:\n  server: konnectivity", "tunnel.server \"konnectivity\" is not HOST:PORT"),
+        ("tunnel:\n  agentPort: 8132", "unknown key \"tunnel.agentPort\""),
     ])
     func badConfigIsRejectedWithTheKey(text: String, expected: String) {
         do {
