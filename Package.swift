@@ -128,6 +128,7 @@ let package = Package(
             .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            .product(name: "X509", package: "swift-certificates"),
         ], exclude: ["Proto/konnectivity.proto", "Proto/README.md"]),
         // The local control API (Unix socket, HTTP/1.1 + JSON): shared types, server (daemon) and client (edgectl).
         .target(name: "EdgedControl", dependencies: [
