@@ -26,10 +26,15 @@ extension KubeAPIServerCore {
             let token = String(authorization.dropFirst(7)).trimmingCharacters(in: .whitespaces)
             store.lock.lock()
             defer { store.lock.unlock() }
-            return bootstrapTokenUser(token) ?? serviceAccountTokenUser(token)
+            return tokenUser(token)
         }
         if peer != nil { return nil }   // a certificate we did not issue, and no token
         return .anonymous
+    }
+
+    /// The user of a bearer token: static (addToken), bootstrap or ServiceAccount. The store lock must be held.
+    func tokenUser(_ token: String) -> KubeUser? {
+        staticTokenUser(token) ?? bootstrapTokenUser(token) ?? serviceAccountTokenUser(token)
     }
 
     /// Signed by our CA, within its validity, and made for client auth.

@@ -108,6 +108,7 @@ extension KubeAPIServerCore {
 
         // Non-resource paths: health, version and discovery.
         if let doc = try nonResource(segs, path: path, method: req.method, user: user) { return .object(code: 200, doc) }
+        if let reply = try reviewRoute(req, path: path, user: user) { return reply }   // KubeAPIServer+Reviews.swift
         guard let t = Self.target(path) else { throw APIError.pathNotFound(path) }
         let r = t.resource
 

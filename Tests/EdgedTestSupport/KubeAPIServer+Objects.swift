@@ -13,6 +13,8 @@ final class KubeAPIServerCore: @unchecked Sendable {
     var serverAddress = ""
     /// Signs ServiceAccount tokens (HS256).
     let tokenKey = SymmetricKey(size: .bits256)
+    /// Static tokens, grants, review counters and kubelet proxy settings (KubeAPIServer+Reviews/+Kubelet).
+    let kubeletSide = KubeletSideState()
     private var clusterIPCounter = 10
     private var requestLog: [KubeAPIServer.RequestRecord] = []
     private let logLock = NSLock()
