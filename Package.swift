@@ -152,7 +152,8 @@ let package = Package(
         ]),
 
         .executableTarget(name: "edged", dependencies: [
-            "EdgedDaemon",
+            "EdgedDaemon", "EdgedTunnel", "EdgedSystemd",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "edgectl", dependencies: [
