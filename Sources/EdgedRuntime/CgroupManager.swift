@@ -54,6 +54,8 @@ public protocol CgroupManager: Sendable {
     func oomKilled(path: String) -> Bool
     /// Removes the cgroup(s) of `path`, retrying briefly while they are busy, then empty parents up to the prefix.
     func remove(path: String, keepingAncestors: Int) throws
+    /// CPU time and memory of the cgroup `path` (nil figures where this layout has no such file).
+    func stats(path: String) -> ResourceStats
 }
 
 /// Picks the implementation for the hierarchy mounted at `root`: a cgroup2 root (it has cgroup.controllers)

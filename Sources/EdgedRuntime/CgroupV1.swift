@@ -14,13 +14,27 @@ public struct CgroupV1: CgroupManager {
 
     public init(root: String) { self.root = root }
 
+    /// The hierarchies a container joins: the controllers, plus cpuacct (CPU usage) where it is mounted apart
+    /// from cpu (where it is co-mounted, "cpu" already is that hierarchy).
+    public var hierarchies: [String] {
+        CgroupV1.controllers + (separateCpuacct ? ["cpuacct"] : [])
+    }
+
+    private var separateCpuacct: Bool {
+        var a = stat()
+        var b = stat()
+        guard stat("\(root)/cpuacct", &a) == 0, (a.st_mode & S_IFMT) == S_IFDIR else { return false }
+        guard stat("\(root)/cpu", &b) == 0 else { return true }
+        return a.st_dev != b.st_dev || a.st_ino != b.st_ino
+    }
+
     public func directories(path: String) -> [String] {
-        CgroupV1.controllers.map { "\(root)/\($0)/\(path)" }
+        hierarchies.map { "\(root)/\($0)/\(path)" }
     }
 
     public func create(path: String, limits: CgroupLimits) throws -> [String] {
         var dirs: [String] = []
-        for controller in CgroupV1.controllers {
+        for controller in hierarchies {
             let base = "\(root)/\(controller)"
             guard FileIO.isDirectory(base) else {
                 throw RuntimeError(.cgroup, "cgroup v1 controller \(controller) is not mounted at \(base)")
@@ -51,12 +65,28 @@ public struct CgroupV1: CgroupManager {
 
     public func remove(path: String, keepingAncestors: Int) throws {
         var firstError: Error?
-        for controller in CgroupV1.controllers {
+        for controller in hierarchies {
             let base = "\(root)/\(controller)"
             do { try CgroupFS.removeDir("\(base)/\(path)") } catch { firstError = firstError ?? error }
             CgroupFS.removeEmptyParents(root: base, path: path, keep: keepingAncestors)
         }
         if let firstError { throw firstError }
+    }
+
+    /// cpuacct.usage, memory.usage_in_bytes and memory.stat total_inactive_file (inactive_file without
+    /// hierarchy accounting).
+    public func stats(path: String) -> ResourceStats {
+        var out = ResourceStats()
+        let acct = separateCpuacct ? "cpuacct" : "cpu"
+        out.cpuUsageNanos = ResourceStats.number("\(root)/\(acct)/\(path)/cpuacct.usage")
+        let mem = "\(root)/memory/\(path)"
+        if let usage = ResourceStats.number("\(mem)/memory.usage_in_bytes") {
+            out.memoryUsageBytes = usage
+            let stat = ResourceStats.keyedValues("\(mem)/memory.stat")
+            out.memoryWorkingSetBytes = ResourceStats.workingSet(usage: usage,
+                                                                 inactiveFile: stat["total_inactive_file"] ?? stat["inactive_file"])
+        }
+        return out
     }
 
     private func write(_ dir: String, _ file: String, _ value: String) throws {

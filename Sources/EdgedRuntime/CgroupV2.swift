@@ -57,6 +57,20 @@ public struct CgroupV2: CgroupManager {
         CgroupFS.removeEmptyParents(root: root, path: path, keep: keepingAncestors)
     }
 
+    /// cpu.stat usage_usec (always there on cgroup2), memory.current and memory.stat inactive_file (with the
+    /// memory controller enabled for this cgroup).
+    public func stats(path: String) -> ResourceStats {
+        let dir = "\(root)/\(path)"
+        var out = ResourceStats()
+        if let usec = ResourceStats.keyedValues("\(dir)/cpu.stat")["usage_usec"] { out.cpuUsageNanos = usec * 1000 }
+        if let usage = ResourceStats.number("\(dir)/memory.current") {
+            out.memoryUsageBytes = usage
+            let inactive = ResourceStats.keyedValues("\(dir)/memory.stat")["inactive_file"]
+            out.memoryWorkingSetBytes = ResourceStats.workingSet(usage: usage, inactiveFile: inactive)
+        }
+        return out
+    }
+
     private func neededControllers(_ l: CgroupLimits) -> [String] {
         var c: [String] = []
         if l.cpuLimitMillis != nil || l.cpuRequestMillis != nil { c.append("cpu") }

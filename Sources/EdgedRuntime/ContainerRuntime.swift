@@ -25,10 +25,11 @@ public actor ContainerRuntime {
         var info: ContainerInfo { ContainerInfo(spec: spec, status: status, monitorPid: monitorPid) }
     }
 
-    private let config: RuntimeConfig
+    let config: RuntimeConfig
     private let logger: Logger
     private let cgroups: any CgroupManager
-    private let monitorPath: String
+    var cgroupManager: any CgroupManager { cgroups }
+    let monitorPath: String
     private var records: [String: Record] = [:]
     private var starting: Set<String> = []
 
@@ -71,7 +72,7 @@ public actor ContainerRuntime {
         "\(config.cgroupPrefix)/pod\(spec.podUID)/\(spec.id)"
     }
 
-    private func store(_ id: String) -> ContainerStore { ContainerStore(dir: "\(config.stateDir)/\(id)") }
+    func store(_ id: String) -> ContainerStore { ContainerStore(dir: "\(config.stateDir)/\(id)") }
 
     /// Rebuilds a record from disk: exit file → exited; live monitor (same start time) → running; else the
     /// monitor died without recording an exit: kill any leftover container process and report Unknown (255).
@@ -272,6 +273,7 @@ public actor ContainerRuntime {
         }
     }
 
+    /// The record of a running container; throws `.notFound` or `.invalidState`.
     private func running(_ id: String) throws -> Record {
         guard let r = records[id] else { throw RuntimeError(.notFound, "no container \(id)") }
         guard r.status.isRunning else {
@@ -279,6 +281,19 @@ public actor ContainerRuntime {
         }
         return r
     }
+
+    /// PID (host view) and display name of a running container, for exec; throws `.notFound` or
+    /// `.invalidState` ("container ns/pod/name is not running").
+    func runningProcess(_ id: String) throws -> (pid: Int32, name: String) {
+        let r = try running(id)
+        guard FileIO.startTicks(pid: r.containerPid) == r.containerStartTicks else {
+            throw RuntimeError(.invalidState, "container \(r.spec.displayName) is not running")
+        }
+        return (r.containerPid, r.spec.displayName)
+    }
+
+    /// The pinned namespaces of a pod, when its sandbox exists.
+    public func sandbox(podUID: String) -> Sandbox? { existingSandbox(podUID) }
 
     /// SIGTERM, then SIGKILL after `grace`; returns the exited info. Throws `.notFound` for an unknown id.
     public func stop(id: String, grace: Duration) async throws -> ContainerInfo {

@@ -21,6 +21,21 @@ enum Sys {
 
     nonisolated(unsafe) private static let pidfdOpenFn = symbol("pidfd_open", as: PidfdOpen.self)
     nonisolated(unsafe) private static let pipe2Fn = symbol("pipe2", as: Pipe2.self)
+    private typealias Setns = @convention(c) (Int32, Int32) -> Int32
+    nonisolated(unsafe) private static let setnsFn = symbol("setns", as: Setns.self)
+
+    /// CLONE_NEWNET, for `setns` (the Glibc module does not import the clone flags).
+    static let cloneNewNet: Int32 = 0x4000_0000
+
+    /// setns(2) for the calling thread; -1 with errno ENOSYS when libc has none.
+    static func setns(_ fd: Int32, _ type: Int32) -> Int32 {
+        guard let f = setnsFn else {
+            errno = ENOSYS
+            return -1
+        }
+        return f(fd, type)
+    }
+
     nonisolated(unsafe) private static let closeFromFn = symbol("posix_spawn_file_actions_addclosefrom_np",
                                                                 as: AddCloseFrom.self)
 
@@ -56,16 +71,23 @@ enum Sys {
     /// posix_spawn `path` with stdin from /dev/null, stdout+stderr onto `output` (or /dev/null), no other fds,
     /// an empty signal mask and default signal dispositions (edged's threads may block signals).
     static func spawn(_ path: String, _ args: [String], output: Int32? = nil) throws -> pid_t {
+        try spawn(path, args, stdin: nil, stdout: output, stderr: output)
+    }
+
+    /// posix_spawn `path` with the given descriptors as 0, 1, 2 (nil: /dev/null), no other fds, clean signal
+    /// state; with `newProcessGroup` the child leads a process group of its own (its pid), so it and what it
+    /// starts can be killed together.
+    static func spawn(_ path: String, _ args: [String], stdin: Int32?, stdout: Int32?, stderr: Int32?,
+                      newProcessGroup: Bool = false) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        if let output {
-            posix_spawn_file_actions_adddup2(&actions, output, 1)
-            posix_spawn_file_actions_adddup2(&actions, output, 2)
-        } else {
-            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-            posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        for (target, fd) in [(Int32(0), stdin), (1, stdout), (2, stderr)] {
+            if let fd {
+                posix_spawn_file_actions_adddup2(&actions, fd, target)
+            } else {
+                posix_spawn_file_actions_addopen(&actions, target, "/dev/null", target == 0 ? O_RDONLY : O_WRONLY, 0)
+            }
         }
         if let closeFrom = closeFromFn { _ = closeFrom(&actions, 3) }
 
@@ -78,7 +100,12 @@ enum Sys {
         sigfillset(&all)
         posix_spawnattr_setsigmask(&attr, &empty)
         posix_spawnattr_setsigdefault(&attr, &all)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        var flags = Int32(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)
+        if newProcessGroup {
+            flags |= Int32(POSIX_SPAWN_SETPGROUP)
+            posix_spawnattr_setpgroup(&attr, 0)
+        }
+        posix_spawnattr_setflags(&attr, Int16(flags))
 
         let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }

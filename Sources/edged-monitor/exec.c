@@ -1,6 +1,9 @@
 // exec: runs ARGV inside a running container: joins its cgroups and namespaces (through /proc/PID), then forks
 // (so the command is inside the pid namespace) and applies the container's user, capabilities and seccomp.
-// stdout and stderr are inherited from edged (one pipe); the exit status is the command's (128+signal if killed).
+// stdin, stdout and stderr are passed through as edged gave them (probes: /dev/null and one pipe; kubectl exec:
+// three pipes, or a pty slave on all three with --tty). With --tty the command starts a new session and takes
+// fd 0 as its controlling terminal (edged opens the pty from the container's own devpts, so `tty` names it).
+// The exit status is the command's (128+signal if killed); 125 means the exec could not be set up.
 #include "monitor.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -9,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,8 +20,14 @@
 static struct config cfg;
 
 int exec_main(int argc, char **argv) {
+    int tty = 0;
+    if (argc >= 1 && !strcmp(argv[0], "--tty")) {
+        tty = 1;
+        argc--;
+        argv++;
+    }
     if (argc < 4 || strcmp(argv[2], "--")) {
-        fprintf(stderr, "usage: edged-monitor exec STATE_DIR PID -- ARGV...\n");
+        fprintf(stderr, "usage: edged-monitor exec [--tty] STATE_DIR PID -- ARGV...\n");
         return 125;
     }
     char err[1024], path[4200];
@@ -71,6 +81,10 @@ int exec_main(int argc, char **argv) {
         return 125;
     }
     if (child == 0) {
+        if (tty && (setsid() < 0 || ioctl(0, TIOCSCTTY, 0) < 0)) {
+            fprintf(stderr, "make fd 0 the controlling terminal: %s\n", strerror(errno));
+            _exit(126);
+        }
         if (chdir(cfg.cwd) < 0 && chdir("/") < 0) _exit(126);
         if (apply_security(&cfg, err, sizeof(err)) < 0) {
             fprintf(stderr, "%s\n", err);

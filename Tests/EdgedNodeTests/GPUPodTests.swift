@@ -101,7 +101,7 @@ struct GPUPodFixture {
         }
         // Sandboxes created at once may each have made <runDir>/sandboxes a bind mount of itself: drop them all.
         while umount2(runtimeConfig.runDir + "/sandboxes", Int32(MNT_DETACH)) == 0 {}
-        for base in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
+        for base in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup"] {
             rmdir("\(base)/\(runtimeConfig.cgroupPrefix)")
         }
         try? await images.shutdown()

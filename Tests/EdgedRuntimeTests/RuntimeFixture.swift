@@ -77,7 +77,7 @@ struct RuntimeFixture {
         // The runtime keeps <runDir>/sandboxes a private bind mount of itself (like `ip netns`); drop it.
         umount2(config.runDir + "/sandboxes", Int32(MNT_DETACH))
         for base in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified",
-                     config.cgroupFSRoot] {
+                     "/sys/fs/cgroup/cpuacct", config.cgroupFSRoot] {
             rmdir("\(base)/\(prefix)/pod\(podUID)")
             rmdir("\(base)/\(prefix)")
         }
