@@ -80,9 +80,9 @@ public final class KubeletNode: KubeletBackend {
         let p: ExecProcess
         do {
             p = try await runtime.startExec(id: info.spec.id, argv: command, stdin: stdin, tty: tty)
-        } catch let e as RuntimeError {
-            if e.code == .notFound { throw EdgedError(.notFound, "\(ref) not found on node \(nodeName)") }
-            throw KubeletNodeError(message: "exec in \(ref): \(e.message)")
+        } catch {
+            if (error as? RuntimeError)?.code == .notFound { throw EdgedError(.notFound, "\(ref) not found on node \(nodeName)") }
+            throw KubeletNodeError(message: "\(error)")
         }
         return ContainerProcess(stdin: p.stdin, stdout: p.stdout, stderr: p.stderr, tty: p.tty,
                                 resize: { w, h in p.resize(width: w, height: h) },

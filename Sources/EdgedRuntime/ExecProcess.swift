@@ -143,12 +143,10 @@ extension ContainerRuntime {
                                     newProcessGroup: true)
             for fd in childEnds { close(fd) }
             return ExecProcess(pid: pid, stdin: input?.write, stdout: out.0, stderr: err.0, tty: false, control: nil)
-        } catch let e as RuntimeError {
-            closeAll()
-            throw RuntimeError(e.code, e.message.hasPrefix("exec in") ? e.message : "exec in \(name): \(e.message)")
         } catch {
             closeAll()
-            throw error
+            guard let e = error as? RuntimeError else { throw error }
+            throw RuntimeError(e.code, e.message.hasPrefix("exec in") ? e.message : "exec in \(name): \(e.message)")
         }
     }
 }
