@@ -113,6 +113,7 @@ let package = Package(
             .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "X509", package: "swift-certificates"),
         ]),
         // Reverse tunnel (Konnectivity agent protocol over gRPC): the node's agent and the cloud-side tunnel server
         // with its HTTP CONNECT frontend for kube-apiserver's egress selector.
@@ -162,8 +163,9 @@ let package = Package(
         ]),
         // The benchmark; joined figures use the test API server from EdgedTestSupport.
         .executableTarget(name: "edged-bench", dependencies: [
-            "EdgedCore", "EdgedControl", "EdgedDaemon", "EdgedTestSupport", "EdgedHub", "EdgedHTTP",
+            "EdgedCore", "EdgedControl", "EdgedDaemon", "EdgedTestSupport", "EdgedHub", "EdgedHTTP", "EdgedTunnel",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
         .testTarget(name: "EdgedCoreTests", dependencies: ["EdgedCore"]),

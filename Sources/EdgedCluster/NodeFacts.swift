@@ -4,7 +4,7 @@ import EdgedCore
 import EdgedKube
 import Glibc
 
-enum NodeFacts {
+public enum NodeFacts {
     /// Kubernetes architecture names (GOARCH).
     static var architecture: String {
         var u = utsname()
@@ -54,7 +54,7 @@ enum NodeFacts {
 
     /// The node's IPv4 addresses: `configured` when set, else every address of interfaces that are up, not
     /// loopback and not pod plumbing (cni*, veth*, flannel*, docker*, podman*), in interface order.
-    static func internalIPs(configured: String?) -> [String] {
+    public static func internalIPs(configured: String?) -> [String] {
         if let configured, !configured.isEmpty { return [configured] }
         var head: UnsafeMutablePointer<ifaddrs>?
         guard getifaddrs(&head) == 0, let first = head else { return [] }

@@ -264,6 +264,10 @@ public struct ClusterReport: Codable, Sendable, Equatable {
     public var eventsSent: Int
     /// The edge hub, when it runs.
     public var hub: HubReport?
+    /// The kubelet API on :10250, when enabled.
+    public var kubeletAPI: KubeletAPIReport?
+    /// The tunnel agent, when `tunnel.server` is set.
+    public var tunnel: TunnelReport?
 
     public init(server: String, registered: Bool, lastLeaseRenewal: String? = nil, lastNodeStatus: String? = nil,
                 leaseAgeSeconds: Int64? = nil, lastError: String? = nil, apiPods: Int = 0, certificateNotAfter: String? = nil,
@@ -309,6 +313,38 @@ public struct HubReport: Codable, Sendable, Equatable {
         self.storeBytes = storeBytes
         self.queuedWrites = queuedWrites
         self.listening = listening
+    }
+}
+
+/// The kubelet API (logs, exec, port-forward, stats for the API server).
+public struct KubeletAPIReport: Codable, Sendable, Equatable {
+    /// "0.0.0.0:10250" once listening; nil before.
+    public var listening: String?
+    /// Why it is not serving (no serving certificate yet, port in use...); nil when it serves.
+    public var problem: String?
+
+    public init(listening: String? = nil, problem: String? = nil) {
+        self.listening = listening
+        self.problem = problem
+    }
+}
+
+/// The tunnel agent's connection to the tunnel server.
+public struct TunnelReport: Codable, Sendable, Equatable {
+    /// HOST:PORT of the tunnel server.
+    public var server: String
+    /// Server instances connected, of how many the server says run.
+    public var connectedServers: Int
+    public var serverCount: Int
+    public var openStreams: Int
+    public var lastError: String?
+
+    public init(server: String, connectedServers: Int, serverCount: Int, openStreams: Int, lastError: String? = nil) {
+        self.server = server
+        self.connectedServers = connectedServers
+        self.serverCount = serverCount
+        self.openStreams = openStreams
+        self.lastError = lastError
     }
 }
 

@@ -5,6 +5,8 @@ import EdgedCluster
 import EdgedControl
 import EdgedCore
 import EdgedHub
+import EdgedKube
+import EdgedKubeletAPI
 import EdgedNode
 import Logging
 import ServiceLifecycle
@@ -58,12 +60,15 @@ actor ClusterMembership {
 
 /// Starts the node agent once the node is joined, and runs it until shutdown. If the stored credentials are
 /// unusable the agent stops, standalone pods carry on, `edgectl status` says why, and a new join starts it again.
-struct ClusterService: Service {
+struct ClusterService: ServiceLifecycle.Service {
     let membership: ClusterMembership
     let config: EdgedConfig
     let nodeName: String
     let pods: PodManager
     let logger: Logger
+    /// The node side of the kubelet API (nil: no kubelet API).
+    var kubelet: (any KubeletBackend)? = nil
+    var remote = RemoteAccessState()
 
     func run() async throws {
         await cancelWhenGracefulShutdown {
@@ -73,7 +78,7 @@ struct ClusterService: Service {
                     if config.hub.enabled {
                         try await runWithHub()
                     } else {
-                        try await membership.agent.run()
+                        try await runDirect()
                     }
                     return
                 } catch {
@@ -96,12 +101,48 @@ extension ClusterService {
         await membership.setHub(hub)
         defer { Task { [membership] in await membership.setHub(nil) } }
         let userAgent = try agent.clientConfig().userAgent
+        let reviews = KubeClient(transport: hub.transport(userAgent: userAgent), logger: logger)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await hub.run() }
             group.addTask { await HubWiring.feedPodIPs(hub, pods: pods) }
             group.addTask { try await agent.run(transport: hub.transport(userAgent: userAgent)) }
+            addRemoteAccess(to: &group, client: reviews)
             defer { group.cancelAll() }
             try await group.next()
+        }
+    }
+
+    /// The node agent straight to the API server (no hub).
+    private func runDirect() async throws {
+        let agent = membership.agent
+        let reviews = try KubeClient(config: agent.clientConfig(), logger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await agent.run() }
+            addRemoteAccess(to: &group, client: reviews)
+            defer { group.cancelAll() }
+            try await group.next()
+        }
+    }
+
+    /// The kubelet API (its TokenReviews and SubjectAccessReviews go through `client`) and the tunnel agent; both
+    /// run until the group is cancelled and never end it themselves.
+    private func addRemoteAccess(to group: inout ThrowingTaskGroup<Void, any Error>, client: KubeClient) {
+        let (config, nodeName, kubelet, remote, logger, pods) = (config, nodeName, kubelet, remote, logger, pods)
+        if config.kubelet.enabled, let kubelet {
+            group.addTask {
+                await KubeletWiring.runKubeletAPI(config: config, nodeName: nodeName, backend: kubelet, client: client,
+                                                  state: remote, logger: logger)
+                try await Task.sleep(for: .seconds(1 << 40))
+            }
+        }
+        if config.tunnel.serverHostPort != nil {
+            let destinations = NodeDestinations(nodeName: nodeName)
+            group.addTask { await destinations.follow(pods) }
+            group.addTask {
+                await KubeletWiring.runTunnel(config: config, nodeName: nodeName, destinations: destinations, state: remote,
+                                              logger: logger)
+                try await Task.sleep(for: .seconds(1 << 40))
+            }
         }
     }
 }

@@ -93,8 +93,10 @@ public struct Daemon {
         let membership = ClusterMembership(agent: agent, bootstrapper: Bootstrapper(
             store: .init(dir: config.credentialsDir), nodeName: nodeName,
             userAgent: "edged/\(EdgedVersion.string)", logger: logger))
+        let remote = RemoteAccessState()
         let backend = DaemonBackend(config: config, nodeName: nodeName, pods: pods, images: images, runtime: runtime,
-                                    errors: errors, startedAt: started, startedClock: startedClock, membership: membership)
+                                    errors: errors, startedAt: started, startedClock: startedClock, membership: membership,
+                                    remote: remote)
         let control = ControlServer(configuration: .init(socketPath: config.socketPath, groupID: config.socketGroup), backend: backend)
         let source = ManifestSource(directory: config.manifestDir, nodeName: nodeName, rescanInterval: .seconds(max(config.manifestRescanSeconds, 1)))
 
@@ -102,7 +104,11 @@ public struct Daemon {
             .init(service: ControlService(server: control)),
             .init(service: StaticPodService(source: source, manager: pods)),
             .init(service: StatusNotifier(notifier: notifier, backend: backend)),
-            .init(service: ClusterService(membership: membership, config: config, nodeName: nodeName, pods: pods, logger: logger)),
+            .init(service: ClusterService(membership: membership, config: config, nodeName: nodeName, pods: pods, logger: logger,
+                                          kubelet: KubeletNode(nodeName: nodeName, pods: pods, runtime: runtime, hostIPs: { [nodeIP = config.cluster.nodeIP] in
+                                              NodeFacts.internalIPs(configured: nodeIP)
+                                          }),
+                                          remote: remote)),
         ]
         if let notifier, notifier.watchdogInterval != nil {
             services.append(.init(service: SystemdWatchdog(notifier: notifier)))

@@ -18,6 +18,8 @@ struct DaemonBackend: ControlBackend {
     let startedAt: Timestamp
     let startedClock: ContinuousClock.Instant
     let membership: ClusterMembership
+    /// The kubelet API and the tunnel, for the status screen.
+    var remote = RemoteAccessState()
 
     func status() async -> StatusReport {
         let podList = await pods.summaries()
@@ -44,6 +46,14 @@ struct DaemonBackend: ControlBackend {
                 if hub.cloud.state == .offline {
                     let age = Timestamp.now().seconds - hub.cloud.since.seconds
                     reasons.append("the cloud (API server \(s.server)) has been unreachable for \(age) s (since \(hub.cloud.since.rfc3339))\(hub.cloud.lastError.map { ": \($0)" } ?? ""); pods keep running from the hub's cache and \(hub.queuedWrites) write(s) wait to be sent — check the uplink")
+                }
+            }
+            cluster?.kubeletAPI = await remote.kubeletAPI
+            if let (tunnel, downFor) = await remote.tunnelReport() {
+                cluster?.tunnel = tunnel
+                // A short gap is a reconnect; a minute without any server means kubectl logs/exec cannot reach us.
+                if let downFor, downFor > .seconds(60) {
+                    reasons.append("the tunnel to \(tunnel.server) has been down for \(downFor.components.seconds) s\(tunnel.lastError.map { ": \($0)" } ?? ""); kubectl logs/exec/port-forward cannot reach this node — check that outbound TCP to \(tunnel.server) is allowed and the tunnel server runs")
                 }
             }
             if hub?.cloud.state != .offline { reasons += HealthCheck.clusterReasons(s, leaseAge: age, uptimeSeconds: up.components.seconds,

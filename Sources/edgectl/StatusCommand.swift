@@ -52,6 +52,22 @@ enum StatusScreen {
         }
     }
 
+    /// "kubelet API 0.0.0.0:10250 · tunnel 1/1 server(s) at cloud.example:8132 · 2 streams".
+    static func remoteAccessLine(_ k: KubeletAPIReport?, _ t: TunnelReport?) -> String {
+        guard k != nil || t != nil else { return "" }
+        var parts: [String] = []
+        if let k {
+            if let l = k.listening { parts.append("kubelet API \(l)") }
+            else { parts.append("kubelet API \(Output.red("not serving"))\(k.problem.map { ": \($0)" } ?? "")") }
+        }
+        if let t {
+            let up = t.connectedServers > 0
+            let text = "tunnel \(t.connectedServers)/\(t.serverCount) server\(t.serverCount == 1 ? "" : "s") at \(t.server)"
+            parts.append((up ? text : Output.red("tunnel DOWN") + " (\(t.server))") + " · \(t.openStreams) stream\(t.openStreams == 1 ? "" : "s")")
+        }
+        return parts.joined(separator: " · ") + "\n"
+    }
+
     static func render(_ r: StatusReport) -> String {
         var out = ""
         if r.healthy {
@@ -69,6 +85,7 @@ enum StatusScreen {
             out += "\n"
             if let e = c.lastError { out += "  last API error: \(e)\n" }
             if let h = c.hub { out += hubLine(h) }
+            out += remoteAccessLine(c.kubeletAPI, c.tunnel)
         }
         out += "\n"
         if r.pods.isEmpty {

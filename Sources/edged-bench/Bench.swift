@@ -13,7 +13,7 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "edged-bench",
         abstract: "Measure edged's pod start latency (vs runc and podman), RSS and binary size. Needs root.",
-        subcommands: [StoreWriter.self, HubOnly.self])
+        subcommands: [StoreWriter.self, HubOnly.self, TunnelOnly.self, TunnelAgentProcess.self])
 
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false
