@@ -92,11 +92,16 @@ final class StreamRelay: Sendable {
         await withTaskGroup(of: Void.self) { group in
             let chunks = self.chunks
             group.addTask {
+                var failed = false
                 for await chunk in chunks {
-                    do { try await outbound.write(chunk) } catch { break }
+                    do { try await outbound.write(chunk) } catch { failed = true; break }
                     self.state.withLock { $0.queued -= chunk.readableBytes }
                 }
-                // The peer closed (everything written) or the socket failed: either way this socket is done.
+                // The peer closed: let what the socket still holds go out before closing (a half-close waits for
+                // pending writes; a slow but live reader still gets everything). Failed or aborted: close now.
+                if !failed && !Task.isCancelled && self.state.withLock({ $0.ended == .remote }) {
+                    try? await channel.close(mode: .output).get()
+                }
                 channel.close(promise: nil)
             }
             if let leftover, leftover.readableBytes > 0 { await send(leftover) }

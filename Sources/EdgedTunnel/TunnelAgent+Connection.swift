@@ -64,8 +64,17 @@ extension TunnelAgent {
         transportConfig.http2.authority = config.serverName
         transportConfig.backoff = .init(initial: config.backoffInitial, max: config.backoffMax, multiplier: 2, jitter: 0.2)
         do {
-            return try HTTP2ClientTransport.Posix(target: .dns(host: config.serverHost, port: config.serverPort),
-                                                  transportSecurity: security, config: transportConfig)
+            // IP literals are not names: no SNI for them, and the certificate is checked for the IP address.
+            let host = config.serverHost
+            let target: any ResolvableTarget
+            if host.contains(":") {
+                target = .ipv6(host: String(host.filter { $0 != "[" && $0 != "]" }), port: config.serverPort)
+            } else if host.split(separator: ".").count == 4 && host.allSatisfy({ $0.isNumber || $0 == "." }) {
+                target = .ipv4(host: host, port: config.serverPort)
+            } else {
+                target = .dns(host: host, port: config.serverPort)
+            }
+            return try HTTP2ClientTransport.Posix(target: target, transportSecurity: security, config: transportConfig)
         } catch {
             throw TunnelError("tunnel agent: cannot set up TLS with \(config.certPath), \(config.keyPath) and CA \(config.caPath): \(describe(error))")
         }
@@ -156,7 +165,10 @@ final class AgentSession: Sendable {
             outbox.send(.dialResponse(random: request.random, error: "edged tunnel agent \(config.agentID): cannot dial \(request.protocol) \(request.address): not a TCP host:port"))
             return
         }
-        guard config.allowDestination(host, port) else {
+        // The node's own name is not necessarily resolvable here: it means this node, i.e. its first address.
+        let dialHost = config.identifiers.hosts.contains { $0.lowercased() == host.lowercased() }
+            ? (config.identifiers.ipv4.first ?? "127.0.0.1") : host
+        guard config.allowDestination(dialHost, port) else {
             logger.warning("tunnel: refused dial to \(request.address) from server \(serverID): not a destination on this node")
             agent.state.withLock { $0.lastError = "refused dial to \(request.address): not a destination on this node" }
             outbox.send(.dialResponse(random: request.random, error: "edged tunnel agent \(config.agentID): \(request.address) is not a destination on this node; refused"))
@@ -168,7 +180,7 @@ final class AgentSession: Sendable {
                 .connectTimeout(.nanoseconds(Int64(config.dialTimeout.components.seconds) * 1_000_000_000
                     + config.dialTimeout.components.attoseconds / 1_000_000_000))
                 .channelOption(.socketOption(.so_keepalive), value: 1)
-                .connect(host: host, port: port) { ch in
+                .connect(host: dialHost, port: port) { ch in
                     ch.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch) }
                 }
         } catch {

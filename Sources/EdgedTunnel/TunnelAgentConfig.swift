@@ -17,7 +17,9 @@ public struct TunnelAgentConfig: Sendable {
     /// Sent as `agentIdentifiers`: the node name(s) and addresses the server may route to this agent.
     public var identifiers: AgentIdentifiers
     /// Decides whether a DIAL_REQ may be dialled: only node-local destinations (the kubelet API, pod ports) should
-    /// pass. A refused dial gets a DIAL_RSP with an error and a log line.
+    /// pass. A refused dial gets a DIAL_RSP with an error and a log line. It is asked about the host actually
+    /// dialled: a DIAL_REQ for one of `identifiers.hosts` (the node name) dials the first `identifiers.ipv4`
+    /// (127.0.0.1 when there is none).
     public var allowDestination: @Sendable (_ host: String, _ port: Int) -> Bool
     /// Reconnect backoff: jittered, doubling from `backoffInitial` up to `backoffMax`.
     public var backoffInitial: Duration
