@@ -179,9 +179,9 @@ final class ClusterFixture: @unchecked Sendable {
     }
 }
 
-func withCluster(name: String, subnet: String, options: KubeAPIServer.Options = .init(), hubHTTPS: Bool = false,
-                 _ body: (ClusterFixture) async throws -> Void) async throws {
-    let f = try await ClusterFixture(name: name, subnet: subnet, options: options, hubHTTPS: hubHTTPS)
+func withCluster(name: String, subnet: String, options: KubeAPIServer.Options = .init(), clusterConfig: String = "",
+                 hubHTTPS: Bool = false, _ body: (ClusterFixture) async throws -> Void) async throws {
+    let f = try await ClusterFixture(name: name, subnet: subnet, options: options, clusterConfig: clusterConfig, hubHTTPS: hubHTTPS)
     do {
         try await body(f)
     } catch {
