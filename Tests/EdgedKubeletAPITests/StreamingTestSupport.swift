@@ -82,6 +82,12 @@ final class StreamingTestBackend: KubeletBackend, @unchecked Sendable {
             process = (inPipe[1], outPipe[0], errPipe[0])
             if !stdin { close(inPipe[1]); process.stdin = nil }
         }
+        // Only 0-2 for the child: a test socket it inherited would keep the client's connection open.
+        // (glibc 2.34's posix_spawn_file_actions_addclosefrom_np, which Swift's Glibc module does not declare.)
+        typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        if let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") {
+            _ = unsafeBitCast(sym, to: CloseFrom.self)(&actions, 3)
+        }
         var spawned: pid_t = 0
         let argv = command.map { strdup($0) } + [nil]
         defer { for a in argv { free(a) } }

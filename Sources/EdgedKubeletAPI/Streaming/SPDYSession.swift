@@ -95,6 +95,7 @@ final class SPDYSession: ChannelDuplexHandler, RemovableChannelHandler, @uncheck
     private func protocolError(_ message: String) {
         logger.warning("SPDY session of \(description) ended: malformed frame from the client: \(message)")
         write(.goAway(lastGoodStreamID: lastClientStream, status: 1), promise: nil)
+        flush()
         close()
     }
 
