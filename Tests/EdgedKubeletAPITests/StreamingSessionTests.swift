@@ -221,4 +221,33 @@ final class SPDYTestClient: @unchecked Sendable {
             #expect(!backend.terminated.withLockedValue { $0.isEmpty })
         }
     }
+
+    @Test func attachFollowsTheLogFromNowSplitByStreamAndRefusesStdin() async throws {
+        let log = NSTemporaryDirectory() + "streaming-attach-\(UUID().uuidString).log"
+        try "2026-01-01T00:00:00.000000000Z stdout F old line\n".write(toFile: log, atomically: false, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        let server = try StreamingTestServer(backend: StreamingTestBackend(logFile: log))
+        defer { server.shutdown() }
+        let client = try SPDYTestClient(port: server.port)
+        defer { client.raw.shutdown() }
+        _ = try await client.upgrade("/attach/ns/p/app?output=1&error=1", protocols: ["v4.channel.k8s.io"])
+        _ = try await client.open(["streamtype": "error"])
+        let stdout = try await client.open(["streamtype": "stdout"])
+        let stderr = try await client.open(["streamtype": "stderr"])
+        try await Task.sleep(for: .milliseconds(400))
+        let handle = FileHandle(forWritingAtPath: log)!
+        handle.seekToEndOfFile()
+        handle.write("2026-01-01T00:00:01.000000000Z stdout F new out\n2026-01-01T00:00:01.000000000Z stderr F new err\n".data(using: .utf8)!)
+        try handle.close()
+        try await client.pump("attached output") { client.text(stdout) == "new out\n" && client.text(stderr) == "new err\n" }
+
+        let refused = try SPDYTestClient(port: server.port)
+        defer { refused.raw.shutdown() }
+        _ = try await refused.upgrade("/attach/ns/p/app?input=1&output=1", protocols: ["v4.channel.k8s.io"])
+        let error = try await refused.open(["streamtype": "error"])
+        _ = try await refused.open(["streamtype": "stdin"])
+        _ = try await refused.open(["streamtype": "stdout"])
+        try await refused.pump("refusal") { refused.finished.contains(error) }
+        #expect(refused.text(error).contains("with stdin is not supported"))
+    }
 }

@@ -91,10 +91,7 @@ public enum StreamingServer {
         case .portForward(let ns, let pod, let uid, _):
             application = SPDYPortForwardHandler(backend: backend, namespace: ns, pod: pod, uid: uid, logger: logger)
         }
-        session.application = application
-        // The session holds its application weakly through the handlers' own references; keep it alive with the channel.
-        let keep = KeepAlive(application)
-        channel.closeFuture.whenComplete { _ in _ = keep }
+        session.application = application  // held by the session until it ends
         do {
             try swap(channel, head: HTTPResponseHead(version: head.version, status: .switchingProtocols, headers: headers),
                      names: names, add: [session])
@@ -201,12 +198,6 @@ public enum StreamingServer {
         channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: body))), promise: nil)
         channel.writeAndFlush(HTTPServerResponsePart.end(nil)).whenComplete { _ in channel.close(promise: nil) }
     }
-}
-
-/// Keeps a session's application alive as long as its channel.
-private final class KeepAlive: @unchecked Sendable {
-    let value: AnyObject
-    init(_ value: AnyObject) { self.value = value }
 }
 
 extension Substring {
