@@ -19,6 +19,9 @@ final class SPDYTestClient: @unchecked Sendable {
     var finished: Set<UInt32> = []
     var replied: Set<UInt32> = []
     var goAway: UInt32?
+    /// Acts as a flow-controlled SPDY/3.1 peer: gives window back for every DATA frame it reads.
+    var sendWindowUpdates = false
+    var receivedSinceUpdate = 0
 
     init(port: Int) throws { raw = try RawClient(port: port) }
 
@@ -53,6 +56,10 @@ final class SPDYTestClient: @unchecked Sendable {
             case .data(let id, let fin, let payload):
                 data[id, default: []] += payload.readableBytesView
                 if fin { finished.insert(id) }
+                if sendWindowUpdates, payload.readableBytes > 0 {
+                    try await send(.windowUpdate(streamID: id, delta: UInt32(payload.readableBytes)))
+                    try await send(.windowUpdate(streamID: 0, delta: UInt32(payload.readableBytes)))
+                }
             case .synReply(let id, let fin, _):
                 replied.insert(id)
                 if fin { finished.insert(id) }
@@ -160,6 +167,28 @@ final class SPDYTestClient: @unchecked Sendable {
             #expect(client.data[data] == sent)
             try await client.pump("error stream closed") { client.finished.contains(error) }
             #expect(client.text(error) == "")
+        }
+    }
+
+    @Test func spdyPortForwardHonoursTheWindowsOfAFlowControlledClient() async throws {
+        let echo = try EchoServer()
+        defer { echo.shutdown() }
+        try await withServer { server in
+            let client = try SPDYTestClient(port: server.port)
+            defer { client.raw.shutdown() }
+            client.sendWindowUpdates = true
+            _ = try await client.upgrade("/portForward/ns/p", protocols: ["portforward.k8s.io"])
+            // A small initial window: the server must wait for WINDOW_UPDATEs to send the rest.
+            try await client.send(.settings(clearPersisted: false, entries: [SPDYSetting(flags: 0, id: SPDYSetting.initialWindowSize, value: 4096)]))
+            let port = "\(echo.port)"
+            _ = try await client.open(["streamtype": "error", "port": port, "requestid": "1"])
+            let data = try await client.open(["streamtype": "data", "port": port, "requestid": "1"])
+            let sent = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+            for start in stride(from: 0, to: sent.count, by: 32_768) {
+                try await client.write(data, Array(sent[start..<(start + 32_768)]), fin: start + 32_768 == sent.count)
+            }
+            try await client.pump("1 MB echoed", seconds: 30) { client.finished.contains(data) }
+            #expect(client.data[data] == sent)
         }
     }
 
