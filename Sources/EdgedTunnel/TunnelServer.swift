@@ -86,8 +86,10 @@ public final class TunnelServer: Service, Sendable {
         defer {
             if let path = config.unixSocketPath { _ = unlink(path) }
         }
+        let (grpcDone, grpcDoneInput) = AsyncStream.makeStream(of: Void.self)
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask {
+                defer { grpcDoneInput.finish() }
                 do { try await grpc.serve() } catch where Task.isCancelled {}
             }
             for listener in frontends.listeners {
@@ -104,7 +106,18 @@ public final class TunnelServer: Service, Sendable {
                                                    unixSocketPath: config.unixSocketPath)))
             logger.info("tunnel server listening: agents on port \(agentPort), CONNECT frontend on \(frontends.tcpPort.map { "port \($0)" } ?? "no TCP port")\(config.unixSocketPath.map { " and \($0)" } ?? "")")
             try? await gracefulShutdown()
-            // Stop at once: Connect streams never end by themselves, so a graceful gRPC shutdown would wait forever.
+            if !Task.isCancelled {
+                // Stop listening first (cancelling the gRPC transport while it accepts a connection trips a
+                // precondition in it), then end every Connect stream ourselves: they never end by themselves.
+                grpc.beginGracefulShutdown()
+                for session in state.withLock({ $0.sessions }) { session.end() }
+                await withTaskGroup(of: Void.self) { wait in
+                    wait.addTask { for await _ in grpcDone {} }
+                    wait.addTask { try? await Task.sleep(for: .seconds(5)) }
+                    await wait.next()
+                    wait.cancelAll()
+                }
+            }
             group.cancelAll()
         }
     }

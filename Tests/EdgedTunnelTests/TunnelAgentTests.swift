@@ -23,7 +23,8 @@ import Testing
         do {
             _ = try await withTunnel(frontend, to: "127.0.0.1:22") { _ in 0 }
             Issue.record("a refused destination was dialled")
-        } catch let e as ConnectRefused {
+        } catch {
+            let e = try #require(error as? ConnectRefused)
             #expect(e.status == 502)
             #expect(e.body.contains("127.0.0.1:22 is not a destination on this node; refused"), "\(e.body)")
         }
@@ -48,7 +49,8 @@ import Testing
         do {
             _ = try await withTunnel(.tcp(server.addresses.frontendPort!), to: "127.0.0.1:\(closedPort)") { _ in 0 }
             Issue.record("a dial to a closed port succeeded")
-        } catch let e as ConnectRefused {
+        } catch {
+            let e = try #require(error as? ConnectRefused)
             #expect(e.status == 502)
             #expect(e.body.contains("agent node-1 could not connect to 127.0.0.1:\(closedPort)"), "\(e.body)")
         }

@@ -7,6 +7,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 
 func testLogger(_ label: String) -> Logger {
@@ -67,23 +68,28 @@ final class EchoServer: Sendable {
 /// A running tunnel server (its `run` in a task).
 struct RunningServer {
     let server: TunnelServer
+    let group: ServiceGroup
     let task: Task<Void, any Error>
     let addresses: TunnelServerAddresses
 
     static func start(_ pki: TunnelPKI, id: String = "server-1", agentPort: Int = 0, unixSocket: String? = nil,
-                      streamBufferLimit: Int = 8 << 20, dialTimeout: Duration = .seconds(5)) async throws -> RunningServer {
+                      streamBufferLimit: Int = 8 << 20, dialTimeout: Duration = .seconds(5),
+                      frontendTLS: TunnelServerConfig.FrontendTLS? = nil) async throws -> RunningServer {
         let config = TunnelServerConfig(
             agentHost: "127.0.0.1", agentPort: agentPort, certPath: pki.serverCertPath, keyPath: pki.serverKeyPath,
-            agentCAPath: pki.caPath, frontendHost: "127.0.0.1", frontendPort: 0, unixSocketPath: unixSocket,
+            agentCAPath: pki.caPath, frontendHost: "127.0.0.1", frontendPort: 0, frontendTLS: frontendTLS,
+            unixSocketPath: unixSocket,
             serverID: id, serverCount: 1, dialTimeout: dialTimeout, streamBufferLimit: streamBufferLimit)
         let server = TunnelServer(config: config, logger: testLogger("tunnel-server"))
-        let task = Task { try await server.run() }
+        let group = ServiceGroup(services: [server], logger: testLogger("service-group"))
+        let task = Task { try await group.run() }
         let addresses = try await server.addresses()
-        return RunningServer(server: server, task: task, addresses: addresses)
+        return RunningServer(server: server, group: group, task: task, addresses: addresses)
     }
 
+    /// Stops the server as the daemon does: a graceful shutdown of its service group.
     func stop() async {
-        task.cancel()
+        await group.triggerGracefulShutdown()
         _ = try? await task.value
     }
 }
@@ -91,6 +97,7 @@ struct RunningServer {
 /// A running tunnel agent.
 struct RunningAgent {
     let agent: TunnelAgent
+    let group: ServiceGroup
     let task: Task<Void, any Error>
 
     static func start(_ pki: TunnelPKI, port: Int, agentID: String = "node-1", cert: (cert: String, key: String),
@@ -102,11 +109,12 @@ struct RunningAgent {
             allowDestination: allow, backoffInitial: .milliseconds(100), backoffMax: .seconds(1),
             streamBufferLimit: streamBufferLimit)
         let agent = TunnelAgent(config: config, logger: testLogger("tunnel-agent"))
-        return RunningAgent(agent: agent, task: Task { try await agent.run() })
+        let group = ServiceGroup(services: [agent], logger: testLogger("service-group"))
+        return RunningAgent(agent: agent, group: group, task: Task { try await group.run() })
     }
 
     func stop() async {
-        task.cancel()
+        await group.triggerGracefulShutdown()
         _ = try? await task.value
     }
 }
@@ -124,6 +132,8 @@ func waitUntil(_ what: String, timeout: Duration = .seconds(10), _ condition: ()
 enum Frontend {
     case tcp(Int)
     case unix(String)
+    /// TCP with TLS: the server verified against `caPath`, optionally presenting a client certificate.
+    case tls(Int, caPath: String, client: (cert: String, key: String)?)
 }
 
 /// A CONNECT that the server answered with something other than 200.
@@ -192,6 +202,20 @@ func withTunnel<R: Sendable>(_ frontend: Frontend, to target: String, _ run: (Tu
     switch frontend {
     case .tcp(let port): channel = try await bootstrap.connect(host: "127.0.0.1", port: port, channelInitializer: initializer)
     case .unix(let path): channel = try await bootstrap.connect(unixDomainSocketPath: path, channelInitializer: initializer)
+    case .tls(let port, let caPath, let client):
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .file(caPath)
+        if let client {
+            tls.certificateChain = try NIOSSLCertificate.fromPEMFile(client.cert).map { .certificate($0) }
+            tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: client.key, format: .pem))
+        }
+        let context = try NIOSSLContext(configuration: tls)
+        channel = try await bootstrap.connect(host: "127.0.0.1", port: port) { ch in
+            ch.eventLoop.makeCompletedFuture {
+                try ch.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: "localhost"))
+                return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch)
+            }
+        }
     }
     return try await channel.executeThenClose { inbound, outbound in
         let client = TunnelClient(inbound: inbound.makeAsyncIterator(), outbound: outbound)
@@ -211,15 +235,4 @@ func pattern(_ count: Int, seed: UInt8 = 1) -> [UInt8] {
         out[i] = UInt8(truncatingIfNeeded: x >> 24)
     }
     return out
-}
-
-/// Runs `work`, failing if it takes longer than `limit`.
-func withDeadline<R: Sendable>(_ limit: Duration, _ work: @escaping @Sendable () async throws -> R) async throws -> R {
-    try await withThrowingTaskGroup(of: R?.self) { group in
-        group.addTask { try await work() }
-        group.addTask { try await Task.sleep(for: limit); return nil }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else { throw TestFailure("no result within \(limit)") }
-        return value
-    }
 }
