@@ -106,6 +106,7 @@ func describe(_ error: any Error) -> String {
 final class AgentSession: Sendable {
     private struct State {
         var streams: [Int64: StreamRelay] = [:]
+        var dialing: Set<Int64> = []
         var withdrawn: Set<Int64> = []
         var nextConnectID: Int64 = 0
     }
@@ -127,7 +128,14 @@ final class AgentSession: Sendable {
         switch packet.type {
         case .dialReq:
             let request = packet.dialRequest
-            group.addTask { await self.dial(request) }
+            _ = state.withLock { $0.dialing.insert(request.random) }
+            group.addTask {
+                await self.dial(request)
+                self.state.withLock { s in
+                    s.dialing.remove(request.random)
+                    s.withdrawn.remove(request.random)
+                }
+            }
         case .data:
             let data = packet.data
             guard let relay = state.withLock({ $0.streams[data.connectID] }) else {
@@ -147,7 +155,7 @@ final class AgentSession: Sendable {
             }
         case .dialCls:
             let random = packet.closeDial.random
-            _ = state.withLock { $0.withdrawn.insert(random) }
+            state.withLock { s in if s.dialing.contains(random) { s.withdrawn.insert(random) } }
         default:
             logger.debug("tunnel: ignoring \(packet.type) packet from server \(serverID)")
         }
