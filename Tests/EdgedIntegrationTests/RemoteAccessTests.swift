@@ -155,7 +155,7 @@ struct RemoteAccessTests {
         }
         // exec -it: a terminal inside the container (script gives kubectl a terminal of its own).
         if findExecutable("script") != nil {
-            let tty = try runCommand(["script", "-qec", "kubectl --kubeconfig \(f.kubectl.kubeconfig) exec -it talker -- tty", "/dev/null"], check: false)
+            let tty = try runCommand(["script", "-qec", "kubectl --kubeconfig \(f.kubectl.kubeconfig) exec -it talker -- sh -c 'ls -l /proc/self/fd/0'", "/dev/null"], check: false)
             #expect(tty.stdout.contains("/dev/pts/"), "\(tty.stdout) \(tty.stderr)")
         }
 

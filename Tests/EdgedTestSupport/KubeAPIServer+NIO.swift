@@ -66,6 +66,7 @@ final class KubeAPIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         var headers: [String: String] = [:]
         for (k, v) in h.headers { headers[k.lowercased()] = v }
         let user = core.authenticate(peer: peerCertificate(context), authorization: headers["authorization"])
+        if let user, KubeletProxy.start(core: core, context: context, head: h, body: body, user: user) { return }   // +KubeletProxy
         let req = APIRequest(method: h.method.rawValue, uri: h.uri, headers: headers, body: body)
         let channel = context.channel
         let sink: @Sendable (Data) -> Void = { data in

@@ -15,6 +15,7 @@
 // selfsubjectaccessreviews or localsubjectaccessreviews.
 
 import Foundation
+import NIOSSL
 import Synchronization
 
 /// One permission of the grant list: who (a user, a group, or both nil for everyone authenticated) may do what.
@@ -53,6 +54,7 @@ final class KubeletSideState: Sendable {
         var tokenReviews = 0
         var subjectAccessReviews: [SubjectAccessReviewRecord] = []
         var egress: KubeAPIServer.Egress = .direct
+        var kubeletTLS: NIOSSLContext?
     }
     let state = Mutex(State())
 }
