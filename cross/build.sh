@@ -339,6 +339,7 @@ package() {
     mkdir -p "$stage/$name/bin"
     cp "${PRODUCTS[@]/#/$OUT/$arch/}" "$stage/$name/bin/"
     [ -d "$ROOT/systemd" ] && cp -r "$ROOT/systemd" "$stage/$name/"
+    [ -d "$ROOT/deploy" ] && cp -r "$ROOT/deploy" "$stage/$name/"
     cp "$ROOT/cross/INSTALL.md" "$stage/$name/INSTALL.md"
     rm -f "$OUT"/edged-*-linux-"$arch".tar.gz
     tar -C "$stage" --owner=0 --group=0 -czf "$OUT/$name.tar.gz" "$name"
