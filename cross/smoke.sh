@@ -106,6 +106,22 @@ for p in edged edgectl; do
     if [ "$rc" = 0 ] && [ -n "$out" ]; then ok "$p --version prints $out"; else bad "$p --version: rc $rc, output: $out"; fi
 done
 
+# The tunnel server (cloud side of the tunnel): refuses a missing certificate with the flag's name, and with a
+# throw-away CA and certificate it listens for agents and on its CONNECT socket, then exits 0 on SIGTERM.
+out=$("${RUN[@]}" "$BIN/edged" tunnel-server --cluster-cert /nonexistent.crt --cluster-key x --cluster-ca-cert y --uds-name "$TMP/t.sock" 2>&1); rc=$?
+if [ "$rc" != 0 ] && grep -q -- '--cluster-cert /nonexistent.crt' <<<"$out"; then ok "tunnel-server names the unreadable --cluster-cert (rc $rc)"; else bad "tunnel-server with a missing cert: rc $rc, output: $out"; fi
+if command -v openssl >/dev/null; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=smoke-ca \
+        -keyout "$TMP/tca.key" -out "$TMP/tca.crt" >/dev/null 2>&1
+    "${RUN[@]}" "$BIN/edged" tunnel-server --agent-bind-address 127.0.0.1 --agent-port 0 --cluster-cert "$TMP/tca.crt" \
+        --cluster-key "$TMP/tca.key" --cluster-ca-cert "$TMP/tca.crt" --uds-name "$TMP/t.sock" >"$TMP/tunnel.log" 2>&1 &
+    tpid=$!
+    for _ in $(seq 1 100); do grep -q "tunnel server listening" "$TMP/tunnel.log" && break; sleep 0.2; done
+    if grep -q "tunnel server listening" "$TMP/tunnel.log" && [ -S "$TMP/t.sock" ]; then ok "tunnel-server listens (agents over TLS, CONNECT socket)"; else bad "tunnel-server did not start: $(tail -n 5 "$TMP/tunnel.log")"; fi
+    kill -TERM "$tpid" 2>/dev/null; wait "$tpid"; trc=$?
+    if [ "$trc" = 0 ]; then ok "tunnel-server exited 0 on SIGTERM"; else bad "tunnel-server exited $trc on SIGTERM: $(tail -n 5 "$TMP/tunnel.log")"; fi
+fi
+
 # 2. The daemon, once edged has its flags.
 help=$("${RUN[@]}" "$BIN/edged" --help 2>&1; "${RUN[@]}" "$BIN/edged" help run 2>&1)
 missing=()
