@@ -1,5 +1,5 @@
 // edged-bench: pod start latency against runc and podman, edged's RSS idle and with 20 pods, binary size, and the edge
-// hub's LIST throughput (vs direct and kubectl proxy), cached RSS, offline LIST and offline reboot.
+// hub's LIST throughput (vs direct and kubectl proxy), cached RSS, offline LIST and offline reboot, and the tunnel.
 // Needs root; starts its own edged on temp dirs and removes everything it started.
 
 import ArgumentParser
@@ -12,7 +12,7 @@ import Foundation
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "edged-bench",
-        abstract: "Measure edged's pod start latency (vs runc and podman), RSS and binary size. Needs root.",
+        abstract: "Measure edged's pod start latency (vs runc and podman), RSS, binary size, the edge hub and the tunnel. Needs root.",
         subcommands: [StoreWriter.self, HubOnly.self, TunnelOnly.self, TunnelAgentProcess.self])
 
     @Flag(help: "Print one JSON object instead of the table.")
@@ -87,6 +87,8 @@ struct Bench: AsyncParsableCommand {
         // The edge hub: its own API server and edged on temp dirs (issue [4]).
         defer { cleanUp(root: "\(root)/hub", cgroupPrefix: hubCgroupRoot) }
         let hub = try await hubPhase(bin: bin, root: "\(root)/hub")
+        // The tunnel (issue [5]): 100 MB through it vs direct TCP, added latency, the agent's RSS.
+        let tunnel = try await tunnelPhase(megabytes: 100)
 
         let runc = try? runcStartP50(root: root, runs: pods)
         let podman = try? podmanStartP50(archive: "\(root)/busybox-oci.tar", runs: 5)
@@ -107,7 +109,10 @@ struct Bench: AsyncParsableCommand {
             direct_list_per_s: hub.directList.perSecond, direct_list_p50_ms: hub.directList.p50Ms, direct_list_p99_ms: hub.directList.p99Ms,
             kubectl_proxy_list_per_s: hub.kubectlProxyList?.perSecond, kubectl_proxy_list_p50_ms: hub.kubectlProxyList?.p50Ms,
             kubectl_proxy_list_p99_ms: hub.kubectlProxyList?.p99Ms, hub_rss_1000_pods_kb: hub.rss1000PodsKB,
-            offline_list_p50_ms: hub.offlineList.p50Ms, offline_reboot_20_pods_ms: hub.offlineReboot20PodsMs)
+            offline_list_p50_ms: hub.offlineList.p50Ms, offline_reboot_20_pods_ms: hub.offlineReboot20PodsMs,
+            tunnel_mb_per_s: tunnel.tunnel_mb_per_s, direct_mb_per_s: tunnel.direct_mb_per_s,
+            tunnel_added_latency_ms: tunnel.tunnel_added_latency_ms, tunnel_rss_idle_kb: tunnel.tunnel_rss_idle_kb,
+            tunnel_rss_50_streams_kb: tunnel.tunnel_rss_50_streams_kb)
         if json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.sortedKeys]
@@ -158,6 +163,14 @@ struct BenchResult: Codable {
     var offline_list_p50_ms: Double
     /// API server stopped, edged stopped with its 20 pods stopped, edged launched → all 20 Running again.
     var offline_reboot_20_pods_ms: Double
+    /// 100 MB through the tunnel (CONNECT → tunnel server → gRPC/TLS → agent → loopback TCP) and straight over loopback.
+    var tunnel_mb_per_s: Double
+    var direct_mb_per_s: Double
+    /// Median (new tunnel connection + 64-byte echo) minus median (new TCP connection + the same echo).
+    var tunnel_added_latency_ms: Double
+    /// RSS of an agent-only process idle, and with 50 open streams.
+    var tunnel_rss_idle_kb: Int
+    var tunnel_rss_50_streams_kb: Int
 
     var table: String {
         func ms(_ v: Double?) -> String { v.map { String(format: "%.1f ms", $0) } ?? "n/a" }
@@ -178,6 +191,9 @@ struct BenchResult: Codable {
             hub RSS with 1000 cached pods        \(hub_rss_1000_pods_kb) KB
             LIST 1000 pods via hub, offline p50  \(ms(offline_list_p50_ms))
             offline reboot to 20 pods Running    \(ms(offline_reboot_20_pods_ms))
+            100 MB through the tunnel / direct   \(tunnel_mb_per_s) / \(direct_mb_per_s) MB/s
+            tunnel added latency (new stream)    \(ms(tunnel_added_latency_ms))
+            tunnel agent RSS idle / 50 streams   \(tunnel_rss_idle_kb) / \(tunnel_rss_50_streams_kb) KB
             edged binary (stripped)              \(binary_bytes) bytes
             edged-monitor binary (stripped)      \(monitor_binary_bytes) bytes
             edged arm64 static (cross/out)       \(arm64_binary_bytes.map { "\($0) bytes" } ?? "n/a (run cross/build.sh)")
