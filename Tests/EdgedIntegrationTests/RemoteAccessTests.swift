@@ -181,6 +181,28 @@ struct RemoteAccessTests {
         let forbidden = try runCommand(["curl", "-sk", "--cert", f.side.sub("mallory.crt"), "--key", f.side.sub("mallory.key"),
                                         "https://127.0.0.1:\(kubeletPort)/pods"], check: false)
         #expect(forbidden.stdout.contains("Forbidden") && forbidden.stdout.contains("user=mallory"), "\(forbidden.stdout)")
+        // A bearer token (TokenReview) with a grant for nodes/proxy and nodes/metrics; a bad query value is a 400, an
+        // unknown container a 404 naming it; metrics-server's endpoint answers in Prometheus text.
+        f.api.addToken("ops-token", user: "ops")
+        f.api.grant(user: "ops", verb: "get", resource: "nodes", subresource: "proxy")
+        f.api.grant(user: "ops", verb: "get", resource: "nodes", subresource: "metrics")
+        func kubelet(_ path: String, token: String = "ops-token") throws -> (code: String, body: String) {
+            let r = try runCommand(["curl", "-sk", "-H", "Authorization: Bearer \(token)", "-w", "\n%{http_code}",
+                                    "https://127.0.0.1:\(kubeletPort)\(path)"], check: false)
+            let parts = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+            return (String(parts.last ?? ""), parts.dropLast().joined(separator: "\n"))
+        }
+        let pods = try kubelet("/pods")
+        #expect(pods.code == "200" && pods.body.contains("\"kind\":\"PodList\"") && pods.body.contains("talker"), "\(pods)")
+        #expect(try kubelet("/pods", token: "no-such-token").code == "401")
+        let bad = try kubelet("/containerLogs/default/talker/main?tailLines=abc")
+        #expect(bad.code == "400" && bad.body.contains("tailLines"), "\(bad)")
+        let missing = try kubelet("/containerLogs/default/talker/nope")
+        #expect(missing.code == "404" && missing.body.contains("nope"), "\(missing)")
+        let resource = try kubelet("/metrics/resource")
+        #expect(resource.code == "200" && resource.body.contains("node_cpu_usage_seconds_total")
+                && resource.body.contains("container=\"main\"") && resource.body.contains("pod=\"talker\""), "\(resource.body.prefix(600))")
+        #expect(try kubelet("/stats/summary").code == "403", "stats needs nodes/stats")
 
         // The tunnel server dies in the middle of a followed log; once it is back, the agent reconnects and new
         // requests work.
