@@ -306,6 +306,7 @@ extension KubeletProxy {
 
         let relay = KubeletRelay(core: core, client: client, clientHead: head, user: user, plan: plan,
                                  upgrade: upgrade || plan.tunnel)
+        if !upgrade && !plan.tunnel { ClientGoneWatch.install(on: client) }
         connect(plan: plan, egress: egress, tls: tls, on: client.eventLoop, relay: relay).whenComplete { result in
             switch result {
             case .success(let kubelet):
@@ -608,6 +609,33 @@ final class KubeletRelay: ChannelInboundHandler, RemovableChannelHandler, @unche
             client.close(promise: nil)
             kubelet.close(promise: nil)
         }
+    }
+}
+
+// MARK: - Client gone
+
+/// Keeps reading the client's connection while a kubelet answer streams back, as Go's HTTP server does in the
+/// background: HTTPServerPipelineHandler stops reading once a request has ended until its response is complete,
+/// so without this a client that leaves a followed log is never noticed and the kubelet's stream never ends.
+/// Sits in front of the pipeline handler; what it reads (a pipelined request) still goes on to be buffered there.
+final class ClientGoneWatch: ChannelDuplexHandler, RemovableChannelHandler, @unchecked Sendable {
+    typealias InboundIn = NIOAny
+    typealias OutboundIn = NIOAny
+
+    static func install(on channel: Channel) {
+        let ops = channel.pipeline.syncOperations
+        guard (try? ops.handler(type: ClientGoneWatch.self)) == nil,
+              let pipelineHandler = try? ops.handler(type: HTTPServerPipelineHandler.self) else { return }
+        try? ops.addHandler(ClientGoneWatch(), position: .before(pipelineHandler))
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { context.read() }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.fireChannelReadComplete()
+        if context.channel.isActive { context.read() }
     }
 }
 

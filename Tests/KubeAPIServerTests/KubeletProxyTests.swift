@@ -465,9 +465,7 @@ private let execPath = "/api/v1/namespaces/default/pods/p1/exec?command=sh&comma
             while kubelet.closedConnections.load(ordering: .relaxed) == before && ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(20))
             }
-            withKnownIssue("the test API server does not yet close the kubelet's followed-log connection when its client leaves (edged's side ends when its connection closes)") {
-                #expect(kubelet.closedConnections.load(ordering: .relaxed) > before)
-            }
+            #expect(kubelet.closedConnections.load(ordering: .relaxed) > before)
         }
     }
 
