@@ -20,9 +20,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.30.0"),
         .package(url: "https://github.com/apple/swift-certificates", from: "1.10.0"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.3.0"),
-        .package(url: "https://github.com/apple/swift-protobuf", from: "1.30.0"),
+        .package(url: "https://github.com/apple/swift-nio-http2", from: "1.36.0"),
+        // No default traits: BinaryDelimitedStreams would link full Foundation (and ICU) into the daemon.
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.30.0", traits: []),
         .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.0.0"),
-        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.0.0"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.0.0"),
     ],
     targets: [
@@ -115,6 +116,17 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "X509", package: "swift-certificates"),
         ]),
+        // gRPC over HTTP/2 + TLS for GRPCCore on SwiftNIO: client and server transports without Foundation.
+        .target(name: "EdgedGRPCTransport", dependencies: [
+            .product(name: "GRPCCore", package: "grpc-swift-2"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOTLS", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+            .product(name: "NIOHPACK", package: "swift-nio-http2"),
+            .product(name: "X509", package: "swift-certificates"),
+        ]),
         // Reverse tunnel (Konnectivity agent protocol over gRPC): the node's agent and the cloud-side tunnel server
         // with its HTTP CONNECT frontend for kube-apiserver's egress selector.
         .target(name: "EdgedTunnel", dependencies: [
@@ -126,7 +138,7 @@ let package = Package(
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "GRPCCore", package: "grpc-swift-2"),
-            .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+            "EdgedGRPCTransport",
             .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             .product(name: "X509", package: "swift-certificates"),

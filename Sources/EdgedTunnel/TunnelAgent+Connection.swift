@@ -1,10 +1,11 @@
 // One Connect stream from the agent to one tunnel server instance, and the TCP streams it carries.
 
 import GRPCCore
-import GRPCNIOTransportHTTP2Posix
+import EdgedGRPCTransport
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 @available(macOS 15.0, *)
@@ -51,33 +52,27 @@ extension TunnelAgent {
     }
 
     /// A fresh transport, reading the certificate, key and CA files now.
-    private func makeTransport() throws -> HTTP2ClientTransport.Posix {
-        let security = HTTP2ClientTransport.Posix.TransportSecurity.mTLS(
-            certificateChain: [.file(path: config.certPath, format: .pem)],
-            privateKey: .file(path: config.keyPath, format: .pem)
-        ) { tls in
-            tls.trustRoots = .certificates([.file(path: self.config.caPath, format: .pem)])
-        }
-        var transportConfig = HTTP2ClientTransport.Posix.Config.defaults
-        transportConfig.connection.keepalive = .init(time: config.keepaliveInterval, timeout: config.keepaliveTimeout,
-                                                     allowWithoutCalls: true)
-        transportConfig.http2.authority = config.serverName
-        transportConfig.backoff = .init(initial: config.backoffInitial, max: config.backoffMax, multiplier: 2, jitter: 0.2)
+    private func makeTransport() throws -> GRPCHTTP2ClientTransport {
+        let tls: NIOSSLContext
         do {
-            // IP literals are not names: no SNI for them, and the certificate is checked for the IP address.
-            let host = config.serverHost
-            let target: any ResolvableTarget
-            if host.contains(":") {
-                target = .ipv6(host: String(host.filter { $0 != "[" && $0 != "]" }), port: config.serverPort)
-            } else if host.split(separator: ".").count == 4 && host.allSatisfy({ $0.isNumber || $0 == "." }) {
-                target = .ipv4(host: host, port: config.serverPort)
-            } else {
-                target = .dns(host: host, port: config.serverPort)
-            }
-            return try HTTP2ClientTransport.Posix(target: target, transportSecurity: security, config: transportConfig)
+            var tlsConfig = TLSConfiguration.makeClientConfiguration()
+            tlsConfig.certificateChain = try NIOSSLCertificate.fromPEMFile(config.certPath).map { .certificate($0) }
+            tlsConfig.privateKey = .privateKey(try NIOSSLPrivateKey(file: config.keyPath, format: .pem))
+            tlsConfig.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(config.caPath))
+            tlsConfig.applicationProtocols = ["h2"]
+            tls = try NIOSSLContext(configuration: tlsConfig)
         } catch {
             throw TunnelError("tunnel agent: cannot set up TLS with \(config.certPath), \(config.keyPath) and CA \(config.caPath): \(describe(error))")
         }
+        // IP literals are not names: no SNI for them, and the certificate is checked for the IP address.
+        let host = String(config.serverHost.filter { $0 != "[" && $0 != "]" })
+        let isIP = host.contains(":") || (host.split(separator: ".").count == 4 && host.allSatisfy { $0.isNumber || $0 == "." })
+        return GRPCHTTP2ClientTransport(config: .init(
+            host: host, port: config.serverPort, tls: tls,
+            serverHostname: config.serverName ?? (isIP ? nil : host),
+            authority: config.serverName,
+            connectTimeout: config.dialTimeout,
+            keepaliveInterval: config.keepaliveInterval, keepaliveTimeout: config.keepaliveTimeout))
     }
 }
 

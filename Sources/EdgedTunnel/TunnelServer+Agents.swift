@@ -1,7 +1,7 @@
 // The agent side of the tunnel server: AgentService.Connect, node identity checks, one session per agent stream.
 
 import GRPCCore
-import GRPCNIOTransportHTTP2Posix
+import EdgedGRPCTransport
 import Logging
 import NIOCore
 import Synchronization
@@ -21,7 +21,7 @@ struct AgentServiceHandler: KonnAgentService.StreamingServiceProtocol {
             throw RPCError(code: .invalidArgument, message: "tunnel server \(config.serverID): no agentID metadata")
         }
         let identifiers = AgentIdentifiers.parse(request.metadata[stringValues: "agentIdentifiers"].first(where: { _ in true }) ?? "")
-        guard let certificate = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate else {
+        guard let certificate = (context.transportSpecific as? GRPCHTTP2ServerTransport.PeerContext)?.peerCertificate else {
             server.logger.warning("tunnel: refused agent \(agentID) from \(context.remotePeer): no client certificate")
             throw RPCError(code: .unauthenticated, message: "tunnel server \(config.serverID): agent \(agentID) sent no client certificate")
         }

@@ -4,7 +4,7 @@
 import Glibc
 #endif
 import GRPCCore
-import GRPCNIOTransportHTTP2Posix
+import EdgedGRPCTransport
 import Logging
 import NIOCore
 import NIOPosix
@@ -68,19 +68,21 @@ public final class TunnelServer: Service, Sendable {
     }
 
     private func serve() async throws {
-        let transport = HTTP2ServerTransport.Posix(
-            address: config.agentHost.contains(":") ? .ipv6(host: config.agentHost, port: config.agentPort)
-                : .ipv4(host: config.agentHost, port: config.agentPort),
-            transportSecurity: .mTLS(certificateChain: [.file(path: config.certPath, format: .pem)],
-                                     privateKey: .file(path: config.keyPath, format: .pem)) { tls in
-                tls.trustRoots = .certificates([.file(path: self.config.agentCAPath, format: .pem)])
-                tls.clientCertificateVerification = .noHostnameVerification
-            },
-            config: .defaults { c in
-                c.connection.keepalive = .init(time: config.keepaliveInterval, timeout: config.keepaliveTimeout,
-                                               clientBehavior: .init(minPingIntervalWithoutCalls: .seconds(5),
-                                                                     allowWithoutCalls: true))
-            })
+        let tls: NIOSSLContext
+        do {
+            var tlsConfig = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(config.certPath).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: config.keyPath, format: .pem)))
+            tlsConfig.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(config.agentCAPath))
+            tlsConfig.certificateVerification = .noHostnameVerification
+            tlsConfig.applicationProtocols = ["h2"]
+            tls = try NIOSSLContext(configuration: tlsConfig)
+        } catch {
+            throw TunnelError("tunnel server \(config.serverID): cannot set up agent TLS with \(config.certPath), \(config.keyPath) and CA \(config.agentCAPath): \(describe(error))")
+        }
+        let transport = GRPCHTTP2ServerTransport(config: .init(
+            host: config.agentHost, port: config.agentPort, tls: tls,
+            keepaliveInterval: config.keepaliveInterval, keepaliveTimeout: config.keepaliveTimeout))
         let grpc = GRPCServer(transport: transport, services: [AgentServiceHandler(server: self)])
         let frontends = try await bindFrontends()
         defer {
@@ -95,20 +97,19 @@ public final class TunnelServer: Service, Sendable {
             for listener in frontends.listeners {
                 group.addTask { await self.acceptFrontends(listener) }
             }
-            let bound: GRPCNIOTransportCore.SocketAddress
+            let bound: SocketAddress
             do {
-                bound = try await transport.listeningAddress
+                bound = try await transport.listeningAddress()
             } catch {
                 throw TunnelError("tunnel server \(config.serverID): cannot listen for agents on \(config.agentHost):\(config.agentPort): \(describe(error))")
             }
-            let agentPort = bound.ipv4?.port ?? bound.ipv6?.port ?? config.agentPort
+            let agentPort = bound.port ?? config.agentPort
             publish(.success(TunnelServerAddresses(agentPort: agentPort, frontendPort: frontends.tcpPort,
                                                    unixSocketPath: config.unixSocketPath)))
             logger.info("tunnel server listening: agents on port \(agentPort), CONNECT frontend on \(frontends.tcpPort.map { "port \($0)" } ?? "no TCP port")\(config.unixSocketPath.map { " and \($0)" } ?? "")")
             try? await gracefulShutdown()
             if !Task.isCancelled {
-                // Stop listening first (cancelling the gRPC transport while it accepts a connection trips a
-                // precondition in it), then end every Connect stream ourselves: they never end by themselves.
+                // Stop listening first, then end every Connect stream ourselves: they never end by themselves.
                 grpc.beginGracefulShutdown()
                 for session in state.withLock({ $0.sessions }) { session.end() }
                 await withTaskGroup(of: Void.self) { wait in
