@@ -193,6 +193,14 @@ let package = Package(
         .testTarget(name: "EdgedIntegrationTests", dependencies: ["EdgedCore", "EdgedControl", "EdgedDaemon", "EdgedTestSupport"]),
         .testTarget(name: "EdgedHubTests", dependencies: ["EdgedHub", "EdgedCore", "EdgedKube", "EdgedHTTP", "EdgedTestSupport"]),
         .testTarget(name: "EdgedKubeletAPITests", dependencies: ["EdgedKubeletAPI", "EdgedCore", "EdgedKube", "EdgedHTTP", "EdgedTestSupport"]),
+        .testTarget(name: "EdgedGRPCTransportTests", dependencies: [
+            "EdgedGRPCTransport", "EdgedTestSupport",
+            .product(name: "GRPCCore", package: "grpc-swift-2"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOHPACK", package: "swift-nio-http2"),
+        ]),
         .testTarget(name: "EdgedTunnelTests", dependencies: ["EdgedTunnel", "EdgedCore", "EdgedTestSupport"]),
         .testTarget(name: "KubeAPIServerTests", dependencies: ["EdgedTestSupport", "EdgedCore"]),
         // Helpers only tests import: building busybox rootfs/images from Debian's busybox-static, temp dirs.

@@ -208,8 +208,10 @@ public final class GRPCHTTP2ServerTransport: ServerTransport, Sendable {
                 return
             }
             let descriptor = MethodDescriptor(fullyQualifiedService: String(parts[1]), method: String(parts[2]))
+            let source = FrameSource(frames)
+            if request.endStream { source.markFinished() }
             let requestParts = ServerRequestParts(metadata: GRPCWire.metadata(from: headers),
-                                                  source: FrameSource(frames), endedWithHeaders: request.endStream,
+                                                  source: source, endedWithHeaders: request.endStream,
                                                   maxMessageBytes: maxMessageBytes)
             let writer = ServerResponseWriter(outbound: outbound)
             await withServerContextRPCCancellationHandle { handle in
@@ -221,6 +223,20 @@ public final class GRPCHTTP2ServerTransport: ServerTransport, Sendable {
                               outbound: RPCWriter.Closable(wrapping: writer)),
                     context)
             }
+            // The writer only queued the last frames: closing the stream now would reset it before they are sent
+            // (the client's flow-control window may hold them back). HTTP/2 closes the stream once both ends have
+            // ended it; a client that is still sending gets a short grace and then the reset.
+            try await Self.waitForClose(streamChannel, within: source.peerFinished ? nil : .seconds(2))
         }
+    }
+
+    private static func waitForClose(_ channel: Channel, within limit: Duration?) async throws {
+        guard let limit else {
+            try await channel.closeFuture.get()
+            return
+        }
+        let timer = channel.eventLoop.scheduleTask(in: TimeAmount(limit)) { channel.close(promise: nil) }
+        defer { timer.cancel() }
+        try await channel.closeFuture.get()
     }
 }

@@ -14,10 +14,26 @@ typealias FrameWriter = NIOAsyncChannelOutboundWriter<HTTP2Frame.FramePayload>
 /// A call's parts are read by one task at a time, which is what makes the unchecked Sendable sound.
 final class FrameSource: @unchecked Sendable {
     private var iterator: FrameStream.AsyncIterator
+    private let ended = Atomic<Bool>(false)
 
     init(_ iterator: FrameStream.AsyncIterator) { self.iterator = iterator }
 
-    func next() async throws -> HTTP2Frame.FramePayload? { try await iterator.next() }
+    func next() async throws -> HTTP2Frame.FramePayload? {
+        let frame = try await iterator.next()
+        switch frame {
+        case .headers(let h) where h.endStream: ended.store(true, ordering: .relaxed)
+        case .data(let d) where d.endStream: ended.store(true, ordering: .relaxed)
+        case .rstStream, nil: ended.store(true, ordering: .relaxed)
+        default: break
+        }
+        return frame
+    }
+
+    /// Whether the peer has finished its side of the stream (END_STREAM, a reset, or the stream is gone).
+    var peerFinished: Bool { ended.load(ordering: .relaxed) }
+
+    /// Marks the peer's side finished when the first frame already carried END_STREAM.
+    func markFinished() { ended.store(true, ordering: .relaxed) }
 }
 
 // MARK: - Client side

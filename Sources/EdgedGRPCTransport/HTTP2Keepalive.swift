@@ -93,7 +93,7 @@ final class HTTP2Keepalive: ChannelDuplexHandler, RemovableChannelHandler {
             timeoutTimer = context.eventLoop.scheduleTask(in: timeout) {
                 let (handler, context) = bound.value
                 handler.timeoutTimer = nil
-                context.fireErrorCaught(KeepaliveTimeout(timeout: handler.timeout))
+                context.pipeline.fireErrorCaught(KeepaliveTimeout(timeout: handler.timeout))
                 context.close(promise: nil)
             }
         }
