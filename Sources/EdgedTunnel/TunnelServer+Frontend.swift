@@ -33,6 +33,7 @@ extension TunnelServer {
                 throw TunnelError("tunnel server \(config.serverID): cannot load the frontend TLS files \(tls.certPath) / \(tls.keyPath): \(error)")
             }
         }
+        let frontendTLS = tlsContext
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 256)
@@ -41,7 +42,7 @@ extension TunnelServer {
             do {
                 let listener = try await bootstrap.bind(host: host, port: port) { ch in
                     ch.eventLoop.makeCompletedFuture {
-                        if let tlsContext { try ch.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext)) }
+                        if let frontendTLS { try ch.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: frontendTLS)) }
                         return try Connection(wrappingChannelSynchronously: ch)
                     }
                 }
