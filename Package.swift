@@ -201,6 +201,10 @@ let package = Package(
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOHPACK", package: "swift-nio-http2"),
         ]),
+        .testTarget(name: "EdgedFuzzTests", dependencies: [
+            "EdgedCore", "EdgedKube", "EdgedImages", "EdgedNetwork", "EdgedTunnel", "EdgedKubeletAPI", "EdgedGRPCTransport",
+            .product(name: "NIOCore", package: "swift-nio"),
+        ], exclude: ["Crashers"]),
         .testTarget(name: "EdgedTunnelTests", dependencies: ["EdgedTunnel", "EdgedCore", "EdgedTestSupport"]),
         .testTarget(name: "KubeAPIServerTests", dependencies: ["EdgedTestSupport", "EdgedCore"]),
         // Helpers only tests import: building busybox rootfs/images from Debian's busybox-static, temp dirs.
