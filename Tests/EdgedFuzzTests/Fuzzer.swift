@@ -26,8 +26,19 @@ struct FuzzTarget: Sendable {
     let seeds: [[UInt8]]
     /// Tokens worth inserting (keywords, delimiters, odd numbers).
     let dictionary: [[UInt8]]
+    /// Whether inputs are JSON documents (then half the mutations change one node of the parsed document).
+    let json: Bool
     /// Must return normally or throw; anything slower than `hangLimit` counts as a hang.
     let body: @Sendable ([UInt8]) throws -> Void
+
+    init(name: String, json: Bool = false, seeds: [[UInt8]], dictionary: [[UInt8]],
+         _ body: @escaping @Sendable ([UInt8]) throws -> Void) {
+        self.name = name
+        self.json = json
+        self.seeds = seeds
+        self.dictionary = dictionary
+        self.body = body
+    }
 }
 
 struct FuzzReport: CustomStringConvertible {
@@ -104,6 +115,10 @@ enum Fuzz {
 
     static func mutate(_ input: inout [UInt8], target: FuzzTarget, pool: [[UInt8]], rng: inout SplitMix64) {
         func index(_ count: Int) -> Int { count == 0 ? 0 : Int(rng.next() % UInt64(count)) }
+        if target.json && rng.next() % 2 == 0, let changed = JSONMutator.mutate(input, rng: &rng) {
+            input = changed
+            return
+        }
         let interesting: [UInt8] = [0, 0x7F, 0x80, 0xFF, 0x22, 0x5C, 0x0A, 0x3A, 0x7B, 0x7D, 0x5B, 0x5D, 0x2D, 0x30, 0x39]
         switch rng.next() % 9 {
         case 0 where !input.isEmpty:

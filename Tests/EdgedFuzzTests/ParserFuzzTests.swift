@@ -66,17 +66,20 @@ spec:
 {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "j"}, "spec": {"containers": [{"name": "c", "image": "x"}]}}
 """
 
+/// The first pod of podYAML as JSON, for the structure-aware mutations.
+let podJSON: [UInt8] = (try? Array(YAMLParser.parse(podYAML)[0].jsonText.utf8)) ?? []
+
 let fuzzTargets: [FuzzTarget] = [
-    FuzzTarget(name: "pod-manifest", seeds: [bytes(podYAML), bytes("kind: Pod\nmetadata: {name: a}\n")],
+    FuzzTarget(name: "pod-manifest", json: true, seeds: [bytes(podYAML), bytes("kind: Pod\nmetadata: {name: a}\n"), podJSON],
                dictionary: ["&a ", "*a", "<<: ", "!!binary ", "- ", ": ", "{", "[", "\"\\u0000\"", "1e999", "-0x1",
                             "name: ", "containers:", "image: ", "---\n", "memory: 1Ei", "cpu: 99999999999"].map(bytes)) { input in
         _ = try Manifest.decodePods(String(decoding: input, as: UTF8.self), source: "fuzz.yaml")
     },
-    FuzzTarget(name: "json", seeds: [bytes(#"{"a": [1, 2.5e3, -0, true, null, "x\u00e9\n"], "b": {"c": {}}}"#)],
+    FuzzTarget(name: "json", json: true, seeds: [bytes(#"{"a": [1, 2.5e3, -0, true, null, "x\u00e9\n"], "b": {"c": {}}}"#)],
                dictionary: ["\\u", "\\ud800", "1e400", "[[[[[[[[", "{\"", "\":", "-", "0.", "\u{FEFF}"].map(bytes)) { input in
         _ = try JSONValue.parse(input)
     },
-    FuzzTarget(name: "watch-event",
+    FuzzTarget(name: "watch-event", json: true,
                seeds: [bytes(#"{"type":"ADDED","object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"default","resourceVersion":"7"},"spec":{"containers":[{"name":"c","image":"busybox"}]}}}"#),
                        bytes(#"{"type":"BOOKMARK","object":{"kind":"Pod","metadata":{"resourceVersion":"12"}}}"#),
                        bytes(#"{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired","message":"too old"}}"#)],
@@ -85,7 +88,7 @@ let fuzzTargets: [FuzzTarget] = [
         var decoder = WatchStreamDecoder<Pod>(maxEventBytes: 1 << 16)
         _ = try decoder.feed(input + [0x0A] + input)
     },
-    FuzzTarget(name: "oci-manifest",
+    FuzzTarget(name: "oci-manifest", json: true,
                seeds: [bytes(#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:aaaa","size":7},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:bbbb","size":1}]}"#),
                        bytes(#"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:cc","size":3,"platform":{"architecture":"arm64","os":"linux","variant":"v8"}}]}"#),
                        bytes(#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Entrypoint":["/bin/sh"],"Cmd":["-c","x"],"WorkingDir":"/","User":"1000:1000"},"rootfs":{"type":"layers","diff_ids":["sha256:dd"]}}"#)],
@@ -106,7 +109,7 @@ let fuzzTargets: [FuzzTarget] = [
             if entries > 10_000 { break }
         }
     },
-    FuzzTarget(name: "cni-result",
+    FuzzTarget(name: "cni-result", json: true,
                seeds: [bytes(#"{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","mac":"aa:bb:cc:dd:ee:ff","sandbox":"/var/run/netns/x"}],"ips":[{"address":"10.22.0.5/16","gateway":"10.22.0.1","interface":0}],"routes":[{"dst":"0.0.0.0/0"}],"dns":{"nameservers":["10.96.0.10"]}}"#)],
                dictionary: ["\"interface\":99", "/33", "::1/129", "\"ips\":", "300.1.1.1"].map(bytes)) { input in
         _ = try CNIResult.parse(input, plugin: "fuzz")
