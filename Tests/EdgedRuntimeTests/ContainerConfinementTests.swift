@@ -69,3 +69,61 @@ struct ContainerConfinementTests {
         }
     }
 }
+
+/// The first whole disk of the host, as "MAJOR MINOR" from /proc/partitions, or nil when there is none.
+private func hostDisk() -> (major: Int, minor: Int)? {
+    let text = (try? String(contentsOfFile: "/proc/partitions", encoding: .utf8)) ?? ""
+    for line in text.split(separator: "\n").dropFirst() {
+        let cols = line.split(separator: " ")
+        if cols.count == 4, let major = Int(cols[0]), let minor = Int(cols[1]) { return (major, minor) }
+    }
+    return nil
+}
+
+extension ContainerConfinementTests {
+    /// Root keeps the default set (bounding = permitted = effective, nothing inheritable or ambient); a non-root user
+    /// keeps the bounding set only, its permitted and effective sets are empty after exec.
+    @Test func capabilitySetsForRootAndForAUser() async throws {
+        try await withRuntime { f in
+            let argv = ["sh", "-c", "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status"]
+            let (i1, root) = try await f.run(f.spec("caproot", argv))
+            #expect(exitCode(i1) == 0)
+            #expect(root.map(\.1) == ["CapInh:\t0000000000000000", "CapPrm:\t00000000a80425fb", "CapEff:\t00000000a80425fb",
+                                      "CapBnd:\t00000000a80425fb", "CapAmb:\t0000000000000000"])
+            let (i2, user) = try await f.run(f.spec("capuser", argv) { $0.user = "app" })
+            #expect(exitCode(i2) == 0)
+            #expect(user.map(\.1) == ["CapInh:\t0000000000000000", "CapPrm:\t0000000000000000", "CapEff:\t0000000000000000",
+                                      "CapBnd:\t00000000a80425fb", "CapAmb:\t0000000000000000"])
+        }
+    }
+
+    /// /proc shows only the container's own processes; runc's masked paths read empty, /proc/sys, /proc/sysrq-trigger
+    /// and /sys are read-only (a sysctl written with its own value still fails); /dev has no block device.
+    @Test func procSysAndDevShowNothingOfTheHost() async throws {
+        try await withRuntime { f in
+            let script = """
+                echo pids $(ls /proc | grep -c '^[0-9][0-9]*$')
+                for m in /proc/kcore /proc/keys; do [ -e $m ] && echo $m $(wc -c < $m) || echo $m absent; done
+                v=$(cat /proc/sys/vm/overcommit_memory); (echo $v > /proc/sys/vm/overcommit_memory) 2>/dev/null && echo sysctl written || echo sysctl refused
+                for m in /proc/sys /proc/sysrq-trigger /sys; do
+                    [ -e $m ] || { echo $m absent; continue; }
+                    grep " $m " /proc/self/mounts | grep -q ' ro,' && echo $m ro || echo $m rw
+                done
+                echo blockdevs $(ls -l /dev | grep -c '^b')
+                """
+            let (info, recs) = try await f.run(f.spec("procview", ["sh", "-c", script]))
+            #expect(exitCode(info) == 0, "\(f.output(recs))")
+            let lines = recs.map(\.1)
+            let hostPIDs = try FileManager.default.contentsOfDirectory(atPath: "/proc").filter { Int($0) != nil }.count
+            let pids = lines.first { $0.hasPrefix("pids ") }.flatMap { Int($0.dropFirst(5)) } ?? .max
+            #expect(pids <= 4 && pids < hostPIDs, "the container saw \(pids) processes, the host has \(hostPIDs)")
+            // This kernel's /proc may lack some of them (no CONFIG_MAGIC_SYSRQ, no /proc/kcore): absent inside too.
+            func onHost(_ path: String, _ expected: String) -> String {
+                "\(path) \(FileManager.default.fileExists(atPath: path) ? expected : "absent")"
+            }
+            #expect(Array(lines.dropFirst()) == [onHost("/proc/kcore", "0"), onHost("/proc/keys", "0"), "sysctl refused",
+                                                 "/proc/sys ro", onHost("/proc/sysrq-trigger", "ro"), "/sys ro", "blockdevs 0"],
+                    "\(lines)")
+        }
+    }
+}
