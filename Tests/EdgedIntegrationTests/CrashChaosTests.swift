@@ -85,14 +85,17 @@ func mountsUnder(_ path: String) -> [(point: String, root: String)] {
     }
 }
 
-/// Whether any process or mount still holds one of the network namespaces `netns` ("net:[inode]").
-func netnsHolders(_ netns: Set<String>) -> [String] {
+/// Whether a process or mount of `edged` still holds one of the network namespaces `netns` ("net:[inode]").
+/// The kernel reuses namespace inode numbers, so a process counts only when it is edged's (its command line
+/// names the test's dir, or it sits in the test's cgroups): another test's fresh netns is not a leak.
+func netnsHolders(_ netns: Set<String>, of edged: EdgedInstance) -> [String] {
     guard !netns.isEmpty else { return [] }
     var holders: [String] = []
     for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where Int32(entry) != nil {
-        if let link = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(entry)/ns/net"), netns.contains(link) {
-            holders.append("pid \(entry) in \(link)")
-        }
+        guard let link = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(entry)/ns/net"), netns.contains(link) else { continue }
+        let cmdline = String(decoding: FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") ?? Data(), as: UTF8.self)
+        let cgroups = (try? String(contentsOfFile: "/proc/\(entry)/cgroup", encoding: .utf8)) ?? ""
+        if cmdline.contains(edged.root.path) || cgroups.contains("/\(edged.cgroupRoot)/") { holders.append("pid \(entry) in \(link)") }
     }
     let text = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
     for line in text.split(separator: "\n") {
@@ -278,7 +281,7 @@ struct CrashChaosTests {
             // The runtime keeps the sandboxes bind mount (like /run/netns); cleanUp removes it.
             found += mountsUnder(edged.root.path).filter { $0.point != "\(edged.runDir)/sandboxes" || when == "after cleanUp" }
                 .map { "\(when): mount \($0.point)" }
-            found += netnsHolders(netns).map { "\(when): network namespace held by \($0)" }
+            found += netnsHolders(netns, of: edged).map { "\(when): network namespace held by \($0)" }
             return found
         }
         var leaks = leftovers("after the pods were removed")
