@@ -11,6 +11,10 @@ final class KubeConnections: Sendable {
     final class Connection: Sendable {
         let channel: Channel
         let stalled = Atomic<Bool>(false)
+        /// Set while a slow link is on (or was on when it was accepted): bytes out trickle at `bytesPerSecond`.
+        let slowBytesPerSecond = Atomic<Int>(0)
+        /// Set while the link answers garbage: the connection gets a few bytes that are not TLS and is closed.
+        let garbage = Atomic<Bool>(false)
         init(channel: Channel) { self.channel = channel }
 
         /// Closes the socket below TLS: no close_notify, no waiting for the peer's (like a killed process).
@@ -28,6 +32,8 @@ final class KubeConnections: Sendable {
 
     private struct State {
         var blackhole = false
+        var slowBytesPerSecond = 0
+        var garbage = false
         var open: [ObjectIdentifier: Connection] = [:]
     }
     private let state = Mutex(State())
@@ -38,6 +44,8 @@ final class KubeConnections: Sendable {
         let id = ObjectIdentifier(channel)
         state.withLock { s in
             if s.blackhole { c.stalled.store(true, ordering: .relaxed) }
+            c.slowBytesPerSecond.store(s.slowBytesPerSecond, ordering: .relaxed)
+            c.garbage.store(s.garbage, ordering: .relaxed)
             s.open[id] = c
         }
         channel.closeFuture.whenComplete { [weak self] _ in
@@ -65,6 +73,28 @@ final class KubeConnections: Sendable {
         return stalled.map { $0.closeAbruptly() }
     }
 
+    /// On (> 0): every open and new connection sends at most this many bytes per second (the rest waits in a
+    /// queue). Off (0): the slowed connections are closed, so their clients reconnect at full speed.
+    @discardableResult
+    func setSlow(bytesPerSecond: Int) -> [EventLoopFuture<Void>] {
+        let slowed: [Connection] = state.withLock { s in
+            s.slowBytesPerSecond = bytesPerSecond
+            if bytesPerSecond > 0 {
+                for c in s.open.values { c.slowBytesPerSecond.store(bytesPerSecond, ordering: .relaxed) }
+                return []
+            }
+            return s.open.values.filter { $0.slowBytesPerSecond.load(ordering: .relaxed) > 0 }
+        }
+        return slowed.map { $0.closeAbruptly() }
+    }
+
+    /// On: open connections are closed and every new one gets a plain-text answer instead of a TLS handshake (as
+    /// from a captive portal or a misrouted port), then is closed. Off: new connections are served normally.
+    func setGarbage(_ on: Bool) async {
+        state.withLock { $0.garbage = on }
+        if on { await closeAll() }
+    }
+
     /// Closes every open connection abruptly and waits until they are closed.
     func closeAll() async {
         let all = state.withLock { Array($0.open.values) }
@@ -86,9 +116,26 @@ final class KubeConnectionGate: ChannelDuplexHandler, RemovableChannelHandler {
     init(_ connection: KubeConnections.Connection) { self.connection = connection }
 
     private var stalled: Bool { connection.stalled.load(ordering: .relaxed) }
+    private var trickle = ByteBuffer()
+    private var trickleTask: RepeatedTask?
+
+    func channelActive(context: ChannelHandlerContext) {
+        if connection.garbage.load(ordering: .relaxed) {
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")))
+                .whenComplete { _ in context.close(promise: nil) }
+            return
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        trickleTask?.cancel()
+        trickleTask = nil
+        context.fireChannelInactive()
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if stalled { return }
+        if stalled || connection.garbage.load(ordering: .relaxed) { return }
         context.fireChannelRead(data)
     }
 
@@ -103,6 +150,25 @@ final class KubeConnectionGate: ChannelDuplexHandler, RemovableChannelHandler {
             promise?.succeed(())
             return
         }
+        let rate = connection.slowBytesPerSecond.load(ordering: .relaxed)
+        if rate > 0 {
+            // Queued and let out a byte at a time; the writer is told they were sent (they are, slowly).
+            var bytes = unwrapOutboundIn(data)
+            trickle.writeBuffer(&bytes)
+            promise?.succeed(())
+            startTrickle(context: context, rate: rate)
+            return
+        }
         context.write(data, promise: promise)
+    }
+
+    private func startTrickle(context: ChannelHandlerContext, rate: Int) {
+        guard trickleTask == nil else { return }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        trickleTask = context.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .nanoseconds(1_000_000_000 / Int64(rate))) { _ in
+            let (gate, context) = bound.value
+            guard let byte = gate.trickle.readSlice(length: 1) else { return }
+            context.writeAndFlush(gate.wrapOutboundOut(byte), promise: nil)
+        }
     }
 }

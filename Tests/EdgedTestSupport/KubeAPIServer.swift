@@ -264,6 +264,18 @@ public final class KubeAPIServer: Sendable {
         connections.setBlackhole(on)
     }
 
+    /// A slow link: every connection, open or new, gets at most `bytesPerSecond` bytes per second from the server
+    /// (requests still arrive at full speed). 0 turns it off and closes the slowed connections, so clients reconnect.
+    public func setSlowLink(bytesPerSecond: Int) {
+        connections.setSlow(bytesPerSecond: bytesPerSecond)
+    }
+
+    /// A link that ends in something that does not speak TLS: open connections are cut and new ones get a plain
+    /// HTTP answer instead of a server hello, so every TLS handshake fails. Off: served normally again.
+    public func setGarbageLink(_ on: Bool) async {
+        await connections.setGarbage(on)
+    }
+
     /// Whether the blackhole is on.
     public var isBlackholed: Bool { connections.blackhole }
 

@@ -192,4 +192,27 @@ private func occupy(port: Int) throws -> Int32 {
         f.server.setBlackhole(false)
         #expect(try f.rawCurl("/version").code == 200)
     }
+
+    @Test func slowLinkTricklesAnswersUntilTurnedOff() async throws {
+        let f = try await APIFixture()
+        defer { Task { await f.close() } }
+        f.server.setSlowLink(bytesPerSecond: 50)
+        // The server hello alone is far more than 50 bytes: the handshake does not finish in 2 s.
+        let slow = try f.rawCurl("/version", maxTime: 2, verbose: true)
+        #expect(slow.status == 28, "curl timed out: \(slow.status)")
+        #expect(slow.stderr.contains("Client hello"))
+        f.server.setSlowLink(bytesPerSecond: 0)
+        #expect(try f.rawCurl("/version").code == 200)
+    }
+
+    @Test func garbageLinkFailsEveryTLSHandshakeUntilTurnedOff() async throws {
+        let f = try await APIFixture()
+        defer { Task { await f.close() } }
+        await f.server.setGarbageLink(true)
+        let bad = try f.rawCurl("/version", maxTime: 5)
+        // curl: 35 (SSL connect error): the answer is not TLS.
+        #expect(bad.status == 35, "curl exit \(bad.status): \(bad.stderr)")
+        await f.server.setGarbageLink(false)
+        #expect(try f.rawCurl("/version").code == 200)
+    }
 }
