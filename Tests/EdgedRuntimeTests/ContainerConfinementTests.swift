@@ -144,3 +144,62 @@ extension ContainerConfinementTests {
         }
     }
 }
+
+extension ContainerConfinementTests {
+    /// Two pods on one runtime: pod B keeps a token in its rootfs, its /dev/shm and a volume. Pod A, with a volume of
+    /// its own, finds the token nowhere in its filesystem, sees no process of B, and no host path it did not ask for
+    /// (not B's volume, not the directory that holds both volumes); its own volume is where it asked.
+    @Test func otherPodsAndUnaskedHostPathsAreInvisible() async throws {
+        try await withRuntime { f in
+            let token = "edged-pod-b-\(UInt64.random(in: 0...UInt64.max))"
+            let (volA, volB) = (f.tmp.sub("volumes/a"), f.tmp.sub("volumes/b"))
+            for dir in [volA, volB] { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+            try "mine\n".write(toFile: "\(volA)/file", atomically: true, encoding: .utf8)
+            let otherUID = "other-\(f.podUID)"
+            let other = try await f.runtime.createSandbox(podUID: otherUID, hostname: "b", hostNetwork: false)
+            let specB = f.spec("podb", ["sh", "-c", "echo $T > /tmp/t; echo $T > /dev/shm/t; echo $T > /vol/t; echo ready; exec sleep 60"]) {
+                $0.id = "podb-\(otherUID)"
+                $0.podUID = otherUID
+                $0.env = ["T=\(token)"]
+                $0.mounts = [MountSpec(source: volB, destination: "/vol")]
+            }
+            do {
+                _ = try await f.runtime.start(specB, sandbox: other)
+                for _ in 0..<100 where !FileManager.default.fileExists(atPath: "\(volB)/t") { try await Task.sleep(for: .milliseconds(20)) }
+                // /tmp/own: the search does find the token where it is.
+                let script = """
+                    echo $T > /tmp/own
+                    for d in /*; do case $d in /proc|/sys|/dev) ;; *) grep -rlsF "$T" $d ;; esac; done
+                    grep -rlsF "$T" /dev/shm
+                    grep -l sleep /proc/[0-9]*/comm
+                    for p in \(volB) \(f.tmp.sub("volumes")) \(f.tmp.path); do [ -e $p ] && echo visible $p; done
+                    cat /data/file
+                    """
+                let (info, recs) = try await f.run(f.spec("poda", ["sh", "-c", script]) {
+                    $0.env = ["T=\(token)"]
+                    $0.mounts = [MountSpec(source: volA, destination: "/data")]
+                })
+                #expect(exitCode(info) == 0, "\(f.output(recs))")
+                #expect(recs.map(\.1) == ["/tmp/own", "mine"], "pod A saw: \(f.output(recs))")
+                #expect(try String(contentsOfFile: "\(volB)/t", encoding: .utf8) == token + "\n", "pod B did write its token")
+            } catch {
+                await removePod(f, otherUID)
+                throw error
+            }
+            await removePod(f, otherUID)
+        }
+    }
+
+    /// Stops and removes a second pod's containers, sandbox and cgroups (the fixture cleans only its own pod).
+    private func removePod(_ f: RuntimeFixture, _ uid: String) async {
+        for c in await f.runtime.list() where c.spec.podUID == uid {
+            _ = try? await f.runtime.stop(id: c.spec.id, grace: .milliseconds(100))
+            try? await f.runtime.remove(id: c.spec.id)
+        }
+        try? await f.runtime.removeSandbox(podUID: uid)
+        for base in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified",
+                     "/sys/fs/cgroup/cpuacct", f.config.cgroupFSRoot] {
+            rmdir("\(base)/\(f.prefix)/pod\(uid)")
+        }
+    }
+}
