@@ -190,7 +190,7 @@ let package = Package(
         .testTarget(name: "EdgedNodeTests", dependencies: ["EdgedNode", "EdgedCore", "EdgedTestSupport"]),
         .testTarget(name: "EdgedControlTests", dependencies: ["EdgedControl", "EdgedCore"]),
         .testTarget(name: "EdgedSystemdTests", dependencies: ["EdgedSystemd"]),
-        .testTarget(name: "EdgedIntegrationTests", dependencies: ["EdgedCore", "EdgedControl", "EdgedDaemon", "EdgedTestSupport"]),
+        .testTarget(name: "EdgedIntegrationTests", dependencies: ["EdgedCore", "EdgedControl", "EdgedDaemon", "EdgedNode", "EdgedTestSupport"]),
         .testTarget(name: "EdgedHubTests", dependencies: ["EdgedHub", "EdgedCore", "EdgedKube", "EdgedHTTP", "EdgedTestSupport"]),
         .testTarget(name: "EdgedKubeletAPITests", dependencies: ["EdgedKubeletAPI", "EdgedCore", "EdgedKube", "EdgedHTTP", "EdgedTestSupport"]),
         .testTarget(name: "EdgedGRPCTransportTests", dependencies: [

@@ -110,6 +110,9 @@ public struct Daemon {
                                           }),
                                           remote: remote)),
         ]
+        let thresholds = try EvictionThresholds.parse(config.evictionHard, memoryTotal: Files.meminfo()["MemTotal"] ?? 0)
+        services.append(.init(service: EvictionService(manager: EvictionManager(thresholds: thresholds, pods: pods,
+                                                                                  runtime: runtime, logger: logger))))
         if let notifier, notifier.watchdogInterval != nil {
             services.append(.init(service: SystemdWatchdog(notifier: notifier)))
         }
@@ -125,6 +128,14 @@ public struct Daemon {
         try? await images.shutdown()
         if let failure { throw failure }
         logger.info("edged stopped")
+    }
+}
+
+/// Runs memory eviction until shutdown.
+struct EvictionService: Service {
+    let manager: EvictionManager
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await manager.run() }
     }
 }
 

@@ -7,6 +7,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import EdgedCore
+import EdgedNode
 import Glibc
 
 /// edged's settings. Keys are camelCase like a KubeletConfiguration; unknown keys are an error (a typo
@@ -38,6 +39,9 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
     public var seccompDefault: Bool = false
     /// Maximum processes per container (kubelet's --pod-max-pids); -1 for no limit. Default -1.
     public var podPidsLimit: Int64 = -1
+    /// kubelet's evictionHard: evict API pods (BestEffort first) when the node's available memory falls below this
+    /// ("100Mi", or a percentage of memory like "5%"). Only memory.available is supported. Default 100Mi, like kubelet.
+    public var evictionHard: [String: String] = ["memory.available": "100Mi"]
     /// Registries reached over plain HTTP. Default localhost and 127.0.0.1.
     public var insecureRegistries: [String] = ["localhost", "127.0.0.1"]
     /// Seconds between full rescans of the manifest dir (changes are seen at once via inotify). Default 20.
@@ -146,7 +150,7 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case cluster, nodeName, stateDir, runDir, manifestDir, socket, socketGroup, logDir, logLevel, containerLogMaxSize,
-             containerLogMaxFiles, cgroupRoot, seccompDefault, podPidsLimit, insecureRegistries, manifestRescanSeconds,
+             containerLogMaxFiles, cgroupRoot, seccompDefault, podPidsLimit, evictionHard, insecureRegistries, manifestRescanSeconds,
              stopPodsOnExit, cni, gpu, hub, kubelet, tunnel
     }
 
@@ -166,6 +170,7 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
         cgroupRoot = try c.decodeIfPresent(String.self, forKey: .cgroupRoot) ?? d.cgroupRoot
         seccompDefault = try c.decodeIfPresent(Bool.self, forKey: .seccompDefault) ?? d.seccompDefault
         podPidsLimit = try c.decodeIfPresent(Int64.self, forKey: .podPidsLimit) ?? d.podPidsLimit
+        evictionHard = try c.decodeIfPresent([String: String].self, forKey: .evictionHard) ?? d.evictionHard
         insecureRegistries = try c.decodeIfPresent([String].self, forKey: .insecureRegistries) ?? d.insecureRegistries
         manifestRescanSeconds = try c.decodeIfPresent(Int.self, forKey: .manifestRescanSeconds) ?? d.manifestRescanSeconds
         stopPodsOnExit = try c.decodeIfPresent(Bool.self, forKey: .stopPodsOnExit) ?? d.stopPodsOnExit
@@ -245,6 +250,9 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
     func validate(source: String) throws(EdgedError) {
         do { _ = try Quantity(containerLogMaxSize).value() } catch {
             throw EdgedError(.invalidConfig, "\(source): containerLogMaxSize: \(error.message)")
+        }
+        do { _ = try EvictionThresholds.parse(evictionHard, memoryTotal: 0) } catch {
+            throw EdgedError(.invalidConfig, "\(source): \(error.message)")
         }
         guard containerLogMaxFiles >= 2 else {
             throw EdgedError(.invalidConfig, "\(source): containerLogMaxFiles must be at least 2 (like kubelet)")

@@ -31,7 +31,10 @@ public enum APIPodStatus {
             condition("ContainersReady", containersReady, reason: notReady),
             condition("PodScheduled", true),
         ]
-        if input.podFailed { st.message = input.podMessage }
+        if input.podFailed {
+            st.message = input.podMessage
+            st.reason = input.podReason
+        }
         if pod.spec.hostNetwork == true {
             st.podIP = hostIPs.first
             st.podIPs = hostIPs.isEmpty ? nil : hostIPs.map(PodIP.init)

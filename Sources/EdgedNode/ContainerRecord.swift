@@ -102,6 +102,8 @@ struct PodSummaryInput: Sendable {
     var initDone: Bool
     var podFailed: Bool
     var podMessage: String?
+    /// status.reason of a failed pod (Evicted), nil otherwise.
+    var podReason: String? = nil
     var terminating: Bool
     var containers: [ContainerView]
     var startTime: Timestamp?

@@ -198,6 +198,24 @@ public actor PodManager {
     }
 
     /// Stops every pod (used by tests and `edged --stop-pods-on-exit`); normally edged exits and leaves pods running.
+    /// Pods from the API server that run and have not failed: what memory eviction may pick from (static pods are
+    /// critical to kubelet and never evicted).
+    func evictionCandidates() async -> [(uid: String, pod: Pod, containerIDs: [String])] {
+        var out: [(uid: String, pod: Pod, containerIDs: [String])] = []
+        for (uid, entry) in workers where entry.origin == .api {
+            let worker = entry.worker
+            guard !(await worker.hasFailed) else { continue }
+            let ids = await worker.runningContainerIDs
+            if !ids.isEmpty { out.append((uid, entry.pod, ids)) }
+        }
+        return out
+    }
+
+    /// Evicts one pod (see PodWorker.evict).
+    func evict(uid: String, message: String) async {
+        await workers[uid]?.worker.evict(message: message)
+    }
+
     public func terminateAll() async {
         for origin in Set(workers.values.map(\.origin)) { await apply([], origin: origin) }
         for t in terminating.values { await t.value }

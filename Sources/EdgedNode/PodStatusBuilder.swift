@@ -80,6 +80,7 @@ enum PodStatusBuilder {
     /// What `kubectl get pods` shows in STATUS when it is not just the phase.
     static func displayReason(_ input: PodSummaryInput, phase: PodPhase, containers: [ContainerSummary]) -> String? {
         if input.terminating { return "Terminating" }
+        if let reason = input.podReason { return reason }   // Evicted, as kubectl's STATUS column shows it
         let inits = containers.filter(\.isInit)
         if !input.initDone && !inits.isEmpty {
             if let w = inits.first(where: { $0.state == "waiting" && ($0.reason ?? "") != "PodInitializing" }), let r = w.reason { return "Init:\(r)" }

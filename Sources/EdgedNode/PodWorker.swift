@@ -36,6 +36,8 @@ actor PodWorker {
     private var initDone = false
     private var podFailed = false
     private var podMessage: String?
+    /// The pod's status.reason when it failed for a node-level cause (Evicted).
+    private var podReason: String?
     private var terminationRequested = false
     private(set) var terminated = false
     private var startTime: Timestamp?
@@ -461,6 +463,39 @@ actor PodWorker {
         await start(name, restart: rec.current == nil && rec.lastStartFailure == nil ? rec.restartCount : rec.restartCount + 1)
     }
 
+    // MARK: - Eviction
+
+    /// Whether the pod has failed (and so is not run any more).
+    var hasFailed: Bool { podFailed }
+
+    /// The IDs of its containers that run now (what an eviction would stop).
+    var runningContainerIDs: [String] {
+        records.values.compactMap { rec in
+            guard let cur = rec.current, cur.status.isRunning else { return nil }
+            return cur.spec.id
+        }
+    }
+
+    /// Hard eviction, like kubelet's: the pod fails with reason Evicted and `message`, its containers are killed
+    /// at once (no grace period) and never restarted. What is left is removed when the pod is deleted.
+    func evict(message: String) async {
+        guard !podFailed, !terminationRequested else { return }
+        podFailed = true
+        podReason = "Evicted"
+        podMessage = message
+        for t in probeTasks.values { t.cancel() }
+        probeTasks = [:]
+        event(nil, .warning, "Evicted", message)
+        logger.warning("evicted: \(message)")
+        await withTaskGroup(of: Void.self) { group in
+            for id in runningContainerIDs {
+                group.addTask { [runtime] in _ = try? await runtime.stop(id: id, grace: .zero) }
+            }
+        }
+        await refreshFromRuntime()
+        reportIfChanged()
+    }
+
     private func failPod(_ message: String) {
         podFailed = true
         podMessage = message
@@ -681,6 +716,7 @@ actor PodWorker {
             containers.append(rec.view)
         }
         return PodSummaryInput(pod: pod, source: source, initDone: initDone, podFailed: podFailed, podMessage: podMessage,
+                               podReason: podReason,
                                terminating: terminationRequested, containers: containers, startTime: startTime,
                                podIPs: podIPs, sandboxReady: sandbox != nil)
     }

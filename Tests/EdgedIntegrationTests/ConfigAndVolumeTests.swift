@@ -2,6 +2,7 @@
 
 import EdgedCore
 import EdgedDaemon
+import EdgedNode
 import EdgedTestSupport
 import Foundation
 import Testing
@@ -21,6 +22,10 @@ struct ConfigTests {
         let t = try EdgedConfig.parse("tunnel:\n  server: \"[fd00::1]:8132\"\nkubelet:\n  port: 10350\n", source: "c.yaml")
         #expect(t.tunnel.serverHostPort?.host == "fd00::1" && t.tunnel.serverHostPort?.port == 8132)
         #expect(t.kubelet.port == 10350)
+        #expect(empty.evictionHard == ["memory.available": "100Mi"])
+        let e = try EdgedConfig.parse("evictionHard:\n  memory.available: 5%\n", source: "c.yaml")
+        let thresholds = try EvictionThresholds.parse(e.evictionHard, memoryTotal: 1000 << 20)
+        #expect(thresholds.memoryAvailableBytes == 50 << 20)
     }
 
     @Test(arguments: [
@@ -42,6 +47,9 @@ struct ConfigTests {
         ("kubelet:\n  readOnlyPort: 10255", "unknown key \"kubelet.readOnlyPort\""),
         ("tunnel:\n  server: konnectivity", "tunnel.server \"konnectivity\" is not HOST:PORT"),
         ("tunnel:\n  agentPort: 8132", "unknown key \"tunnel.agentPort\""),
+        ("evictionHard:\n  nodefs.available: 10%", "signal \"nodefs.available\" is not supported"),
+        ("evictionHard:\n  memory.available: 150%", "not a percentage from 0% to 100%"),
+        ("evictionHard:\n  memory.available: lots", "evictionHard: memory.available \"lots\""),
     ])
     func badConfigIsRejectedWithTheKey(text: String, expected: String) {
         do {
