@@ -1,0 +1,80 @@
+// Who can reach the hub and what it gives away: its default listeners bind loopback (HTTPS only on the link-local
+// pod address), its store is private to root, a caller without credentials on the HTTPS listener (a pod) should not
+// borrow the node's identity, and secrets and callers' tokens never reach the log, online or offline.
+
+import EdgedCore
+@testable import EdgedHub
+import EdgedKube
+import EdgedTestSupport
+import Foundation
+import Testing
+
+/// curl on a thread of its own, so the hub's tasks keep the cooperative pool while it waits.
+private func curl(_ args: [String]) async throws -> CommandResult {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try runCommand(["curl", "-sS", "--max-time", "10"] + args, check: false) }) }.start()
+    }
+}
+
+/// The local addresses (hex "0100007F:2815" → "127.0.0.1") of the TCP sockets listening on `port`.
+private func listeningAddresses(port: Int) throws -> [String] {
+    let text = try String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) + (try String(contentsOfFile: "/proc/net/tcp6", encoding: .utf8))
+    return text.split(separator: "\n").dropFirst().compactMap { line in
+        let cols = line.split(separator: " ")
+        guard cols.count > 3, cols[3] == "0A" else { return nil }  // 0A: LISTEN
+        let local = cols[1].split(separator: ":")
+        guard local.count == 2, Int(local[1], radix: 16) == port else { return nil }
+        guard local[0].count == 8, let raw = UInt32(local[0], radix: 16) else { return String(local[0]) }
+        return "\(raw & 0xff).\(raw >> 8 & 0xff).\(raw >> 16 & 0xff).\(raw >> 24)"
+    }
+}
+
+extension HubFixture {
+    /// A second EdgeHub on this fixture's API server with real listeners; stopped when `body` returns.
+    func withListeningHub(_ listeners: HubListeners, tls: HubServerTLS? = nil,
+                          _ body: (EdgeHub) async throws -> Void) async throws {
+        let hub = try EdgeHub(config: HubConfig(nodeName: "edge-1"), clientConfig: clientConfig,
+                              storePath: dir.sub("exposed/cache.db"), maxStoreBytes: 64 << 20, health: Self.fastHealth,
+                              listeners: listeners, servingTLS: { tls }, logger: logs.logger)
+        let task = Task { await hub.run() }
+        do {
+            try await body(hub)
+        } catch {
+            task.cancel()
+            await task.value
+            throw error
+        }
+        task.cancel()
+        await task.value
+    }
+}
+
+@Suite(.serialized, .enabled(if: findExecutable("curl") != nil, "needs curl"))
+struct HubExposureTests {
+    /// The defaults: HTTP (no credentials needed) and health on 127.0.0.1, HTTPS on the link-local 169.254.2.1 that
+    /// edged puts on a dummy interface for pods. Bound with those hosts, the sockets listen on loopback only; the
+    /// store is 0600 and root's.
+    @Test func defaultListenersBindLoopbackAndTheStoreIsPrivate() async throws {
+        let defaults = HubListeners()
+        #expect(defaults.http?.host == "127.0.0.1" && defaults.health?.host == "127.0.0.1")
+        #expect(defaults.https?.host == "169.254.2.1")
+        try await HubFixture.run { f in
+            var listeners = defaults
+            let (http, health) = (try freeTCPPort(), try freeTCPPort())
+            listeners.http?.port = http
+            listeners.health?.port = health
+            listeners.https = nil
+            try await f.withListeningHub(listeners) { _ in
+                try await eventually("the listeners are bound", timeout: .seconds(10)) {
+                    (try? listeningAddresses(port: http).isEmpty == false) == true
+                        && (try? listeningAddresses(port: health).isEmpty == false) == true
+                }
+                #expect(try listeningAddresses(port: http) == ["127.0.0.1"])
+                #expect(try listeningAddresses(port: health) == ["127.0.0.1"])
+                var st = stat()
+                #expect(stat(f.dir.sub("exposed/cache.db"), &st) == 0)
+                #expect(st.st_mode & 0o777 == 0o600 && st.st_uid == getuid())
+            }
+        }
+    }
+}
