@@ -110,3 +110,39 @@ extension HubExposureTests {
         }
     }
 }
+
+extension HubExposureTests {
+    /// A secret read through the hub (in-process as edged, and over HTTP with a caller's bearer token), cached, then
+    /// read again from the store while the cloud is away: its value (plain or base64) and the caller's token appear
+    /// nowhere in the hub's log, captured at trace level.
+    @Test func secretsAndTokensNeverReachTheLog() async throws {
+        try await HubFixture.run { f in
+            let value = "s3cret-\(UInt64.random(in: 0...UInt64.max))", token = "tok-\(UInt64.random(in: 0...UInt64.max))"
+            let encoded = Data(value.utf8).base64EncodedString()
+            try f.api.put("/api/v1/namespaces/default/secrets/db", Data(#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"db","namespace":"default"},"data":{"password":"\#(encoded)"}}"#.utf8))
+            f.api.addToken(token, user: "reader", groups: ["system:masters"])
+            let port = try freeTCPPort()
+            var listeners = HubListeners()
+            listeners.http = HubAddress(host: "127.0.0.1", port: port)
+            listeners.https = nil
+            listeners.health = nil
+            try await f.withListeningHub(listeners) { hub in
+                let url = "http://127.0.0.1:\(port)/api/v1/namespaces/default/secrets/db"
+                func read() async throws -> String {
+                    try await curl(["-H", "Authorization: Bearer \(token)", "-A", "kube-proxy/v1.31.0", url]).stdout
+                }
+                try await eventually("the HTTP listener answers", timeout: .seconds(10)) { (try? await read())?.contains(encoded) == true }
+                #expect(String(decoding: try await f.call(edgedUA, "GET", "/api/v1/namespaces/default/secrets/db").body, as: UTF8.self).contains(encoded))
+                #expect(try await curl(["-H", "Authorization: Bearer \(token)x", url]).stdout.contains("Unauthorized"))
+                try await f.api.stop()
+                try await eventually("the hub sees the cloud offline") { hub.health.current == .offline }
+                #expect(try await read().contains(encoded), "served from the store while offline")
+            }
+            let log = f.logs.all
+            #expect(!log.isEmpty)
+            for (what, needle) in [("the secret", value), ("the secret in base64", encoded), ("the caller's token", token)] {
+                #expect(!log.contains { $0.contains(needle) }, "\(what) is in the log: \(log.filter { $0.contains(needle) })")
+            }
+        }
+    }
+}
