@@ -28,6 +28,7 @@ struct DaemonBackend: ControlBackend {
         let daemon = DaemonStats(rssBytes: Files.rssBytes(pid: getpid()), monitorsRSSBytes: await runtime.monitorsRSSBytes(),
                                  threads: HostStats.threads(), openFiles: HostStats.openFiles())
         var reasons = HealthCheck.reasons(pods: podList, manifestErrors: await pods.currentManifestErrors, node: node)
+        if let why = HealthCheck.stateDirProblem(config.stateDir) { reasons.append(why) }
         let up = ContinuousClock.now - startedClock
         var cluster: ClusterReport?
         if let why = await membership.agentError {
@@ -167,12 +168,23 @@ enum HealthCheck {
             }
         }
         if node.diskTotalBytes > 0 && node.diskFreeBytes * 10 < node.diskTotalBytes {
-            out.append("disk almost full: \(node.diskFreeBytes >> 20) MiB free of \(node.diskTotalBytes >> 20) MiB — run `edgectl images prune` or free space")
+            out.append("disk almost full: \(node.diskFreeBytes >> 20) MiB free of \(node.diskTotalBytes >> 20) MiB where the state dir is — run `edgectl images prune` or free space")
         }
         if node.memoryTotalBytes > 0 && node.memoryAvailableBytes * 20 < node.memoryTotalBytes {
             out.append("memory almost exhausted: \(node.memoryAvailableBytes >> 20) MiB available — check the pods' memory limits")
         }
         return out
+    }
+
+    /// Why edged cannot write its state dir (read-only file system, no permission), nil when it can. Running pods
+    /// are not affected, but new pods, restarts and records of changes fail until it is fixed.
+    static func stateDirProblem(_ stateDir: String) -> String? {
+        guard access(stateDir, W_OK) != 0 else { return nil }
+        let err = errno
+        if err == EROFS {
+            return "the state dir \(stateDir) is on a read-only file system: running pods carry on, but edged cannot start or restart pods or record changes — remount it read-write (a file system turns read-only after disk errors: check `dmesg`)"
+        }
+        return "cannot write the state dir \(stateDir): \(String(cString: strerror(err))) — check that it exists and belongs to root"
     }
 }
 
