@@ -224,8 +224,8 @@ extension HubCore: HubHandler {
         await serve(request, writer)
     }
 
-    /// exec/attach/port-forward through the hub: spliced to the API server with the node's certificate, or with
-    /// the caller's own Authorization header when it sent one.
+    /// exec/attach/port-forward through the hub: spliced to the API server with the node's certificate for a
+    /// node-local caller without a token, else with the caller's own Authorization header (or none).
     public func upgradeTarget(for request: HubHTTPRequest) async -> HubUpstream? {
         let config = clientConfig
         guard let url = try? HubUpstreamURL(config.server) else { return nil }
@@ -233,7 +233,7 @@ extension HubCore: HubHandler {
         if url.tls {
             var t = TLSOptions()
             if config.insecureSkipTLSVerify { t.trust = .noVerification } else if let ca = config.caPEM { t.trust = .certificates(pem: ca) }
-            if request.header("Authorization") == nil, case let .clientCertificate(cert, key) = config.credentials {
+            if HubCore.usesNodeCredentials(request), case let .clientCertificate(cert, key) = config.credentials {
                 t.clientCertificateChainPEM = cert
                 t.clientPrivateKeyPEM = key
             }

@@ -81,10 +81,9 @@ struct HubExposureTests {
 
 extension HubExposureTests {
     /// The HTTPS listener is for pods. A caller's own token goes upstream as its own (a bad one is the API server's
-    /// 401); a caller with no token should be anonymous upstream, as it would be talking to kube-apiserver directly.
-    /// Today the hub sends such a request with the node's client certificate (HubCore's upstream choice and
-    /// EdgeHub.upgradeTarget go by the Authorization header alone, whatever the listener), so any pod that can reach
-    /// 169.254.2.1:10268 acts as the node: a known issue. On the loopback HTTP listener that is the design (YurtHub's).
+    /// 401); a caller with no token is anonymous upstream, as it would be talking to kube-apiserver directly, so a pod
+    /// that reaches 169.254.2.1:10268 never acts as the node. (On the loopback HTTP listener node-local clients without
+    /// a token do get the node's identity: that is the design, YurtHub's.)
     @Test func aCallerWithoutATokenOnTheHTTPSListenerDoesNotBorrowTheNodesIdentity() async throws {
         try await HubFixture.run { f in
             let port = try freeTCPPort()
@@ -103,9 +102,7 @@ extension HubExposureTests {
                 try await eventually("the HTTPS listener answers", timeout: .seconds(10)) { (try? await code([])) != "000" }
                 #expect(try await code(["-H", "Authorization: Bearer not-a-token"]) == "401")
                 let anonymous = try await code([])
-                withKnownIssue("the hub's HTTPS listener sends token-less requests upstream with the node's certificate") {
-                    #expect(anonymous == "401" || anonymous == "403", "a caller without a token listed kube-system's secrets with the hub's credentials (admin here, the node's in edged): \(anonymous)")
-                }
+                #expect(anonymous == "401" || anonymous == "403", "a caller without a token listed kube-system's secrets with the hub's credentials (admin here, the node's in edged): \(anonymous)")
             }
         }
     }

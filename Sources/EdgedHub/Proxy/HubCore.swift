@@ -388,8 +388,16 @@ public final class HubCore: Sendable {
         try await OfflineReads.watchBody(self, call, info, writer, resourceVersion: rv)
     }
 
+    /// Whether a request goes upstream as the node: only one without its own Authorization that came in on the
+    /// node-local HTTP listener. On the HTTPS listener (what pods reach as the `kubernetes` Service) a request
+    /// without a token goes upstream without credentials, as system:anonymous, exactly as it would reach the API
+    /// server directly: a pod must never borrow the node's identity.
+    static func usesNodeCredentials(_ request: HubHTTPRequest) -> Bool {
+        request.header("Authorization") == nil && !request.isTLS
+    }
+
     /// The upstream request: the caller's own Authorization when it sent one (then without the node's certificate),
-    /// else the node's credentials; hop-by-hop headers dropped; cached reads ask for JSON (client-go accepts JSON
+    /// else the node's credentials for node-local callers (see usesNodeCredentials); hop-by-hop headers dropped; cached reads ask for JSON (client-go accepts JSON
     /// whatever it asked for), uncompressed.
     func upstreamRequest(_ call: HubCall, jsonOnly: Bool) -> (any KubeTransport, KubeRequest) {
         let hopByHop: Set<String> = ["connection", "keep-alive", "transfer-encoding", "upgrade", "host", "content-length",
@@ -402,8 +410,7 @@ public final class HubCore: Sendable {
             headers.append((k, v))
         }
         if jsonOnly { headers.append(("Accept", "application/json")) }
-        let hasAuthorization = call.request.header("Authorization") != nil
-        let transport = upstreams.withLock { hasAuthorization ? $0.caller : $0.node }
+        let transport = upstreams.withLock { Self.usesNodeCredentials(call.request) ? $0.node : $0.caller }
         let body = call.request.body.isEmpty && ["GET", "HEAD", "DELETE"].contains(call.request.method) ? nil : call.request.body
         return (transport, KubeRequest(method: call.request.method, path: call.request.target, headers: headers, body: body))
     }
