@@ -2,6 +2,7 @@
 // to async callers chunk by chunk, holds reads back while they lag (back-pressure), and fails them with an
 // HTTPError on timeouts, cancellation, TLS or protocol errors and early closes.
 
+import Glibc
 import NIOCore
 import NIOHTTP1
 import NIOSSL
@@ -287,12 +288,28 @@ final class ConnectionHandler: ChannelDuplexHandler {
         deadlineTimer = nil
     }
 
+    /// The current time as "2026-11-22 13:58:00".
+    static func utcNow() -> String {
+        var t = time(nil)
+        var parts = tm()
+        gmtime_r(&t, &parts)
+        var buf = [CChar](repeating: 0, count: 32)
+        let n = strftime(&buf, buf.count, "%Y-%m-%d %H:%M:%S", &parts)
+        return String(decoding: buf.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// Turns a NIO, NIOSSL or parser error into an HTTPError naming the server.
     func describe(_ error: Error, stage: String) -> HTTPError {
         if let e = error as? HTTPError { return e }
         let subject = what.isEmpty ? authority : "\(what)"
         if error is NIOSSLError || error is NIOSSLExtraError || error is BoringSSLError {
-            return HTTPError(.tls, "TLS with \(authority) failed while \(stage): \(error); check the trusted CA, the server name and the client certificate")
+            var hint = "check the trusted CA, the server name and the client certificate"
+            if "\(error)".contains("CERTIFICATE_VERIFY_FAILED") {
+                // A clock far off makes every certificate look expired or not valid yet; devices without an RTC
+                // battery boot in 1970. Say what time the node thinks it is.
+                hint += ", and the node's clock (it reads \(Self.utcNow()) UTC; fix it with NTP if that is wrong)"
+            }
+            return HTTPError(.tls, "TLS with \(authority) failed while \(stage): \(error); \(hint)")
         }
         if error is HTTPParserError {
             return HTTPError(.protocolError, "\(subject): \(authority) sent a response that is not valid HTTP/1.1 (\(error))")

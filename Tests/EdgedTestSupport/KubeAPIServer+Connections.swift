@@ -2,6 +2,7 @@
 // hang like a blackholed route (the server accepts, then never sends or reads another byte).
 
 import NIOCore
+import NIOSSL
 import Synchronization
 
 /// Every open connection of one server, and whether the server is blackholed. Thread-safe.
@@ -37,6 +38,8 @@ final class KubeConnections: Sendable {
         var open: [ObjectIdentifier: Connection] = [:]
     }
     private let state = Mutex(State())
+    /// A serving TLS context that replaces the server's own for new connections (nil: the server's own).
+    let servingOverride = Mutex<NIOSSLContext?>(nil)
 
     /// Tracks a new connection until it closes; it starts stalled while the blackhole is on.
     func register(_ channel: Channel) -> Connection {

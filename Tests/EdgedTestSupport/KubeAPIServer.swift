@@ -85,10 +85,12 @@
 //   from each object's cached serialization (keys sorted; dropped when the object changes), so a LIST of 1000
 //   3 KB pods costs a few ms; createPods(namespace:count:nodeName:) seeds many realistic pods without HTTP.
 
+import Crypto
 import Foundation
 import NIOCore
 import NIOPosix
 import NIOSSL
+import SwiftASN1
 import Synchronization
 import X509
 
@@ -178,7 +180,7 @@ public final class KubeAPIServer: Sendable {
                 ch.eventLoop.makeCompletedFuture {
                     let connection = connections.register(ch)
                     try ch.pipeline.syncOperations.addHandler(KubeConnectionGate(connection), name: KubeConnectionGate.name)
-                    try ch.pipeline.syncOperations.addHandler(KubeAPITLS.handler(sslContext))
+                    try ch.pipeline.syncOperations.addHandler(KubeAPITLS.handler(connections.servingOverride.withLock { $0 } ?? sslContext))
                     try ch.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try ch.pipeline.syncOperations.addHandler(KubeAPIHTTPHandler(core: core))
                 }
@@ -274,6 +276,26 @@ public final class KubeAPIServer: Sendable {
     /// HTTP answer instead of a server hello, so every TLS handshake fails. Off: served normally again.
     public func setGarbageLink(_ on: Bool) async {
         await connections.setGarbage(on)
+    }
+
+    /// Serves new connections a certificate (same CA, names and key usage) that is valid only from `notBefore`,
+    /// which is what a node whose clock is behind sees: the TLS handshake fails with "certificate is not yet valid".
+    /// Open connections are closed so clients reconnect. nil goes back to the normal certificate.
+    public func setServingCertificate(validFrom notBefore: Date?) async throws {
+        if let notBefore {
+            let key = P256.Signing.PrivateKey()
+            var sans: [GeneralName] = ["localhost", "kubernetes", "kubernetes.default"].map { .dnsName($0) }
+            sans.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice(try TestPKI.ipBytes("127.0.0.1")))))
+            let cert = try pki.sign(publicKey: .init(key.publicKey), subject: DistinguishedName { CommonName("kube-apiserver") },
+                                    sans: sans, keyUsage: KeyUsage(digitalSignature: true, keyEncipherment: true),
+                                    extendedKeyUsages: [.serverAuth], lifetime: 86400, notBefore: notBefore)
+            let pair = TestKeyPair(certPEM: try cert.serializeAsPEM().pemString, keyPEM: key.pemRepresentation)
+            let context = try KubeAPITLS.context(serving: pair, ca: pki)
+            connections.servingOverride.withLock { $0 = context }
+        } else {
+            connections.servingOverride.withLock { $0 = nil }
+        }
+        await connections.closeAll()
     }
 
     /// Whether the blackhole is on.
