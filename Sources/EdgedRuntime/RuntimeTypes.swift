@@ -40,7 +40,8 @@ public struct MountSpec: Sendable, Codable, Equatable {
 
 /// A host device node made available in the container: the host's node is bind-mounted onto an empty file at
 /// `destination` (under the container's fresh /dev), so it keeps the host's major/minor numbers and permissions.
-/// edged puts containers in no device cgroup and installs no device BPF filter, so the kernel lets them open it.
+/// edged puts containers in no device cgroup and installs no device BPF filter, so the kernel lets them open it;
+/// other device nodes do not open in a non-privileged container because everything else is mounted nodev.
 public struct DeviceSpec: Sendable, Codable, Equatable {
     /// The character device on the host, e.g. /dev/nvidia0.
     public var source: String

@@ -64,11 +64,14 @@ static void join_ns(const char *path, int type) {
     close(fd);
 }
 
-static void setup_dev(const char *root) {
+// nodev: the standard nodes below are bind mounts of the host's (which keep the host mount's flags), so the tmpfs
+// itself needs no device nodes; with nodev one made there with mknod cannot be opened. For a privileged container
+// nodev is left off.
+static void setup_dev(const char *root, int privileged) {
     char p[4200], q[4200];
     path_in(p, sizeof(p), root, "/dev");
     mkdir_p(p, 0755);
-    do_mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k");
+    do_mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_STRICTATIME | (privileged ? 0 : MS_NODEV), "mode=755,size=65536k");
     static const char *const nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
     for (size_t i = 0; i < 6; i++) {
         snprintf(q, sizeof(q), "/dev/%s", nodes[i]);
@@ -158,7 +161,13 @@ void child_main(const struct config *c, int syncfd, int errfd, int outfd, int er
         snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s", c->lowerdir, c->upperdir, c->workdir);
     else
         snprintf(opts, sizeof(opts), "lowerdir=%s", c->lowerdir);
-    if (mount("overlay", root, "overlay", 0, opts) < 0) fail("mount overlay on %s: %s", root, strerror(errno));
+    // edged sets up no device cgroup or device BPF filter, so what keeps a non-privileged container away from the
+    // host's disks is that no file system it can write or that an image brings allows device nodes (nodev): the
+    // root file system, /dev's tmpfs and every volume. Only the standard nodes (bind mounts from the host's /dev)
+    // and the devices handed to it (GPUs) open. Like containerd's default device list, hostPath device nodes need a
+    // privileged container.
+    unsigned long nodev = c->privileged ? 0 : MS_NODEV;
+    if (mount("overlay", root, "overlay", nodev, opts) < 0) fail("mount overlay on %s: %s", root, strerror(errno));
 
     char p[4200];
     for (int i = 0; i < c->nmounts; i++) {
@@ -167,7 +176,7 @@ void child_main(const struct config *c, int syncfd, int errfd, int outfd, int er
         make_target(m->src, p);
         if (mount(m->src, p, NULL, MS_BIND | MS_REC, NULL) < 0)
             fail("bind mount %s on %s: %s", m->src, m->dst, strerror(errno));
-        if (m->ro) do_mount(NULL, p, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL);
+        if (m->ro || nodev) do_mount(NULL, p, NULL, MS_BIND | MS_REMOUNT | (m->ro ? MS_RDONLY : 0) | nodev, NULL);
     }
     path_in(p, sizeof(p), root, "/proc");
     mkdir_p(p, 0555);
@@ -180,7 +189,7 @@ void child_main(const struct config *c, int syncfd, int errfd, int outfd, int er
         do_mount("/sys", p, NULL, MS_BIND | MS_REC, NULL);
         if (!c->privileged) do_mount(NULL, p, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL);
     }
-    setup_dev(root);
+    setup_dev(root, c->privileged);
     setup_devices(c, root);
 
     if (chdir(root) < 0) fail("chdir %s: %s", root, strerror(errno));
