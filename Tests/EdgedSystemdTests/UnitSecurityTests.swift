@@ -11,7 +11,7 @@ private let systemdAnalyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"
     .first { FileManager.default.isExecutableFile(atPath: $0) }
 
 /// The unit files' paths in this checkout and the highest exposure each may score (systemd 252's scale).
-private let budgets: [(unit: String, max: Double)] = [("edged.service", 9.4), ("edged-tunnel-server.service", 1.1)]
+private let budgets: [(unit: String, max: Double)] = [("edged.service", 9.6), ("edged-tunnel-server.service", 1.1)]
 
 /// Runs `systemd-analyze security --offline=true` on a unit file; returns the overall exposure and the output.
 private func exposure(_ path: String) throws -> (Double?, String) {
