@@ -203,6 +203,7 @@ let package = Package(
         ]),
         .testTarget(name: "EdgedFuzzTests", dependencies: [
             "EdgedCore", "EdgedKube", "EdgedImages", "EdgedNetwork", "EdgedTunnel", "EdgedKubeletAPI", "EdgedGRPCTransport",
+            "EdgedTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
         ], exclude: ["Crashers"]),
         .testTarget(name: "EdgedTunnelTests", dependencies: ["EdgedTunnel", "EdgedCore", "EdgedTestSupport"]),

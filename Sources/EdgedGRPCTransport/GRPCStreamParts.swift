@@ -89,8 +89,7 @@ struct ClientResponseParts: AsyncSequence, Sendable {
                     return .status(GRPCWire.status(from: h.headers), GRPCWire.metadata(from: h.headers))
                 case .data(let d):
                     guard case .byteBuffer(let bytes) = d.data else { continue }
-                    deframer.append(bytes)
-                    while let message = try deframer.next() { pending.append(.message(message)) }
+                    pending += try deframer.messages(after: bytes).map { .message($0) }
                     if d.endStream {
                         done = true
                         pending.append(.status(Status(code: .internalError, message: "\(peer) ended the stream without a grpc-status"), [:]))
@@ -189,8 +188,7 @@ struct ServerRequestParts: AsyncSequence, Sendable {
                 switch frame {
                 case .data(let d):
                     guard case .byteBuffer(let bytes) = d.data else { continue }
-                    deframer.append(bytes)
-                    while let message = try deframer.next() { pending.append(.message(message)) }
+                    pending += try deframer.messages(after: bytes).map { .message($0) }
                     if d.endStream {
                         done = true
                         if deframer.pendingBytes > 0 {

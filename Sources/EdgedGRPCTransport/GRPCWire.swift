@@ -45,6 +45,14 @@ struct GRPCMessageDeframer {
         return message
     }
 
+    /// Every whole message now in the buffer after `bytes` are added.
+    mutating func messages(after bytes: ByteBuffer) throws -> [[UInt8]] {
+        append(bytes)
+        var out: [[UInt8]] = []
+        while let message = try next() { out.append(message) }
+        return out
+    }
+
     /// Bytes of a message that has not fully arrived.
     var pendingBytes: Int { buffer.readableBytes }
 }

@@ -7,19 +7,9 @@
 // input that did it is there: copy it to Tests/EdgedFuzzTests/Crashers/<target>/ and it is replayed on every run.
 // EDGED_FUZZ_SEED replays a run.
 
+import EdgedTestSupport
 import Foundation
 import Testing
-
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 struct FuzzTarget: Sendable {
     let name: String
@@ -96,7 +86,7 @@ enum Fuzz {
 
         let env = ProcessInfo.processInfo.environment
         report.seed = env["EDGED_FUZZ_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1...UInt64.max)
-        var rng = SplitMix64(state: report.seed)
+        var rng = SeededRNG(state: report.seed)
         let deadline = Date().addingTimeInterval(seconds)
         let start = Date()
         var pool = target.seeds.filter { !$0.isEmpty }
@@ -113,7 +103,7 @@ enum Fuzz {
         return report
     }
 
-    static func mutate(_ input: inout [UInt8], target: FuzzTarget, pool: [[UInt8]], rng: inout SplitMix64) {
+    static func mutate(_ input: inout [UInt8], target: FuzzTarget, pool: [[UInt8]], rng: inout SeededRNG) {
         func index(_ count: Int) -> Int { count == 0 ? 0 : Int(rng.next() % UInt64(count)) }
         if target.json && rng.next() % 2 == 0, let changed = JSONMutator.mutate(input, rng: &rng) {
             input = changed

@@ -3,6 +3,7 @@
 // document instead: another type, an odd number or string, a removed or duplicated member, deep nesting.
 
 import EdgedCore
+import EdgedTestSupport
 
 enum JSONMutator {
     static let oddValues: [JSONValue] = [
@@ -12,7 +13,7 @@ enum JSONMutator {
     ]
 
     /// `input` with one node changed, or nil when it is not JSON.
-    static func mutate(_ input: [UInt8], rng: inout SplitMix64) -> [UInt8]? {
+    static func mutate(_ input: [UInt8], rng: inout SeededRNG) -> [UInt8]? {
         guard let doc = try? JSONValue.parse(input) else { return nil }
         var count = 0
         countNodes(doc, &count)
@@ -31,7 +32,7 @@ enum JSONMutator {
         }
     }
 
-    private static func rewrite(_ v: JSONValue, target: Int, index: inout Int, rng: inout SplitMix64) -> JSONValue {
+    private static func rewrite(_ v: JSONValue, target: Int, index: inout Int, rng: inout SeededRNG) -> JSONValue {
         let me = index
         index += 1
         if me == target { return change(v, rng: &rng) }
@@ -45,7 +46,7 @@ enum JSONMutator {
         }
     }
 
-    private static func change(_ v: JSONValue, rng: inout SplitMix64) -> JSONValue {
+    private static func change(_ v: JSONValue, rng: inout SeededRNG) -> JSONValue {
         switch rng.next() % 5 {
         case 0:
             return oddValues[Int(rng.next() % UInt64(oddValues.count))]

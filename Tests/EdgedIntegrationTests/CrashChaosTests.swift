@@ -8,18 +8,6 @@ import EdgedTestSupport
 import Foundation
 import Testing
 
-/// SplitMix64: a small seeded generator, so the printed seed replays the same delays and moments.
-struct ChaosRNG: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// One live container as the host sees it: its edged-monitor (a session leader running
 /// `edged-monitor run <stateDir>/containers/<id>`) and what that directory's spec.json and state say.
 struct LiveContainer {
@@ -118,7 +106,7 @@ struct CrashChaosTests {
         let seed = ProcessInfo.processInfo.environment["EDGED_CHAOS_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 1...UInt64(UInt32.max))
         let rounds = ProcessInfo.processInfo.environment["EDGED_SOAK"] == "1" ? 50 : 6
         print("chaos: seed \(seed), \(rounds) rounds (replay with EDGED_CHAOS_SEED=\(seed))")
-        var rng = ChaosRNG(state: seed)
+        var rng = SeededRNG(state: seed)
 
         let edged = try EdgedInstance(name: "chaos")
         var cleaned = false

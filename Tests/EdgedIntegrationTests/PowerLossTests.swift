@@ -80,7 +80,7 @@ struct PowerLossTests {
         let seed = env["EDGED_POWERLOSS_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 1...UInt64(UInt32.max))
         let frozenCount = env["EDGED_SOAK"] == "1" ? 20 : 3
         print("power-loss: seed \(seed), \(frozenCount) frozen snapshots and 1 torn (replay with EDGED_POWERLOSS_SEED=\(seed))")
-        var rng = ChaosRNG(state: seed)
+        var rng = SeededRNG(state: seed)
 
         // The write-heavy run: the same load as HubResilienceTests.killScenario, plus bound pods.
         try f.edged.start()
