@@ -136,7 +136,8 @@ extension ClusterService {
             }
         }
         if config.tunnel.serverHostPort != nil {
-            let destinations = NodeDestinations(nodeName: nodeName)
+            let hubPort = config.hub.enabled ? HubWiring.address(config.hub.httpAddress)?.port : nil
+            let destinations = NodeDestinations(nodeName: nodeName, refusedLocalPorts: Set([hubPort].compactMap { $0 }))
             group.addTask { await destinations.follow(pods) }
             group.addTask {
                 await KubeletWiring.runTunnel(config: config, nodeName: nodeName, destinations: destinations, state: remote,

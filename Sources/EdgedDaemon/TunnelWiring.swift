@@ -21,25 +21,31 @@ enum TunnelWiring {
             serverHost: server.host, serverPort: server.port, caPath: config.tunnel.caFile ?? store.caPath,
             certPath: client, keyPath: client, serverName: config.tunnel.serverName, agentID: nodeName,
             identifiers: AgentIdentifiers(hosts: [nodeName], ipv4: ips.filter { !$0.contains(":") }, ipv6: ips.filter { $0.contains(":") }),
-            allowDestination: { host, _ in destinations.allows(host) })
+            allowDestination: { host, port in destinations.allows(host, port: port) })
         return TunnelAgent(config: agentConfig, logger: logger)
     }
 }
 
 /// What the tunnel agent may dial: the node's name, the addresses of its interfaces (the kubelet API, host-network
 /// pods) and the IPs of its pods (port-forward and proxy to pods). Anything else is refused and logged by the agent.
+/// On the node itself the hub's HTTP port is refused too: a token-less caller there acts with the node's
+/// credentials, which is for node-local clients only, never for whoever can ask the API server for a node proxy.
 final class NodeDestinations: Sendable {
     private let nodeName: String
+    private let refusedLocalPorts: Set<Int>
     private let podIPs = Mutex<Set<String>>([])
 
-    init(nodeName: String) { self.nodeName = nodeName.lowercased() }
+    init(nodeName: String, refusedLocalPorts: Set<Int> = []) {
+        self.nodeName = nodeName.lowercased()
+        self.refusedLocalPorts = refusedLocalPorts
+    }
 
-    func allows(_ host: String) -> Bool {
+    func allows(_ host: String, port: Int) -> Bool {
         var h = host.lowercased()
         if h.hasPrefix("["), h.hasSuffix("]") { h = String(h.dropFirst().dropLast()) }
-        if h == nodeName || h == "localhost" { return true }
         if podIPs.withLock({ $0.contains(h) }) { return true }
-        return Self.isLocalAddress(h)
+        guard h == nodeName || h == "localhost" || Self.isLocalAddress(h) else { return false }
+        return !refusedLocalPorts.contains(port)
     }
 
     /// Keeps the pod IPs current (every 2 s, like the hub's endpoints fix-up) until cancelled.
