@@ -88,11 +88,11 @@ struct WorkloadAbuseTests {
         try edged.waitForPod("heartbeat", "Running") { $0["phase"] as? String == "Running" }
         let rssBefore = rssKiB(edgedPid)
 
-        // The abusers, all at once. Every bomb process forks two more and then holds its slot with a sleep, so the
-        // bomb fills its pids and keeps them (a fork that fails ends only that subshell); the first process starts
-        // the bomb in the background and `wait`s, so it never forks again and reaps the orphans.
+        // The abusers, all at once. Every bomb process forks two more every 0.2 s until a fork fails (which ends
+        // only that subshell), so the bomb keeps pressing on its limit; its first process starts the bomb in the
+        // background and `wait`s, so it never forks again (its death would end the bomb) and reaps the orphans.
         let line = String(repeating: "flood", count: 20)
-        try edged.writeManifest("bomb.yaml", busyboxPod("bomb", command: "sleep 3600 & f(){ f & f & sleep 3600; }; f & wait"))
+        try edged.writeManifest("bomb.yaml", busyboxPod("bomb", command: "sleep 3600 & f(){ while true; do f & f & sleep 0.2; done; }; f & wait"))
         try edged.writeManifest("flood.yaml", busyboxPod("flood", command: "exec yes \(line)"))
         try edged.writeManifest("stubborn.yaml", busyboxPod("stubborn", command: "trap \"\" TERM; sleep 3600 & sleep 3600 & wait"))
         try edged.writeManifest("looper.yaml", busyboxPod("looper", command: "echo run; exit 1"))
