@@ -111,8 +111,12 @@ struct WorkloadAbuseTests {
         let bombCgroup = try pidsDir("bomb")
         #expect(cgroupNumber("\(bombCgroup)/pids.max") == pidsLimit, "podPidsLimit reached the container's cgroup")
         let stubbornCgroup = try pidsDir("stubborn")
-        let stubbornProcs = ((try? String(contentsOfFile: "\(stubbornCgroup)/cgroup.procs", encoding: .utf8)) ?? "")
-            .split(separator: "\n").compactMap { Int32($0) }
+        var stubbornProcs: [Int32] = []
+        for attempt in 0..<40 where stubbornProcs.count < 3 {   // its sh may not have forked both sleeps yet
+            if attempt > 0 { Thread.sleep(forTimeInterval: 0.05) }
+            stubbornProcs = ((try? String(contentsOfFile: "\(stubbornCgroup)/cgroup.procs", encoding: .utf8)) ?? "")
+                .split(separator: "\n").compactMap { Int32($0) }
+        }
         #expect(stubbornProcs.count == 3, "sh and its two sleeps: \(stubbornProcs)")
 
         var pidsPeak = 0, logPeak = 0, rssPeak = rssBefore, statusMax = 0.0, statusCalls = 0
