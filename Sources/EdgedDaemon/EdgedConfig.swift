@@ -37,8 +37,9 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
     public var cgroupRoot: String = "edged"
     /// Use RuntimeDefault seccomp for containers that set no profile (kubelet's --seccomp-default). Default false.
     public var seccompDefault: Bool = false
-    /// Maximum processes per container (kubelet's --pod-max-pids); -1 for no limit. Default -1.
-    public var podPidsLimit: Int64 = -1
+    /// Maximum processes per container (the pids cgroup; kubelet's --pod-max-pids limits a pod); -1 for no limit.
+    /// Default 1024: kubelet's default is no limit, but on a small gateway one fork bomb must not take every PID.
+    public var podPidsLimit: Int64 = 1024
     /// kubelet's evictionHard: evict API pods (BestEffort first) when the node's available memory falls below this
     /// ("100Mi", or a percentage of memory like "5%"). Only memory.available is supported. Default 100Mi, like kubelet.
     public var evictionHard: [String: String] = ["memory.available": "100Mi"]

@@ -23,6 +23,7 @@ struct ConfigTests {
         #expect(t.tunnel.serverHostPort?.host == "fd00::1" && t.tunnel.serverHostPort?.port == 8132)
         #expect(t.kubelet.port == 10350)
         #expect(empty.evictionHard == ["memory.available": "100Mi"])
+        #expect(empty.podPidsLimit == 1024)
         let e = try EdgedConfig.parse("evictionHard:\n  memory.available: 5%\n", source: "c.yaml")
         let thresholds = try EvictionThresholds.parse(e.evictionHard, memoryTotal: 1000 << 20)
         #expect(thresholds.memoryAvailableBytes == 50 << 20)

@@ -3,8 +3,8 @@
 // SIGTERM is SIGKILLed once its grace period is over, and a pod that exits in a loop is restarted with kubelet's
 // back-off; meanwhile a heartbeat pod logs every 100 ms without a gap and `edgectl status` answers promptly.
 //
-// edged has no pids limit by default (podPidsLimit -1, like kubelet's --pod-max-pids), so the test sets one the
-// way an operator would, in the config file, together with a small containerLogMaxSize so rotation happens often.
+// edged limits every container to 1024 processes by default (podPidsLimit); the test sets a smaller limit the way
+// an operator would, in the config file, together with a small containerLogMaxSize so rotation happens often.
 
 import EdgedCore
 import EdgedDaemon
