@@ -17,9 +17,6 @@ public struct EvictionThresholds: Sendable, Equatable {
         self.memoryAvailableText = memoryAvailableText
     }
 
-    /// kubelet's default: memory.available < 100Mi.
-    public static let kubeletDefault = EvictionThresholds(memoryAvailableBytes: 100 << 20, memoryAvailableText: "100Mi")
-
     /// Parses kubelet's evictionHard map: `{"memory.available": "100Mi"}` or a percentage of `memoryTotal`.
     public static func parse(_ settings: [String: String], memoryTotal: Int64) throws(EdgedError) -> EvictionThresholds {
         var out = EvictionThresholds(memoryAvailableBytes: nil, memoryAvailableText: "")
@@ -68,26 +65,23 @@ public actor EvictionManager {
     private let logger: Logger
     private let interval: Duration
     private let cooldown: Duration
-    private let procRoot: String
-    /// Evictions so far (for status and tests).
-    public private(set) var evictions = 0
 
     public init(thresholds: EvictionThresholds, pods: PodManager, runtime: ContainerRuntime, logger: Logger,
-                interval: Duration = .seconds(2), cooldown: Duration = .seconds(10), procRoot: String = "/proc") {
+                interval: Duration = .seconds(2), cooldown: Duration = .seconds(10)) {
         self.thresholds = thresholds
         self.pods = pods
         self.runtime = runtime
         self.logger = logger
         self.interval = interval
         self.cooldown = cooldown
-        self.procRoot = procRoot
     }
 
     public func run() async {
         guard let threshold = thresholds.memoryAvailableBytes else { return }
         while !Task.isCancelled {
-            if let available = ResourceStats.node(procRoot: procRoot).memoryAvailableBytes, Int64(available) < threshold {
-                if await evictOne(available: Int64(available)) {
+            // Only MemAvailable is needed: /proc/meminfo, not the node's whole ResourceStats (CPU from /proc/stat too).
+            if let available = Files.meminfo()["MemAvailable"], available < threshold {
+                if await evictOne(available: available) {
                     try? await Task.sleep(for: cooldown)
                     continue
                 }
@@ -111,7 +105,6 @@ public actor EvictionManager {
         let message = "The node was low on resource: memory. Threshold quantity: \(thresholds.memoryAvailableText), available: \(Self.kibibytes(available)). The pod was using \(Self.kibibytes(Int64(victim.memoryBytes)))."
         logger.warning("evicting pod \(victim.pod.fullName) (\(APIPodStatus.qosClass(victim.pod)), \(Self.kibibytes(Int64(victim.memoryBytes))) of memory): memory available \(Self.kibibytes(available)) < \(thresholds.memoryAvailableText)")
         await pods.evict(uid: victim.uid, message: message)
-        evictions += 1
         return true
     }
 

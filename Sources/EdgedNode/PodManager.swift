@@ -197,7 +197,6 @@ public actor PodManager {
         throw EdgedError(.notFound, "pod \(namespace)/\(pod) not found on this node (see `edgectl pods`)")
     }
 
-    /// Stops every pod (used by tests and `edged --stop-pods-on-exit`); normally edged exits and leaves pods running.
     /// Pods from the API server that run and have not failed: what memory eviction may pick from (static pods are
     /// critical to kubelet and never evicted).
     func evictionCandidates() async -> [(uid: String, pod: Pod, containerIDs: [String])] {
@@ -216,6 +215,7 @@ public actor PodManager {
         await workers[uid]?.worker.evict(message: message)
     }
 
+    /// Stops every pod (used by tests and `edged --stop-pods-on-exit`); normally edged exits and leaves pods running.
     public func terminateAll() async {
         for origin in Set(workers.values.map(\.origin)) { await apply([], origin: origin) }
         for t in terminating.values { await t.value }

@@ -64,14 +64,14 @@ static void join_ns(const char *path, int type) {
     close(fd);
 }
 
-// nodev: the standard nodes below are bind mounts of the host's (which keep the host mount's flags), so the tmpfs
-// itself needs no device nodes; with nodev one made there with mknod cannot be opened. For a privileged container
-// nodev is left off.
-static void setup_dev(const char *root, int privileged) {
+// `nodev` (MS_NODEV for a non-privileged container, else 0): the standard nodes below are bind mounts of the host's
+// (which keep the host mount's flags), so the tmpfs itself needs no device nodes; with nodev one made there with
+// mknod cannot be opened.
+static void setup_dev(const char *root, unsigned long nodev) {
     char p[4200], q[4200];
     path_in(p, sizeof(p), root, "/dev");
     mkdir_p(p, 0755);
-    do_mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_STRICTATIME | (privileged ? 0 : MS_NODEV), "mode=755,size=65536k");
+    do_mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_STRICTATIME | nodev, "mode=755,size=65536k");
     static const char *const nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
     for (size_t i = 0; i < 6; i++) {
         snprintf(q, sizeof(q), "/dev/%s", nodes[i]);
@@ -189,7 +189,7 @@ void child_main(const struct config *c, int syncfd, int errfd, int outfd, int er
         do_mount("/sys", p, NULL, MS_BIND | MS_REC, NULL);
         if (!c->privileged) do_mount(NULL, p, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL);
     }
-    setup_dev(root, c->privileged);
+    setup_dev(root, nodev);
     setup_devices(c, root);
 
     if (chdir(root) < 0) fail("chdir %s: %s", root, strerror(errno));

@@ -397,8 +397,8 @@ public final class HubCore: Sendable {
     }
 
     /// The upstream request: the caller's own Authorization when it sent one (then without the node's certificate),
-    /// else the node's credentials for node-local callers (see usesNodeCredentials); hop-by-hop headers dropped; cached reads ask for JSON (client-go accepts JSON
-    /// whatever it asked for), uncompressed.
+    /// else the node's credentials for node-local callers (see usesNodeCredentials); hop-by-hop headers dropped;
+    /// cached reads ask for JSON (client-go accepts JSON whatever it asked for), uncompressed.
     func upstreamRequest(_ call: HubCall, jsonOnly: Bool) -> (any KubeTransport, KubeRequest) {
         let hopByHop: Set<String> = ["connection", "keep-alive", "transfer-encoding", "upgrade", "host", "content-length",
                                      "proxy-connection", "te", "trailer", "accept-encoding"]
