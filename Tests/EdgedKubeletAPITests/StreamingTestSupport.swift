@@ -174,12 +174,22 @@ final class EchoServer: @unchecked Sendable {
     let channel: Channel
     var port: UInt16 { UInt16(channel.localAddress!.port!) }
 
+    /// Echoes, and on the peer's half-close closes once every echoed byte is written: NIO turns a half-close of
+    /// a connection whose input already ended into a full close, which would drop writes still queued (under
+    /// load the echo's writes back to edged queue up, and the test saw a short echo).
     final class Echo: ChannelInboundHandler {
         typealias InboundIn = ByteBuffer
         typealias OutboundOut = ByteBuffer
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) { context.writeAndFlush(data, promise: nil) }
+        private var lastWrite: EventLoopFuture<Void>?
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let promise = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(data, promise: promise)
+            lastWrite = promise.futureResult
+        }
         func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-            if let e = event as? ChannelEvent, e == .inputClosed { context.close(mode: .output, promise: nil) }
+            guard let e = event as? ChannelEvent, e == .inputClosed else { return }
+            let channel = context.channel
+            (lastWrite ?? context.eventLoop.makeSucceededVoidFuture()).whenComplete { _ in channel.close(promise: nil) }
         }
     }
 

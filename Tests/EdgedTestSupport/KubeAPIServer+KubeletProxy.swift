@@ -651,14 +651,27 @@ class SpliceEnd: @unchecked Sendable {
     /// Writes bytes read on the other connection.
     func send(_ bytes: ByteBuffer) {}
     func flush() { context?.flush() }
-    /// The other side will send nothing more.
+    /// The other side will send nothing more. Waits for the bytes already queued: NIO turns a half-close of a
+    /// connection whose input already ended into a full close, which drops queued writes (Go's proxy copies
+    /// everything before it closes).
     func closeOutput() {
         guard let context, !outputClosed else { return }
         outputClosed = true
         let channel = context.channel
-        context.close(mode: .output).whenFailure { _ in channel.close(promise: nil) }
+        afterQueuedWrites { channel.close(mode: .output).whenFailure { _ in channel.close(promise: nil) } }
     }
-    func close() { context?.close(promise: nil) }
+    /// Closes once the bytes already queued are written.
+    func close() {
+        guard let channel = context?.channel else { return }
+        afterQueuedWrites { channel.close(promise: nil) }
+    }
+    /// Runs `body` once every write queued so far completed (an empty write's promise completes after them).
+    private func afterQueuedWrites(_ body: @escaping () -> Void) {
+        guard let context else { return }
+        let done = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(NIOAny(ByteBuffer()), promise: done)
+        done.futureResult.whenComplete { _ in body() }
+    }
     var isWritable: Bool { context?.channel.isWritable ?? false }
     /// The partner became writable again: read if a read was held back.
     func resumeReading() {
