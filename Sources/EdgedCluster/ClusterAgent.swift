@@ -455,10 +455,12 @@ public actor ClusterAgent {
         }
         st.hostIP = objects?.hostIPs.first
         if let uid = pod.metadata.uid {
+            let previous = written[uid]
             written[uid] = st
             events?.sink()(PodEvent(pod: pod, kind: .warning, reason: st.phase == .failed ? reason : "Failed", message: message))
             do {
-                _ = try await client?.patch(.podStatus, namespace: pod.namespace, name: pod.name, try Patch.status(st))
+                _ = try await client?.patch(.podStatus, namespace: pod.namespace, name: pod.name,
+                                            try Patch.status(st, replacing: [pod.status, previous]))
             } catch {
                 noteError("writing the status of pod \(pod.fullName)", error)
             }
@@ -488,7 +490,8 @@ public actor ClusterAgent {
         for (uid, status) in statuses.sorted(by: { $0.key < $1.key }) {
             guard let pod = known[uid], written[uid] != status else { continue }
             do {
-                _ = try await client.patch(.podStatus, namespace: pod.namespace, name: pod.name, try Patch.status(status))
+                _ = try await client.patch(.podStatus, namespace: pod.namespace, name: pod.name,
+                                           try Patch.status(status, replacing: [pod.status, written[uid]]))
                 written[uid] = status
             } catch {
                 if let e = error as? KubeError, e.isNotFound { known[uid] = nil; continue }
@@ -568,7 +571,8 @@ public actor ClusterAgent {
         for (uid, status) in statuses where mirrorWritten[uid] != status {
             guard let mirror = mirrors[uid] else { continue }
             do {
-                _ = try await client.patch(.podStatus, namespace: mirror.namespace, name: mirror.name, try Patch.status(status))
+                _ = try await client.patch(.podStatus, namespace: mirror.namespace, name: mirror.name,
+                                           try Patch.status(status, replacing: [mirror.status, mirrorWritten[uid]]))
                 mirrorWritten[uid] = status
             } catch {
                 noteError("writing the status of mirror pod \(mirror.fullName)", error)

@@ -34,6 +34,23 @@ public struct Patch: Sendable, Equatable {
         Patch(kind: .strategicMerge, body: .object([("status", try KubeJSON.value(of: status))]))
     }
 
+    /// {"status": <status>} as a strategic merge patch that also removes what an earlier status had and this one
+    /// has not. A strategic merge keeps every key a patch leaves out, so without the nulls a container that went
+    /// from waiting to running shows both states, and a message that was cleared stays; kubelet sends the two-way
+    /// diff from the API's status for the same reason. `previous`: the statuses the API may hold (the last one
+    /// written, the one last read); list elements are paired by their merge keys.
+    public static func status<T: Encodable>(_ status: T, replacing previous: [T?]) throws -> Patch {
+        var body = try KubeJSON.value(of: status)
+        for old in previous { if let old { body = body.clearingKeys(of: try KubeJSON.value(of: old), field: "status") } }
+        return Patch(kind: .strategicMerge, body: .object([("status", body)]))
+    }
+
+    /// The merge keys (patchMergeKey) of the lists in pod and node statuses.
+    static let statusMergeKeys: [String: String] = [
+        "conditions": "type", "addresses": "type", "containerStatuses": "name", "initContainerStatuses": "name",
+        "ephemeralContainerStatuses": "name", "podIPs": "ip", "hostIPs": "ip", "volumesAttached": "name",
+    ]
+
     /// An RFC 7386 merge patch: objects merge, null deletes a key, arrays are replaced whole.
     public static func merge(_ body: JSONValue) -> Patch { Patch(kind: .merge, body: body) }
 
@@ -89,5 +106,28 @@ public struct JSONPatchOperation: Sendable, Equatable {
         if let from { members.append(("from", .string(from))) }
         if let value { members.append(("value", value)) }
         return .object(members)
+    }
+}
+
+extension JSONValue {
+    /// This value with a null for each object key that `old` has and this value has not, recursing into objects
+    /// and into the elements of merge-keyed lists (paired with `old`'s by key). `field` names this value.
+    func clearingKeys(of old: JSONValue, field: String) -> JSONValue {
+        switch (self, old) {
+        case (.object(let members), .object(let oldMembers)):
+            var out = members.map { key, value in
+                (key, oldMembers.first { $0.0 == key }.map { value.clearingKeys(of: $0.1, field: key) } ?? value)
+            }
+            for (key, _) in oldMembers where !members.contains(where: { $0.0 == key }) { out.append((key, .null)) }
+            return .object(out)
+        case (.array(let items), .array(let oldItems)):
+            guard let mergeKey = Patch.statusMergeKeys[field] else { return self }
+            return .array(items.map { item in
+                guard let key = item[mergeKey], let match = oldItems.first(where: { $0[mergeKey] == key }) else { return item }
+                return item.clearingKeys(of: match, field: field)
+            })
+        default:
+            return self
+        }
     }
 }

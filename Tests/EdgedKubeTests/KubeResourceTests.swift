@@ -35,6 +35,33 @@ import Testing
         #expect(p.contentType == "application/strategic-merge-patch+json")
         #expect(p.body.jsonText == #"{"status":{"phase":"Running"}}"#)
 
+        // What an earlier status had and this one has not is sent as null (a strategic merge keeps unmentioned
+        // keys): a container gone from waiting to running, a pod reason cleared, paired by container name.
+        var waiting = PodStatus(phase: .pending)
+        waiting.reason = "Evicted"
+        waiting.containerStatuses = [
+            ContainerStatus(name: "a", state: ContainerState(waiting: .init(reason: "CrashLoopBackOff", message: "back-off 10s")), image: "i"),
+            ContainerStatus(name: "b", state: ContainerState(waiting: .init(reason: "ContainerCreating")), image: "i"),
+        ]
+        var running = PodStatus(phase: .running)
+        running.containerStatuses = [
+            ContainerStatus(name: "b", state: ContainerState(running: .init(startedAt: "t")), image: "i"),
+            ContainerStatus(name: "a", state: ContainerState(waiting: .init(reason: "ContainerCreating")), image: "i"),
+        ]
+        let cleared = try Patch.status(running, replacing: [waiting, nil])
+        #expect(cleared.contentType == "application/strategic-merge-patch+json")
+        #expect(cleared.body[path: ["status", "reason"]] == .null)
+        func container(_ body: JSONValue, _ name: String) -> JSONValue? {
+            guard case .array(let items)? = body[path: ["status", "containerStatuses"]] else { return nil }
+            return items.first { $0["name"] == .string(name) }
+        }
+        #expect(container(cleared.body, "b")?[path: ["state", "waiting"]] == .null)
+        #expect(container(cleared.body, "b")?[path: ["state", "running", "startedAt"]] == .string("t"))
+        #expect(container(cleared.body, "a")?[path: ["state", "waiting", "message"]] == .null)
+        #expect(container(cleared.body, "a")?[path: ["state", "waiting", "reason"]] == .string("ContainerCreating"))
+        // Nothing went away: no null anywhere.
+        #expect(!(try Patch.status(running, replacing: [running]).body.jsonText.contains("null")))
+
         let j = Patch.json([.test("/metadata/resourceVersion", .string("5")),
                             .replace(JSONPatchOperation.pointer(["metadata", "labels", "a/b~c"]), .string("v")),
                             .remove("/spec/x")])
