@@ -1,6 +1,7 @@
 // Who can reach the hub and what it gives away: its default listeners bind loopback (HTTPS only on the link-local
 // pod address), its store is private to root, a caller without credentials on the HTTPS listener (a pod) should not
-// borrow the node's identity, and secrets and callers' tokens never reach the log, online or offline.
+// borrow the node's identity (online or, through the store, offline), and secrets and callers' tokens never reach
+// the log, online or offline.
 
 import EdgedCore
 @testable import EdgedHub
@@ -109,6 +110,53 @@ extension HubExposureTests {
 }
 
 extension HubExposureTests {
+    /// Offline nothing can check a caller, so the store must not answer (or queue writes for) one that would be
+    /// system:anonymous upstream: a pod without a token on the HTTPS listener gets 401, even when it names a
+    /// component whose cache holds secrets; with a token it is served, and node-local callers on the HTTP listener
+    /// are served as before.
+    @Test func offlineTheStoreServesNoTokenlessCallerOnTheHTTPSListener() async throws {
+        try await HubFixture.run { f in
+            let value = "s3cret-\(UInt64.random(in: 0...UInt64.max))", token = "tok-\(UInt64.random(in: 0...UInt64.max))"
+            let encoded = Data(value.utf8).base64EncodedString()
+            try f.api.put("/api/v1/namespaces/default/secrets/db", Data(#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"db","namespace":"default"},"data":{"password":"\#(encoded)"}}"#.utf8))
+            f.api.addToken(token, user: "reader", groups: ["system:masters"])
+            let httpPort = try freeTCPPort(), httpsPort = try freeTCPPort()
+            var listeners = HubListeners()
+            listeners.http = HubAddress(host: "127.0.0.1", port: httpPort)
+            listeners.https = HubAddress(host: "127.0.0.1", port: httpsPort)
+            listeners.health = nil
+            let serving = try f.api.pki.issue(serverFor: "edge-hub", ips: ["127.0.0.1"])
+            try f.api.caPEM.write(toFile: f.dir.sub("ca.pem"), atomically: true, encoding: .utf8)
+            let tls = HubServerTLS(certificateChainPEM: serving.certPEM, privateKeyPEM: serving.keyPEM)
+            try await f.withListeningHub(listeners, tls: tls) { hub in
+                let secret = "/api/v1/namespaces/default/secrets/db"
+                func https(_ extra: [String], _ path: String = secret) async throws -> (code: String, body: String) {
+                    let out = try await curl(["--cacert", f.dir.sub("ca.pem"), "-A", "kube-proxy/v1.31.0", "-w", "\n%{http_code}"]
+                                             + extra + ["https://127.0.0.1:\(httpsPort)\(path)"]).stdout
+                    let lines = out.split(separator: "\n", omittingEmptySubsequences: false)
+                    return (String(lines.last ?? ""), lines.dropLast().joined(separator: "\n"))
+                }
+                let bearer = ["-H", "Authorization: Bearer \(token)"]
+                try await eventually("the HTTPS listener caches the secret for kube-proxy", timeout: .seconds(10)) {
+                    (try? await https(bearer))?.body.contains(encoded) == true
+                }
+                try await f.api.stop()
+                try await eventually("the hub sees the cloud offline") { hub.health.current == .offline }
+
+                let anonymous = try await https([])
+                #expect(anonymous.code == "401", "a token-less pod read the store offline: \(anonymous)")
+                #expect(!anonymous.body.contains(encoded))
+                #expect(anonymous.body.contains("without a token"), "\(anonymous.body)")
+                let event = #"{"apiVersion":"v1","kind":"Event","metadata":{"name":"e1","namespace":"default"},"involvedObject":{"kind":"Pod","name":"p","namespace":"default"},"reason":"R","message":"m"}"#
+                let queued = try await https(["-X", "POST", "-H", "Content-Type: application/json", "-d", event], "/api/v1/namespaces/default/events")
+                #expect(queued.code == "401", "a token-less pod queued a write for the node to replay: \(queued)")
+                #expect((try await https(bearer)).body.contains(encoded), "a caller with a token is served from the store")
+                let local = try await curl(["-A", "kube-proxy/v1.31.0", "http://127.0.0.1:\(httpPort)\(secret)"]).stdout
+                #expect(local.contains(encoded), "node-local callers on the HTTP listener are served offline: \(local)")
+            }
+        }
+    }
+
     /// A secret read through the hub (in-process as edged, and over HTTP with a caller's bearer token), cached, then
     /// read again from the store while the cloud is away: its value (plain or base64) and the caller's token appear
     /// nowhere in the hub's log, captured at trace level.

@@ -234,6 +234,10 @@ public final class HubCore: Sendable {
     }
 
     private func serveCached(_ call: HubCall, _ info: APIRequestInfo, _ writer: any HubResponseWriter, reason: String) async throws {
+        guard Self.mayUseStore(call.request) else {
+            try await refuseAnonymousOffline(call, writer, "answer from its store")
+            return
+        }
         count { $0.servedFromCache += 1 }
         switch info.verb {
         case .get:
@@ -394,6 +398,22 @@ public final class HubCore: Sendable {
     /// server directly: a pod must never borrow the node's identity.
     static func usesNodeCredentials(_ request: HubHTTPRequest) -> Bool {
         request.header("Authorization") == nil && !request.isTLS
+    }
+
+    /// Whether the store may answer this caller, or queue its write for the node to replay. Not for a request that
+    /// would reach the API server as system:anonymous (no token on the pods' HTTPS listener): offline nothing
+    /// checks it, and the store holds what node-local clients cached (a pod could read the node's secrets, or
+    /// queue writes the node replays, just by sending their User-Agent). Such a caller gets 401.
+    static func mayUseStore(_ request: HubHTTPRequest) -> Bool {
+        !(request.isTLS && request.header("Authorization") == nil)
+    }
+
+    func refuseAnonymousOffline(_ call: HubCall, _ writer: any HubResponseWriter, _ what: String) async throws {
+        count { $0.rejectedOffline += 1 }
+        try await HubStatus.write(writer, code: 401, reason: "Unauthorized",
+                                  message: "the API server is unreachable from node \(config.nodeName), and edged's edge hub does not " +
+                                      "\(what) for a caller without a token: send the pod's service account token " +
+                                      "(automountServiceAccountToken), or retry when the cloud is back")
     }
 
     /// The upstream request: the caller's own Authorization when it sent one (then without the node's certificate),

@@ -20,6 +20,10 @@ enum WriteQueueing {
     }
 
     static func enqueue(_ core: HubCore, _ call: HubCall, _ info: APIRequestInfo, _ writer: any HubResponseWriter) async throws {
+        guard HubCore.mayUseStore(call.request) else {
+            try await core.refuseAnonymousOffline(call, writer, "queue writes")
+            return
+        }
         let contentType = call.request.header("Content-Type") ?? "application/json"
         guard let patchOrObject = try? JSONValue.parse(call.request.body) else {
             try await HubStatus.write(writer, code: 400, reason: "BadRequest", message: "the request body is not valid JSON")
