@@ -102,6 +102,8 @@ struct CloudCrashChaosTests {
                         return cs["image"] as? String == image.reference && path(cs, "state", "running") != nil
                             && (cs["imageID"] as? String ?? "").hasSuffix("@\(image.digest)")
                     }
+                    let state = path(containerStatus(pod, "main") ?? [:], "state") as? [String: Any] ?? [:]
+                    if state.keys.sorted() != ["running"] { problems.append("\(label): the container status has states \(state.keys.sorted())") }
                     try await checkOneContainer(pod, label)
                 } catch {
                     lost += 1

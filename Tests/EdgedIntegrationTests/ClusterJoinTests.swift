@@ -241,6 +241,9 @@ struct ClusterJoinTests {
         #expect((webStatus["containerID"] as? String)?.hasPrefix("edged://") == true)
         #expect((webStatus["imageID"] as? String)?.contains("@sha256:") == true)
         #expect(path(webStatus, "state", "running", "startedAt") != nil)
+        // One state only: the waiting state it had while being created is gone (a strategic merge keeps it unless
+        // the patch clears it).
+        #expect((path(webStatus, "state") as? [String: Any])?.keys.sorted() == ["running"], "\(webStatus)")
         for c in ["Initialized", "ContainersReady", "PodScheduled"] { #expect(condition(web, c) == "True", "\(c)") }
         let podsWide = try f.kubectl.run(["get", "pod", "web", "-o", "custom-columns=STATUS:.status.phase,IP:.status.podIP,NODE:.spec.nodeName"]).stdout
         #expect(podsWide.contains("Running") && podsWide.contains(f.node) && podsWide.contains("10.250.61."), "\(podsWide)")
