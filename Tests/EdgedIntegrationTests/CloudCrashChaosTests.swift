@@ -32,7 +32,7 @@ struct CloudCrashChaosTests {
             _ = try await f.kubectl.wait(["get", "node", f.node], "node Ready") { condition($0, "Ready") == "True" }
 
             var problems: [String] = []
-            var kills = 0, duringPull = 0, afterCSR = 0, lost = 0, duplicated = 0, tornBlobs = 0
+            var kills = 0, duringPull = 0, afterCSR = 0, beforeNewCert = 0, lost = 0, duplicated = 0, tornBlobs = 0
             var netns = Set<String>()
             func crashAndRestart() throws {
                 for m in mountsUnder(edged.root.path) where m.root.hasPrefix("net:[") { netns.insert(m.root) }
@@ -150,12 +150,16 @@ struct CloudCrashChaosTests {
                 // A rotation: kill edged a moment after it posted its CSR.
                 let csrPosts = { f.api.requests().filter { $0.method == "POST" && $0.path.contains("certificatesigningrequests") }.count }
                 let before = csrPosts()
+                let currentCert = { (try? FileManager.default.destinationOfSymbolicLink(atPath: "\(pki)/kubelet-client-current.pem")) ?? "" }
+                let certBefore = currentCert()
                 let csrBy = Date().addingTimeInterval(20)
-                while Date() < csrBy && csrPosts() == before { try await Task.sleep(for: .milliseconds(5)) }
+                while Date() < csrBy && csrPosts() == before { try await Task.sleep(for: .milliseconds(1)) }
                 if csrPosts() == before { problems.append("round \(round): no CSR within 20 s (certificates live 12 s)"); break }
                 afterCSR += 1
-                let csrDelay = Int.random(in: 0..<400, using: &rng)
-                try await Task.sleep(for: .milliseconds(csrDelay))
+                // Half the kills at once (the certificate is usually not written yet), half up to 400 ms later.
+                let csrDelay = Bool.random(using: &rng) ? 0 : Int.random(in: 0..<400, using: &rng)
+                if csrDelay > 0 { try await Task.sleep(for: .milliseconds(csrDelay)) }
+                if currentCert() == certBefore { beforeNewCert += 1 }
                 let rotationLabel = "rotation round \(round) (kill -9 \(csrDelay) ms after the CSR, seed \(seed))"
                 try crashAndRestart()
                 // The node keeps (or gets back) a working certificate: the lease is renewed after the restart, by
@@ -214,7 +218,7 @@ struct CloudCrashChaosTests {
                 + testCgroups(edged).filter { !$0.pids.isEmpty }.map { "processes \($0.pids) in \($0.dir)" }
                 + mountsUnder(edged.root.path).filter { $0.point.contains("/rootfs") }.map { "mount \($0.point)" }
             problems += leaks
-            print("cloud chaos: \(kills) kills (\(duringPull) with the pull's work folder non-empty, \(afterCSR) after a CSR), "
+            print("cloud chaos: \(kills) kills (\(duringPull) with the pull's work folder non-empty, \(afterCSR) after a CSR, \(beforeNewCert) of them before the new certificate was in place), "
                   + "\(lost) lost, \(duplicated) duplicated, \(tornBlobs) torn blobs, \(leaks.count) leaked (seed \(seed))")
             #expect(problems.isEmpty, "\(problems.joined(separator: "\n"))\nedged log:\n\(edged.log().suffix(3000))")
             #expect(kills == 2 * rounds)
