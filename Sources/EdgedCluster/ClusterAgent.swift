@@ -307,7 +307,7 @@ public actor ClusterAgent {
         let due = lastNodeReport.map { ContinuousClock.now - $0 >= config.nodeStatusReportInterval } ?? true
         guard due || !Self.sameIgnoringHeartbeat(status, lastNodeStatus) else { return }
         let wasReady = lastNodeStatus?.conditions?.first { $0.type == "Ready" }?.status
-        _ = try await client.patch(.nodeStatus, name: config.nodeName, try Patch.status(status))
+        _ = try await client.patch(.nodeStatus, name: config.nodeName, try Patch.status(status, replacing: [lastNodeStatus]))
         let ready = status.conditions?.first { $0.type == "Ready" }?.status
         if ready == "True" && wasReady != "True" {
             await events?.nodeEvent(reason: "NodeReady", message: "Node \(config.nodeName) status is now: NodeReady")
