@@ -31,6 +31,15 @@ private func listeningAddresses(port: Int) throws -> [String] {
 }
 
 extension HubFixture {
+    /// Secret default/db with a random password, and a bearer token of a user that may read it.
+    func secretAndReader() throws -> (value: String, encoded: String, token: String) {
+        let value = "s3cret-\(UInt64.random(in: 0...UInt64.max))", token = "tok-\(UInt64.random(in: 0...UInt64.max))"
+        let encoded = Data(value.utf8).base64EncodedString()
+        try api.put("/api/v1/namespaces/default/secrets/db", Data(#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"db","namespace":"default"},"data":{"password":"\#(encoded)"}}"#.utf8))
+        api.addToken(token, user: "reader", groups: ["system:masters"])
+        return (value, encoded, token)
+    }
+
     /// A second EdgeHub on this fixture's API server with real listeners; stopped when `body` returns.
     func withListeningHub(_ listeners: HubListeners, tls: HubServerTLS? = nil,
                           _ body: (EdgeHub) async throws -> Void) async throws {
@@ -116,10 +125,7 @@ extension HubExposureTests {
     /// are served as before.
     @Test func offlineTheStoreServesNoTokenlessCallerOnTheHTTPSListener() async throws {
         try await HubFixture.run { f in
-            let value = "s3cret-\(UInt64.random(in: 0...UInt64.max))", token = "tok-\(UInt64.random(in: 0...UInt64.max))"
-            let encoded = Data(value.utf8).base64EncodedString()
-            try f.api.put("/api/v1/namespaces/default/secrets/db", Data(#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"db","namespace":"default"},"data":{"password":"\#(encoded)"}}"#.utf8))
-            f.api.addToken(token, user: "reader", groups: ["system:masters"])
+            let (_, encoded, token) = try f.secretAndReader()
             let httpPort = try freeTCPPort(), httpsPort = try freeTCPPort()
             var listeners = HubListeners()
             listeners.http = HubAddress(host: "127.0.0.1", port: httpPort)
@@ -162,10 +168,7 @@ extension HubExposureTests {
     /// nowhere in the hub's log, captured at trace level.
     @Test func secretsAndTokensNeverReachTheLog() async throws {
         try await HubFixture.run { f in
-            let value = "s3cret-\(UInt64.random(in: 0...UInt64.max))", token = "tok-\(UInt64.random(in: 0...UInt64.max))"
-            let encoded = Data(value.utf8).base64EncodedString()
-            try f.api.put("/api/v1/namespaces/default/secrets/db", Data(#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"db","namespace":"default"},"data":{"password":"\#(encoded)"}}"#.utf8))
-            f.api.addToken(token, user: "reader", groups: ["system:masters"])
+            let (value, encoded, token) = try f.secretAndReader()
             let port = try freeTCPPort()
             var listeners = HubListeners()
             listeners.http = HubAddress(host: "127.0.0.1", port: port)
