@@ -45,6 +45,9 @@ public struct ClusterAgentConfig: Sendable {
     public var version: String
     public var kubernetesVersion: String = "v1.31.0"
     public var volumeRefreshInterval: Duration = .seconds(60)
+    /// evictionHard's memory.available in bytes (nil: none). As in kubelet, MemoryPressure is True while the node's
+    /// available memory is below it, and it is taken off allocatable memory.
+    public var memoryEvictionThreshold: Int64? = 100 << 20
     /// Extended resources found on the host (nvidia.com/gpu), added to capacity and allocatable.
     public var extendedResources: @Sendable () -> [String: Quantity] = { [:] }
 
@@ -260,6 +263,9 @@ public actor ClusterAgent {
                 allocatable[k] = Quantity(String(max(c - r, 0)))
             }
         }
+        if let threshold = config.memoryEvictionThreshold, let memory = allocatable["memory"], let m = try? memory.value() {
+            allocatable["memory"] = Quantity(String(max(m - threshold, 0)))
+        }
         func condition(_ type: String, _ status: Bool, _ reason: String, _ message: String) -> NodeCondition {
             let before = previous?.conditions?.first { $0.type == type }
             let s = status ? "True" : "False"
@@ -267,7 +273,7 @@ public actor ClusterAgent {
                                  lastTransitionTime: before?.status == s ? (before?.lastTransitionTime ?? now) : now,
                                  reason: reason, message: message)
         }
-        let memPressure = (mem["MemAvailable"] ?? Int64.max) < 100 << 20
+        let memPressure = config.memoryEvictionThreshold.map { (mem["MemAvailable"] ?? Int64.max) < $0 } ?? false
         let diskPressure = disk.total > 0 && Double(disk.free) / Double(disk.total) < 0.10
         let pids = NodeFacts.pids()
         let pidPressure = Double(pids.used) > Double(pids.max) * 0.9

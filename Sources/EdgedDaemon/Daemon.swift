@@ -76,6 +76,8 @@ public struct Daemon {
         agentConfig.volumeRefreshInterval = .seconds(config.cluster.volumeRefreshSeconds)
         agentConfig.systemReserved = config.cluster.systemReserved.mapValues { Quantity($0) }
         agentConfig.extendedResources = { [gpus] in gpus.capacity() }
+        let thresholds = try EvictionThresholds.parse(config.evictionHard, memoryTotal: Files.meminfo()["MemTotal"] ?? 0)
+        agentConfig.memoryEvictionThreshold = thresholds.memoryAvailableBytes
         agentConfig.renewsLease = !config.hub.enabled
         agentConfig.kubeletPort = Int32(config.kubelet.port)
         if config.hub.enabled, let https = HubWiring.address(config.hub.httpsAddress), https.host != "0.0.0.0", https.host != "::" {
@@ -110,7 +112,6 @@ public struct Daemon {
                                           }),
                                           remote: remote)),
         ]
-        let thresholds = try EvictionThresholds.parse(config.evictionHard, memoryTotal: Files.meminfo()["MemTotal"] ?? 0)
         services.append(.init(service: EvictionService(manager: EvictionManager(thresholds: thresholds, pods: pods,
                                                                                   runtime: runtime, logger: logger))))
         if let notifier, notifier.watchdogInterval != nil {

@@ -1,6 +1,7 @@
 // End to end as an operator sees it: `edgectl join` against the test API server, then the real `kubectl` shows a
 // Ready node with a renewed lease, runs pods bound to it, sees their status, restarts, events and deletion.
 
+import EdgedCore
 import EdgedDaemon
 import EdgedTestSupport
 import Foundation
@@ -587,6 +588,26 @@ struct ClusterJoinTests {
         }
         let users = Set(f.api.requests().suffix(20).map(\.user))
         #expect(users.contains("system:node:\(f.node)"), "\(users)")
+      }
+    }
+
+    /// evictionHard drives the node's MemoryPressure condition and is taken off allocatable memory, as in kubelet.
+    /// A threshold of 99% of memory is above what is available on any running machine.
+    @Test func evictionHardDrivesMemoryPressureAndAllocatable() async throws {
+      try await withCluster(name: "mempress", subnet: "10.250.66.0/24", clusterConfig: "evictionHard: {memory.available: \"99%\"}") { f in
+        try f.edged.start()
+        try f.join()
+        let node = try await f.kubectl.wait(["get", "node", f.node], "node Ready with MemoryPressure") {
+            condition($0, "Ready") == "True" && condition($0, "MemoryPressure") == "True"
+        }
+        let pressure = ((path(node, "status", "conditions") as? [[String: Any]]) ?? []).first { $0["type"] as? String == "MemoryPressure" }
+        #expect(pressure?["reason"] as? String == "KubeletHasInsufficientMemory")
+        let total = Int64(String(decoding: FileManager.default.contents(atPath: "/proc/meminfo") ?? Data(), as: UTF8.self)
+            .split(separator: "\n").first { $0.hasPrefix("MemTotal:") }?.split(separator: " ").dropFirst().first ?? "0") ?? 0
+        let threshold = Int64(Double(total * 1024) * 99 / 100)
+        let capacity = try Quantity(path(node, "status", "capacity", "memory") as? String ?? "").value()
+        let allocatable = try Quantity(path(node, "status", "allocatable", "memory") as? String ?? "").value()
+        #expect(allocatable == max(capacity - threshold, 0), "capacity \(capacity), threshold \(threshold), allocatable \(allocatable)")
       }
     }
 
