@@ -150,7 +150,7 @@ enum HealthCheck {
         for (file, message) in manifestErrors.sorted(by: { $0.key < $1.key }) {
             out.append("manifest \(file) is invalid: \(message) — fix the file; the other pods keep running")
         }
-        for p in pods {
+        for p in pods where p.reason != "Terminating" {   // going away as asked: nothing to fix
             let subject = "pod \(p.namespace)/\(p.name)"
             switch p.reason {
             case "CrashLoopBackOff", "Error", "OOMKilled", "RunContainerError", "StartError":

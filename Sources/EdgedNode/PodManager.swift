@@ -27,6 +27,8 @@ public actor PodManager {
     private let logger: Logger
     private var workers: [String: Entry] = [:]  // by pod UID
     private var terminating: [String: Task<Void, Never>] = [:]
+    /// The workers of `terminating` pods, so that status still lists them (as Terminating) until they are gone.
+    private var terminatingWorkers: [String: PodWorker] = [:]
     private var expectedOrigins: Set<Origin>
     private var adoptedOrigins: Set<Origin> = []
     private var leftovers: [String: [ContainerInfo]]?
@@ -73,6 +75,7 @@ public actor PodManager {
             }
             await entry.worker.requestTermination()
             workers[uid] = nil
+            terminatingWorkers[uid] = entry.worker
             let task = entry.task
             terminating[uid] = Task { [weak self] in
                 await task.value
@@ -86,6 +89,7 @@ public actor PodManager {
             if d.pod.metadata.deletionTimestamp != nil, let entry = workers.removeValue(forKey: uid) {
                 // Being deleted while edged was down: adopt its containers only to stop them gracefully.
                 await entry.worker.requestTermination()
+                terminatingWorkers[uid] = entry.worker
                 terminating[uid] = Task { [weak self] in
                     await entry.task.value
                     await self?.finishedTerminating(uid)
@@ -114,6 +118,7 @@ public actor PodManager {
 
     private func finishedTerminating(_ uid: String) {
         terminating[uid] = nil
+        terminatingWorkers[uid] = nil
     }
 
     /// Whether a pod still has a worker or is still being terminated.
@@ -168,11 +173,11 @@ public actor PodManager {
         }
     }
 
-    /// Every pod's status, sorted by namespace/name.
+    /// Every pod's status, sorted by namespace/name; pods still stopping are listed as Terminating until gone.
     public func summaries() async -> [PodSummary] {
         var out: [PodSummary] = []
-        for (_, entry) in workers {
-            out.append(PodStatusBuilder.summary(await entry.worker.summary()))
+        for worker in workers.values.map(\.worker) + terminatingWorkers.values {
+            out.append(PodStatusBuilder.summary(await worker.summary()))
         }
         return out.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) }
     }

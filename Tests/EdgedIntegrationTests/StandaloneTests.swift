@@ -122,6 +122,11 @@ struct StandaloneTests {
             for _ in 0..<100 where !gone { gone = !pidAlive(pid1); Thread.sleep(forTimeInterval: 0.1) }
             #expect(gone, "old container stopped after the edit")
             edged.removeManifest("web.yaml")
+            // While it stops (sh ignores SIGTERM as PID 1: the whole 2 s grace), status lists it as Terminating,
+            // like kubectl, and that is no reason to call the node degraded.
+            let stopping = try edged.waitForPod("web", timeout: 2, "listed as Terminating") { $0["reason"] as? String == "Terminating" }
+            #expect(stopping["uid"] as? String == v2["uid"] as? String)
+            #expect(try edged.status()["healthy"] as? Bool == true)
             for _ in 0..<100 where try edged.pod("web") != nil { Thread.sleep(forTimeInterval: 0.1) }
             #expect(try edged.pod("web") == nil)
             for _ in 0..<100 where pidAlive(pid2) { Thread.sleep(forTimeInterval: 0.1) }

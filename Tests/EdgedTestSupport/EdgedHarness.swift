@@ -102,10 +102,12 @@ public final class EdgedInstance: @unchecked Sendable {
         throw TestFailure("edgectl status --json failed (exit \(r.status), \(r.stdout.utf8.count) bytes out): stderr: \(r.stderr) stdout: \(r.stdout.prefix(2000))")
     }
 
-    /// The pod whose name starts with `name` ("demo" matches "demo-node-x"), from `edgectl status --json`.
+    /// The pod named `name` (or its static-pod form "name-node-x"), from `edgectl status --json`; while an edited
+    /// manifest's old pod is still stopping (listed as Terminating), the new one.
     public func pod(_ name: String) throws -> [String: Any]? {
         let pods = try status()["pods"] as? [[String: Any]] ?? []
-        return pods.first { ($0["name"] as? String) == "\(name)-node-\(self.name)" || ($0["name"] as? String) == name }
+        let named = pods.filter { ($0["name"] as? String) == "\(name)-node-\(self.name)" || ($0["name"] as? String) == name }
+        return named.first { $0["reason"] as? String != "Terminating" } ?? named.first
     }
 
     /// Polls until `condition` holds for the pod (or throws with status and log).
