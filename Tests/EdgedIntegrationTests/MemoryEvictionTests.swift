@@ -47,10 +47,19 @@ struct MemoryEvictionTests {
             }
             #expect(try f.edged.pod("hog")?["reason"] as? String == "Evicted")
 
-            // Memory is back: nothing else is evicted, and the hog is not restarted.
-            try await Task.sleep(for: .seconds(6))
-            #expect(memAvailable() >> 20 > thresholdMiB, "memory did not come back: \(memAvailable() >> 20) MiB")
-            for name in ["guaranteed", "idle"] {
+            // Memory comes back, then nothing else is evicted and the hog is not restarted. This VM hands the pages of
+            // a killed process back gradually (free page reporting: MemFree climbs ~10 MB/s for a while with no process
+            // holding them), so "back" is waited for. While it is not back, edged rightly goes on evicting (the idle
+            // BestEffort pod next, after its 10 s pause); the Guaranteed pod must survive either way.
+            let evictedAt = Date()
+            while memAvailable() >> 20 <= thresholdMiB, Date().timeIntervalSince(evictedAt) < 120 {
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            let backAfter = Date().timeIntervalSince(evictedAt)
+            print("memory eviction: memory back above the threshold \(String(format: "%.1f", backAfter)) s after the eviction was seen")
+            #expect(memAvailable() >> 20 > thresholdMiB, "memory did not come back in 120 s: \(memAvailable() >> 20) MiB")
+            try await Task.sleep(for: .seconds(4))   // two more checks of edged's, with memory above the threshold
+            for name in ["guaranteed", "idle"] where name == "guaranteed" || backAfter < 8 {
                 let pod = try f.kubectl.json(["get", "pod", name])
                 #expect(path(pod, "status", "phase") as? String == "Running", "\(name) was evicted too: \(path(pod, "status") ?? "")")
             }
