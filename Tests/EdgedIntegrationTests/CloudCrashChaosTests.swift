@@ -24,6 +24,10 @@ struct CloudCrashChaosTests {
         try await withCluster(name: "cchaos", subnet: "10.250.70.0/24", options: .init(certificateLifetime: .seconds(12))) { f in
             let registry = try TestRegistry(directory: f.side.path)
             defer { registry.stop() }
+            // edged pulls through a 12 MB/s link, so a pull of 8–24 MB lasts 0.7–2 s whatever the machine's load:
+            // a direct loopback pull is over in ~100 ms, too short for a kill to land in reliably.
+            let link = try ThrottledTCPProxy(targetPort: registry.port, bytesPerSecond: 12 << 20)
+            defer { link.stop() }
             let edged = f.edged
             let images = "\(edged.stateDir)/images"
             let pki = "\(edged.stateDir)/pki"
@@ -70,7 +74,7 @@ struct CloudCrashChaosTests {
             }
 
             // One image per round, so every round pulls: busybox plus a layer of 8–24 MB of random bytes.
-            func pushImage(_ round: Int) throws -> (reference: String, digest: String) {
+            func pushImage(_ round: Int) throws -> (reference: String, digest: String, megabytes: Int) {
                 let work = f.side.sub("image-\(round)")
                 defer { try? FileManager.default.removeItem(atPath: work) }
                 let layout = try TestImageLayout(at: "\(work)/layout")
@@ -89,13 +93,13 @@ struct CloudCrashChaosTests {
                 try layout.writeIndexJSON([(manifest, "application/vnd.oci.image.manifest.v1+json", "r\(round)")])
                 try registry.push("oci:\(layout.path):r\(round)", as: "chaos/filler:r\(round)")
                 // skopeo may rewrite the manifest on the way: the registry's digest is the one edged records.
-                let reference = "\(registry.host)/chaos/filler:r\(round)"
-                let inspect = try runTool(["skopeo", "inspect", "--tls-verify=false", "docker://\(reference)"]).stdout
+                let inspect = try runTool(["skopeo", "inspect", "--tls-verify=false", "docker://\(registry.host)/chaos/filler:r\(round)"]).stdout
+                let reference = "\(link.host)/chaos/filler:r\(round)"
                 let digest = (try JSONSerialization.jsonObject(with: Data(inspect.utf8)) as? [String: Any])?["Digest"] as? String
-                return (reference, try #require(digest, "skopeo inspect gave no digest: \(inspect)"))
+                return (reference, try #require(digest, "skopeo inspect gave no digest: \(inspect)"), megabytes)
             }
 
-            func waitForImage(_ image: (reference: String, digest: String), _ label: String) async throws {
+            func waitForImage(_ image: (reference: String, digest: String, megabytes: Int), _ label: String) async throws {
                 do {
                     let pod = try await f.kubectl.wait(["get", "pod", "puller"], timeout: 60, "puller running \(image.reference)") {
                         let cs = containerStatus($0, "main") ?? [:]
@@ -122,7 +126,8 @@ struct CloudCrashChaosTests {
                 return nil
             }
 
-            // The first pull, undisturbed, measures how long the work folder stays busy: the kills land in it.
+            // The first pull, undisturbed, measures how long the work folder stays busy per megabyte: each kill lands
+            // in the first three quarters of its round's expected window.
             var image = try pushImage(0)
             try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("puller", node: f.node, command: "sleep 3600", image: image.reference))
             var pullWindowMs = 100
@@ -130,7 +135,8 @@ struct CloudCrashChaosTests {
                 while workFolderBusy() { try await Task.sleep(for: .milliseconds(2)) }
                 pullWindowMs = max(Int((ContinuousClock.now - start) / .milliseconds(1)), 10)
             }
-            print("cloud chaos: an undisturbed pull keeps the work folder busy for \(pullWindowMs) ms")
+            let msPerMegabyte = Double(pullWindowMs) / Double(image.megabytes)
+            print("cloud chaos: an undisturbed pull of \(image.megabytes) MB keeps the work folder busy for \(pullWindowMs) ms")
             try await waitForImage(image, "first pull")
 
             for round in 1...rounds where problems.isEmpty {
@@ -139,7 +145,7 @@ struct CloudCrashChaosTests {
                 try f.kubectl.run(["patch", "pod", "puller", "-p",
                                    "{\"spec\":{\"containers\":[{\"name\":\"main\",\"image\":\"\(image.reference)\"}]}}"])
                 _ = try await waitForPullStart()
-                let delay = Int.random(in: 0..<pullWindowMs, using: &rng)
+                let delay = Int.random(in: 0..<max(Int(msPerMegabyte * Double(image.megabytes) * 0.75), 1), using: &rng)
                 try await Task.sleep(for: .milliseconds(delay))
                 if workFolderBusy() { duringPull += 1 }
                 let pullLabel = "pull round \(round) (kill -9 \(delay) ms into the pull, seed \(seed))"
