@@ -24,9 +24,10 @@ struct CloudCrashChaosTests {
         try await withCluster(name: "cchaos", subnet: "10.250.70.0/24", options: .init(certificateLifetime: .seconds(12))) { f in
             let registry = try TestRegistry(directory: f.side.path)
             defer { registry.stop() }
-            // edged pulls through a 12 MB/s link, so a pull of 8–24 MB lasts 0.7–2 s whatever the machine's load:
+            // edged pulls through a 12 MiB/s link, so a pull of 8–24 MB lasts 0.7–2 s whatever the machine's load:
             // a direct loopback pull is over in ~100 ms, too short for a kill to land in reliably.
-            let link = try ThrottledTCPProxy(targetPort: registry.port, bytesPerSecond: 12 << 20)
+            let linkMiBPerSecond = 12
+            let link = try ThrottledTCPProxy(targetPort: registry.port, bytesPerSecond: linkMiBPerSecond << 20)
             defer { link.stop() }
             let edged = f.edged
             let images = "\(edged.stateDir)/images"
@@ -116,27 +117,16 @@ struct CloudCrashChaosTests {
             }
 
             func workFolderBusy() -> Bool { !((try? FileManager.default.contentsOfDirectory(atPath: "\(images)/tmp")) ?? []).isEmpty }
-            /// Waits (up to 20 s) for the store's work folder to fill; the moment it did.
-            func waitForPullStart() async throws -> ContinuousClock.Instant? {
+            /// Waits (up to 20 s) for the store's work folder to fill.
+            func waitForPullStart() async throws {
                 let by = Date().addingTimeInterval(20)
-                while Date() < by {
-                    if workFolderBusy() { return .now }
-                    try await Task.sleep(for: .milliseconds(2))
-                }
-                return nil
+                while Date() < by, !workFolderBusy() { try await Task.sleep(for: .milliseconds(2)) }
             }
 
-            // The first pull, undisturbed, measures how long the work folder stays busy per megabyte: each kill lands
-            // in the first three quarters of its round's expected window.
+            // The first pull is undisturbed. Each later round kills edged in the first three quarters of the time its
+            // filler layer takes through the link (what the work folder holds then varies: manifests, then blobs).
             var image = try pushImage(0)
             try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("puller", node: f.node, command: "sleep 3600", image: image.reference))
-            var pullWindowMs = 100
-            if let start = try await waitForPullStart() {
-                while workFolderBusy() { try await Task.sleep(for: .milliseconds(2)) }
-                pullWindowMs = max(Int((ContinuousClock.now - start) / .milliseconds(1)), 10)
-            }
-            let msPerMegabyte = Double(pullWindowMs) / Double(image.megabytes)
-            print("cloud chaos: an undisturbed pull of \(image.megabytes) MB keeps the work folder busy for \(pullWindowMs) ms")
             try await waitForImage(image, "first pull")
 
             for round in 1...rounds where problems.isEmpty {
@@ -144,8 +134,8 @@ struct CloudCrashChaosTests {
                 image = try pushImage(round)
                 try f.kubectl.run(["patch", "pod", "puller", "-p",
                                    "{\"spec\":{\"containers\":[{\"name\":\"main\",\"image\":\"\(image.reference)\"}]}}"])
-                _ = try await waitForPullStart()
-                let delay = Int.random(in: 0..<max(Int(msPerMegabyte * Double(image.megabytes) * 0.75), 1), using: &rng)
+                try await waitForPullStart()
+                let delay = Int.random(in: 0..<(image.megabytes * 750 / linkMiBPerSecond), using: &rng)
                 try await Task.sleep(for: .milliseconds(delay))
                 if workFolderBusy() { duringPull += 1 }
                 let pullLabel = "pull round \(round) (kill -9 \(delay) ms into the pull, seed \(seed))"
