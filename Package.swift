@@ -130,7 +130,7 @@ let package = Package(
         // Reverse tunnel (Konnectivity agent protocol over gRPC): the node's agent and the cloud-side tunnel server
         // with its HTTP CONNECT frontend for kube-apiserver's egress selector.
         .target(name: "EdgedTunnel", dependencies: [
-            "EdgedCore",
+            "EdgedCore", "EdgedHTTP",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

@@ -26,6 +26,9 @@ public final class GRPCHTTP2ClientTransport: ClientTransport, Sendable {
         public var tls: NIOSSLContext
         /// Name sent as SNI and checked in the server's certificate; nil for an IP address (the address is checked).
         public var serverHostname: String?
+        /// Makes the TLS handler of the connection instead of `tls` + `serverHostname`, for checks of the server's
+        /// identity that NIOSSL does not do itself (an IP address as the server name: EdgedHTTP's TLSServerIdentity).
+        public var makeTLSHandler: (@Sendable () throws -> NIOSSLClientHandler)?
         /// The :authority of every call.
         public var authority: String
         public var connectTimeout: Duration
@@ -36,7 +39,8 @@ public final class GRPCHTTP2ClientTransport: ClientTransport, Sendable {
 
         public init(host: String, port: Int, tls: NIOSSLContext, serverHostname: String?, authority: String? = nil,
                     connectTimeout: Duration = .seconds(20), keepaliveInterval: Duration = .seconds(30),
-                    keepaliveTimeout: Duration = .seconds(20), maxMessageBytes: Int = 4 << 20) {
+                    keepaliveTimeout: Duration = .seconds(20), maxMessageBytes: Int = 4 << 20,
+                    makeTLSHandler: (@Sendable () throws -> NIOSSLClientHandler)? = nil) {
             self.host = host
             self.port = port
             self.tls = tls
@@ -46,6 +50,7 @@ public final class GRPCHTTP2ClientTransport: ClientTransport, Sendable {
             self.keepaliveInterval = keepaliveInterval
             self.keepaliveTimeout = keepaliveTimeout
             self.maxMessageBytes = maxMessageBytes
+            self.makeTLSHandler = makeTLSHandler
         }
     }
 
@@ -205,7 +210,8 @@ public final class GRPCHTTP2ClientTransport: ClientTransport, Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     let handshake = channel.eventLoop.makePromise(of: Void.self)
-                    try sync.addHandler(NIOSSLClientHandler(context: config.tls, serverHostname: config.serverHostname))
+                    try sync.addHandler(config.makeTLSHandler?()
+                                        ?? NIOSSLClientHandler(context: config.tls, serverHostname: config.serverHostname))
                     try sync.addHandler(TLSHandshakeWatch(promise: handshake))
                     let multiplexer = try sync.configureAsyncHTTP2Pipeline(
                         mode: .client, configuration: GRPCHTTP2Settings.configuration()

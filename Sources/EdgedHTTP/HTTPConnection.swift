@@ -30,10 +30,7 @@ final class HTTPConnection: Sendable {
                         timeout: TimeAmount) async throws(HTTPError) -> HTTPConnection {
         let deadline = NIODeadline.now() + timeout
         let authority = url.authority
-        let sni: String? = {
-            let name = serverName ?? url.host
-            return isIPAddress(name) ? nil : name
-        }()
+        let identity = TLSServerIdentity(serverName: serverName, host: url.host)
         // Happy eyeballs may start several channels; each records its handler here, and the winner's is used.
         // (Asking the winner's pipeline later fails when TLS already closed it.)
         let attempts = Attempts()
@@ -43,7 +40,11 @@ final class HTTPConnection: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    if let tls { try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: sni)) }
+                    if let tls {
+                        try sync.addHandler(identity.makeClientHandler(context: tls) { problem in
+                            HTTPError(.tls, "TLS with \(authority) failed: \(problem)")
+                        })
+                    }
                     try sync.addHTTPClientHandlers()
                     let handler = ConnectionHandler(authority: authority, usesTLS: tls != nil,
                                                     connectDeadline: deadline, eventLoop: channel.eventLoop)
@@ -144,12 +145,6 @@ final class HTTPConnection: Sendable {
         }
         if let e = error as? ChannelError, case .connectTimeout = e { return "timed out" }
         return "\(error)"
-    }
-
-    static func isIPAddress(_ host: String) -> Bool {
-        if host.contains(":") { return true }
-        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
-        return parts.count == 4 && parts.allSatisfy { p in !p.isEmpty && p.count <= 3 && p.allSatisfy(\.isASCII) && p.allSatisfy(\.isNumber) }
     }
 }
 

@@ -2,6 +2,7 @@
 
 import GRPCCore
 import EdgedGRPCTransport
+import EdgedHTTP
 import Logging
 import NIOCore
 import NIOPosix
@@ -64,15 +65,16 @@ extension TunnelAgent {
         } catch {
             throw TunnelError("tunnel agent: cannot set up TLS with \(config.certPath), \(config.keyPath) and CA \(config.caPath): \(describe(error))")
         }
-        // IP literals are not names: no SNI for them, and the certificate is checked for the IP address.
+        // The server name (else the dialled host) is checked: a DNS name through SNI, an IP address in the IP SANs.
         let host = String(config.serverHost.filter { $0 != "[" && $0 != "]" })
-        let isIP = host.contains(":") || (host.split(separator: ".").count == 4 && host.allSatisfy { $0.isNumber || $0 == "." })
+        let identity = TLSServerIdentity(serverName: config.serverName, host: host)
         return GRPCHTTP2ClientTransport(config: .init(
             host: host, port: config.serverPort, tls: tls,
-            serverHostname: config.serverName ?? (isIP ? nil : host),
+            serverHostname: identity.sni,
             authority: config.serverName,
             connectTimeout: config.dialTimeout,
-            keepaliveInterval: config.keepaliveInterval, keepaliveTimeout: config.keepaliveTimeout))
+            keepaliveInterval: config.keepaliveInterval, keepaliveTimeout: config.keepaliveTimeout,
+            makeTLSHandler: { try identity.makeClientHandler(context: tls) }))
     }
 }
 

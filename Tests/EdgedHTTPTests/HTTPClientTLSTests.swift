@@ -68,6 +68,41 @@ import Testing
         await named.shutdown()
     }
 
+    @Test func ipServerNameIsCheckedInTheCertificatesIPSANs() async throws {
+        // The server's certificate names only 203.0.113.7 (its address behind NAT); the client dials 127.0.0.1. (NIOSSL
+        // refuses an IP address as SNI, so an answer also shows that none was sent.)
+        let https = try TestHTTPServer(tls: TestHTTPServer.tlsContext(try ca.issue(ips: ["203.0.113.7"], dns: [])))
+        defer { https.stop() }
+        let trust = TLSOptions.Trust.certificates(pem: ca.caPEM)
+        let named = HTTPClient(configuration: .init(tls: .init(trust: trust, serverName: "203.0.113.7")))
+        #expect(try await named.execute(HTTPRequest(url: "\(https.tlsURL)/hello"), timeout: .seconds(5)).body == Array("hello".utf8))
+        await named.shutdown()
+        // Another IP: the error names the address expected and the ones the certificate has.
+        let wrong = HTTPClient(configuration: .init(tls: .init(trust: trust, serverName: "203.0.113.8")))
+        await expectHTTPError(.tls, containing: ["127.0.0.1:\(https.port)", "not valid for the configured server name 203.0.113.8",
+                                                 "IP SANs are [203.0.113.7]"]) {
+            try await wrong.execute(HTTPRequest(url: "\(https.tlsURL)/hello"), timeout: .seconds(5))
+        }
+        await wrong.shutdown()
+        // No server name: the dialled 127.0.0.1 is checked, which the certificate does not list.
+        let plain = HTTPClient(configuration: .init(tls: .init(trust: trust)))
+        await expectHTTPError(.tls, containing: ["127.0.0.1:\(https.port)"]) {
+            try await plain.execute(HTTPRequest(url: "\(https.tlsURL)/hello"), timeout: .seconds(5))
+        }
+        await plain.shutdown()
+        // The chain is still checked: the right IP from another CA fails.
+        let other = try TestPKI.makeCA(commonName: "other-ca")
+        let foreign = HTTPClient(configuration: .init(tls: .init(trust: .certificates(pem: other.caPEM), serverName: "203.0.113.7")))
+        await expectHTTPError(.tls, containing: ["CERTIFICATE_VERIFY_FAILED"]) {
+            try await foreign.execute(HTTPRequest(url: "\(https.tlsURL)/hello"), timeout: .seconds(5))
+        }
+        await foreign.shutdown()
+        // An explicitly insecure client checks nothing, IP server name or not.
+        let insecure = HTTPClient(configuration: .init(tls: .init(trust: .noVerification, serverName: "203.0.113.8")))
+        #expect(try await insecure.execute(HTTPRequest(url: "\(https.tlsURL)/hello"), timeout: .seconds(5)).status == 200)
+        await insecure.shutdown()
+    }
+
     @Test func clientCertificateIsPresentedAndRequired() async throws {
         let https = try TestHTTPServer(tls: TestHTTPServer.tlsContext(server, clientCA: ca.caPEM))
         defer { https.stop() }

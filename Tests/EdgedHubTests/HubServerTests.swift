@@ -382,6 +382,47 @@ import Testing
         }
     }
 
+    @Test func upgradeToAnUpstreamNamedByAnIPServerNameChecksItsIPSANs() async throws {
+        // The upstream's certificate lists only 203.0.113.7 (its address behind NAT); the hub dials 127.0.0.1.
+        let pki = try TestPKI.makeCA()
+        let serving = try pki.issue(serverFor: "apiserver", ips: ["203.0.113.7"], dns: [])
+        let echo = try EchoUpstream()
+        defer { echo.stop() }
+        let inner = TestHandler(upstream: HubUpstream(host: "127.0.0.1", port: echo.port)) { _, _ in }
+        let request = "GET /api/v1/namespaces/default/pods/web/attach HTTP/1.1\r\nHost: hub\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n"
+        try await withServer(inner, tls: HubServerTLS(certificateChainPEM: serving.certPEM, privateKeyPEM: serving.keyPEM)) { _, tlsPort in
+            let named = TLSOptions(trust: .certificates(pem: pki.caPEM), serverName: "203.0.113.7")
+            try await withServer(TestHandler(upstream: HubUpstream(host: "127.0.0.1", port: tlsPort, tls: named)) { _, _ in }) { _, port in
+                let client = try RawClient(port: port)
+                defer { client.close() }
+                try await client.send(request)
+                #expect(try await client.readHead().status == 101)
+                try await client.send("nat")
+                #expect(String(decoding: try await client.readExactly(3), as: UTF8.self) == "nat")
+            }
+            // Another IP address: a 502 that names the address expected and the one the certificate has.
+            let other = TLSOptions(trust: .certificates(pem: pki.caPEM), serverName: "203.0.113.8")
+            try await withServer(TestHandler(upstream: HubUpstream(host: "127.0.0.1", port: tlsPort, tls: other)) { _, _ in }) { _, port in
+                let client = try RawClient(port: port)
+                defer { client.close() }
+                try await client.send(request)
+                let response = try await client.readResponse()
+                #expect(response.status == 502)
+                let message = try JSONValue.parse(response.body)["message"]?.stringValue ?? ""
+                #expect(message.contains("127.0.0.1:\(tlsPort)") && message.contains("server name 203.0.113.8")
+                        && message.contains("IP SANs are [203.0.113.7]"), "\(message)")
+            }
+            // No server name: the dialled 127.0.0.1 is checked, and the certificate does not list it.
+            let plain = TLSOptions(trust: .certificates(pem: pki.caPEM))
+            try await withServer(TestHandler(upstream: HubUpstream(host: "127.0.0.1", port: tlsPort, tls: plain)) { _, _ in }) { _, port in
+                let client = try RawClient(port: port)
+                defer { client.close() }
+                try await client.send(request)
+                #expect(try await client.readResponse().status == 502)
+            }
+        }
+    }
+
     @Test func upgradeWithoutUpstreamGets503AndUnreachableUpstreamGets502() async throws {
         let request = "GET /api/v1/namespaces/default/pods/web/portforward HTTP/1.1\r\nHost: hub\r\n"
             + "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"

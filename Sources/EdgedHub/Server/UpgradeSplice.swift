@@ -52,10 +52,7 @@ enum UpgradeSplice {
     static func connect(_ request: HubHTTPRequest, to target: HubUpstream, eventLoop: any EventLoop) async throws -> any Channel {
         let authority = "\(target.host):\(target.port)"
         let context = try target.tls.map { options throws(HubServerError) in try makeClientContext(options, authority: authority) }
-        let serverName: String? = target.tls.flatMap { options in
-            let name = options.serverName ?? target.host
-            return isIPAddress(name) ? nil : name
-        }
+        let identity = TLSServerIdentity(serverName: target.tls?.serverName, host: target.host)
         let answered = eventLoop.makePromise(of: Void.self)
         let upstream: any Channel
         do {
@@ -66,7 +63,11 @@ enum UpgradeSplice {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let sync = channel.pipeline.syncOperations
-                        if let context { try sync.addHandler(NIOSSLClientHandler(context: context, serverHostname: serverName)) }
+                        if let context {
+                            try sync.addHandler(identity.makeClientHandler(context: context) { problem in
+                                HubServerError(.upstream, "TLS with \(authority) failed: \(problem)")
+                            })
+                        }
                         try sync.addHandler(SpliceHandler(firstRead: answered))
                     }
                 }
@@ -142,12 +143,6 @@ enum UpgradeSplice {
         } catch {
             throw HubServerError(.tls, "TLS to \(authority): \(error.message)")
         }
-    }
-
-    static func isIPAddress(_ host: String) -> Bool {
-        if host.contains(":") { return true }
-        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
-        return parts.count == 4 && parts.allSatisfy { p in !p.isEmpty && p.count <= 3 && p.allSatisfy { $0.isASCII && $0.isNumber } }
     }
 }
 
