@@ -301,9 +301,13 @@ public struct HubReport: Codable, Sendable, Equatable {
     public var queuedWrites: Int
     /// "http 127.0.0.1:10261", ...
     public var listening: [String]
+    /// The interface that has the HTTPS listener's address: "edged-hub0" (the dummy interface), "lo" (where the
+    /// kernel has no dummy driver) or one of the host's own; nil for a wildcard or loopback address or no listener.
+    public var httpsInterface: String?
 
     public init(cloud: String, since: String, lastSync: String? = nil, lastSyncAgeSeconds: Int64? = nil, lastError: String? = nil,
-                cachedObjects: Int = 0, storeBytes: Int64 = 0, queuedWrites: Int = 0, listening: [String] = []) {
+                cachedObjects: Int = 0, storeBytes: Int64 = 0, queuedWrites: Int = 0, listening: [String] = [],
+                httpsInterface: String? = nil) {
         self.cloud = cloud
         self.since = since
         self.lastSync = lastSync
@@ -313,6 +317,7 @@ public struct HubReport: Codable, Sendable, Equatable {
         self.storeBytes = storeBytes
         self.queuedWrites = queuedWrites
         self.listening = listening
+        self.httpsInterface = httpsInterface
     }
 }
 

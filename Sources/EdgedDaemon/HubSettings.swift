@@ -14,7 +14,8 @@ extension EdgedConfig {
         public var httpsAddress = "169.254.2.1:10268"
         /// /healthz, /readyz and /metrics; "" disables.
         public var healthAddress = "127.0.0.1:10267"
-        /// Put the HTTPS address on a dummy interface (edged-hub0) when no interface has it. Default true.
+        /// Put the HTTPS address on a dummy interface (edged-hub0) when no interface has it, or on `lo` (host scope)
+        /// where the kernel has no dummy driver; `edgectl status` says which. Default true.
         public var createDummyInterface = true
         /// Clients whose reads are cached, besides edged, kubelet, kube-proxy, flanneld, flannel and coredns.
         public var cacheComponents: [String] = []

@@ -71,29 +71,56 @@ enum HubWiring {
         }
     }
 
+    /// The dummy interface that carries the hub's HTTPS address (YurtHub's is yurthub-dummy0).
+    static let dummyInterface = "edged-hub0"
+
     /// Puts the hub's HTTPS address on a dummy interface (like YurtHub's yurthub-dummy0) when no interface has it,
-    /// so pods reach the rewritten `kubernetes` Service. Loopback and wildcard addresses need nothing.
+    /// so pods reach the rewritten `kubernetes` Service. Where the kernel has no dummy driver (`ip link add … type
+    /// dummy` answers "Unknown device type") the address goes on `lo` with host scope instead: the kernel accepts a
+    /// packet for any local address on any interface, so pods reach it through their route to the node all the
+    /// same. Loopback and wildcard addresses need nothing. Nothing is removed at shutdown (the address stays for the
+    /// next start, as kubelet's and YurtHub's do).
     static func ensureDummyInterface(_ host: String, logger: Logger) async {
-        if host.hasPrefix("127.") || host == "0.0.0.0" || host == "::" || host == "::1" || host == "localhost" { return }
-        if hostHasAddress(host) { return }
+        if isLocalOrWildcard(host) { return }
+        if let name = interfaceHolding(host) {
+            logger.info("hub: the HTTPS address \(host) is on interface \(name)")
+            return
+        }
         guard let ip = HostCommand.find("ip") else {
             logger.warning("hub: no interface has \(host) and the ip tool is missing: install iproute2, or set hub.httpsAddress to an address of this host")
             return
         }
-        let name = "edged-hub0"
-        _ = try? await HostCommand.run(ip, ["link", "add", name, "type", "dummy"])
-        let add = try? await HostCommand.run(ip, ["addr", "add", "\(host)/32", "dev", name])
-        let up = try? await HostCommand.run(ip, ["link", "set", name, "up"])
-        if hostHasAddress(host) {
-            logger.info("hub: put \(host) on dummy interface \(name) for the HTTPS listener")
+        let prefix = host.contains(":") ? "\(host)/128" : "\(host)/32"
+        let name = dummyInterface
+        let link = try? await HostCommand.run(ip, ["link", "add", name, "type", "dummy"])
+        let linkProblem = link.map { $0.status == 0 ? "" : $0.output.trimmed } ?? "ip did not run"
+        if interfaceExists(name) {
+            let add = try? await HostCommand.run(ip, ["addr", "add", prefix, "dev", name])
+            let up = try? await HostCommand.run(ip, ["link", "set", name, "up"])
+            if interfaceHolding(host) == name {
+                logger.info("hub: put \(host) on dummy interface \(name) for the HTTPS listener")
+                return
+            }
+            logger.info("hub: could not put \(host) on dummy interface \(name) (\((add?.output ?? "").trimmed) \((up?.output ?? "").trimmed)); trying lo")
+        }
+        // No dummy driver (or no usable dummy interface): lo, host scope, so it is never a source address elsewhere.
+        let lo = try? await HostCommand.run(ip, ["addr", "add", prefix, "dev", "lo", "scope", "host"])
+        if interfaceHolding(host) == "lo" {
+            logger.info("hub: put \(host) on lo for the HTTPS listener (no dummy interface: \(linkProblem.isEmpty ? "\(name) unusable" : linkProblem))")
         } else {
-            logger.warning("hub: could not put \(host) on a dummy interface (\(add?.output ?? "") \(up?.output ?? "")): set hub.httpsAddress to an address of this host")
+            logger.warning("hub: could not put \(host) on a dummy interface (\(linkProblem)) nor on lo (\((lo?.output ?? "ip did not run").trimmed)): pods cannot reach the hub's HTTPS listener; set hub.httpsAddress to an address of this host, or add \(prefix) to an interface yourself")
         }
     }
 
-    static func hostHasAddress(_ host: String) -> Bool {
+    /// Loopback and wildcard addresses: every host has them, no interface needs one.
+    static func isLocalOrWildcard(_ host: String) -> Bool {
+        host.hasPrefix("127.") || host == "0.0.0.0" || host == "::" || host == "::1" || host == "localhost"
+    }
+
+    /// The interface that has `host` as one of its addresses; nil when none has.
+    static func interfaceHolding(_ host: String) -> String? {
         var list: UnsafeMutablePointer<ifaddrs>?
-        guard getifaddrs(&list) == 0 else { return false }
+        guard getifaddrs(&list) == 0 else { return nil }
         defer { freeifaddrs(list) }
         var cursor = list
         while let entry = cursor {
@@ -103,11 +130,24 @@ enum HubWiring {
             let length = addr.pointee.sa_family == sa_family_t(AF_INET6) ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size
             guard addr.pointee.sa_family == sa_family_t(AF_INET) || addr.pointee.sa_family == sa_family_t(AF_INET6) else { continue }
             if getnameinfo(addr, socklen_t(length), &buffer, socklen_t(buffer.count), nil, 0, NI_NUMERICHOST) == 0,
-               String(cString: buffer) == host {
-                return true
+               String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) == host {
+                return entry.pointee.ifa_name.map { String(cString: $0) }
             }
         }
-        return false
+        return nil
+    }
+
+    static func interfaceExists(_ name: String) -> Bool {
+        if_nametoindex(name) != 0
+    }
+
+    /// The HTTPS listener's address from the hub's "https HOST:PORT" listening entry, and the interface that has its
+    /// host (nil for a wildcard address or when no interface has it).
+    static func httpsPlacement(_ listening: [String]) -> (address: String, interface: String?)? {
+        guard let entry = listening.first(where: { $0.hasPrefix("https ") }) else { return nil }
+        let address = String(entry.dropFirst("https ".count))
+        guard let parsed = HubAddress(parsing: address), !isLocalOrWildcard(parsed.host) else { return (address, nil) }
+        return (address, interfaceHolding(parsed.host))
     }
 
     /// What `edgectl status` shows about the hub.
@@ -121,6 +161,16 @@ enum HubWiring {
         return HubReport(cloud: cloud, since: s.cloud.since.rfc3339, lastSync: s.cloud.lastSync?.rfc3339,
                          lastSyncAgeSeconds: s.cloud.lastSync.map { Timestamp.now().seconds - $0.seconds },
                          lastError: s.cloud.lastError, cachedObjects: s.cachedObjects, storeBytes: s.storeBytes,
-                         queuedWrites: s.queuedWrites, listening: s.listening)
+                         queuedWrites: s.queuedWrites, listening: s.listening,
+                         httpsInterface: httpsPlacement(s.listening)?.interface)
+    }
+}
+
+private extension String {
+    var trimmed: String {
+        var s = Substring(self)
+        while let c = s.first, c.isWhitespace { s = s.dropFirst() }
+        while let c = s.last, c.isWhitespace { s = s.dropLast() }
+        return String(s)
     }
 }

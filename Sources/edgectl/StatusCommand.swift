@@ -41,7 +41,15 @@ enum StatusScreen {
     static func hubLine(_ h: HubReport) -> String {
         let sync = h.lastSyncAgeSeconds.map { "last sync \(Output.duration($0)) ago" } ?? "never synced"
         let cache = "\(h.cachedObjects) object\(h.cachedObjects == 1 ? "" : "s") cached (\(Output.bytes(h.storeBytes)))"
-        let queued = "\(h.queuedWrites) write\(h.queuedWrites == 1 ? "" : "s") queued"
+        var queued = "\(h.queuedWrites) write\(h.queuedWrites == 1 ? "" : "s") queued"
+        if let https = h.listening.first(where: { $0.hasPrefix("https ") }) {
+            // Where the HTTPS address lives: lo is the fallback where the kernel has no dummy driver.
+            switch h.httpsInterface {
+            case "lo": queued += " · \(https) (on lo: no dummy driver)"
+            case let name?: queued += " · \(https) (on \(name))"
+            case nil: queued += " · \(https)"
+            }
+        }
         switch h.cloud {
         case "offline":
             return "hub \(Output.red("OFFLINE")) since \(h.since) · \(sync) · serving \(cache) · \(queued)\n"
