@@ -14,7 +14,9 @@ import Foundation
 #endif
 
 final class APIObjectSource: PodAPIObjects {
-    private struct Entry { var data: [String: [UInt8]]?; var fetched: ContinuousClock.Instant }
+    /// `watched`: kept current by a watch of the object (ReferencedObjectWatches), so it never expires; otherwise
+    /// it was read with a GET and is read again after `ttl`.
+    private struct Entry { var data: [String: [UInt8]]?; var fetched: ContinuousClock.Instant; var watched = false }
     private let client: KubeClient
     private let ttl: Duration
     private let cache = Mutex<[String: Entry]>([:])
@@ -31,28 +33,47 @@ final class APIObjectSource: PodAPIObjects {
     var hostIPs: [String] { addresses.withLock { $0 } }
     func setHostIPs(_ ips: [String]) { addresses.withLock { $0 = ips } }
 
-    /// Forgets a cached object (a watch saw it change).
+    /// Forgets a cached object (no pod refers to it any more, so its watch stopped).
     func invalidate(kind: String, namespace: String, name: String) {
         _ = cache.withLock { $0.removeValue(forKey: "\(kind)/\(namespace)/\(name)") }
     }
 
+    /// Stores what a watch of the object saw (nil: it does not exist). Returns whether that differs from the copy
+    /// held before (a pod may have read an older one).
+    @discardableResult
+    func watched(kind: String, namespace: String, name: String, data: [String: [UInt8]]?) -> Bool {
+        let key = "\(kind)/\(namespace)/\(name)"
+        return cache.withLock { cache in
+            let before = cache[key]
+            cache[key] = Entry(data: data, fetched: .now, watched: true)
+            return before == nil || before?.data != data
+        }
+    }
+
+    static func contents(_ cm: ConfigMap) -> [String: [UInt8]] {
+        var out: [String: [UInt8]] = [:]
+        for (k, v) in cm.data ?? [:] { out[k] = Array(v.utf8) }
+        for (k, v) in cm.binaryData ?? [:] { out[k] = Array(v) }
+        return out
+    }
+
+    static func contents(_ s: Secret) -> [String: [UInt8]] {
+        var out: [String: [UInt8]] = [:]
+        for (k, v) in s.data ?? [:] { out[k] = Array(v) }
+        for (k, v) in s.stringData ?? [:] { out[k] = Array(v.utf8) }
+        return out
+    }
+
+    /// A single-object GET (the Node authorizer allows it for objects a pod on this node refers to).
     func configMap(namespace: String, name: String) async throws(EdgedError) -> [String: [UInt8]]? {
         try await cached("configmap", namespace, name) { () async throws -> [String: [UInt8]]? in
-            let cm = try await self.client.get(.configMaps, namespace: namespace, name: name)
-            var out: [String: [UInt8]] = [:]
-            for (k, v) in cm.data ?? [:] { out[k] = Array(v.utf8) }
-            for (k, v) in cm.binaryData ?? [:] { out[k] = Array(v) }
-            return out
+            Self.contents(try await self.client.get(.configMaps, namespace: namespace, name: name))
         }
     }
 
     func secret(namespace: String, name: String) async throws(EdgedError) -> [String: [UInt8]]? {
         try await cached("secret", namespace, name) { () async throws -> [String: [UInt8]]? in
-            let s = try await self.client.get(.secrets, namespace: namespace, name: name)
-            var out: [String: [UInt8]] = [:]
-            for (k, v) in s.data ?? [:] { out[k] = Array(v) }
-            for (k, v) in s.stringData ?? [:] { out[k] = Array(v.utf8) }
-            return out
+            Self.contents(try await self.client.get(.secrets, namespace: namespace, name: name))
         }
     }
 
@@ -60,14 +81,15 @@ final class APIObjectSource: PodAPIObjects {
                         fetch: @Sendable () async throws -> [String: [UInt8]]?) async throws(EdgedError) -> [String: [UInt8]]? {
         let key = "\(kind)/\(namespace)/\(name)"
         let now = ContinuousClock.now
-        if let e = cache.withLock({ $0[key] }), now - e.fetched < ttl { return e.data }
+        if let e = cache.withLock({ $0[key] }), e.watched || now - e.fetched < ttl { return e.data }
         do {
             let data = try await fetch()
-            cache.withLock { $0[key] = Entry(data: data, fetched: now) }
+            // A watch that delivered meanwhile has the newer copy.
+            cache.withLock { if $0[key]?.watched != true { $0[key] = Entry(data: data, fetched: now) } }
             return data
         } catch {
             if let e = error as? KubeError, e.isNotFound {
-                cache.withLock { $0[key] = Entry(data: nil, fetched: now) }
+                cache.withLock { if $0[key]?.watched != true { $0[key] = Entry(data: nil, fetched: now) } }
                 return nil
             }
             // Offline: the last copy we saw, if any.

@@ -169,8 +169,7 @@ public actor ClusterAgent {
             group.addTask { await self.leaseLoop() }
             group.addTask { await self.podSourceLoop() }
             group.addTask { await self.podStatusLoop() }
-            group.addTask { await self.objectWatchLoop(.configMaps, kind: "configmap") }
-            group.addTask { await self.objectWatchLoop(.secrets, kind: "secret") }
+            group.addTask { await self.objectWatchLoop() }
             group.addTask { await self.rotationLoop(caPEM: ca) }
             await group.waitForAll()
         }
@@ -378,6 +377,7 @@ public actor ClusterAgent {
                 rejected[uid] = nil
             }
         }
+        syncObjectWatches()
         await applyPods()
         wakeStatus.yield()
     }
@@ -544,7 +544,9 @@ public actor ClusterAgent {
                                              options: DeleteOptions(gracePeriodSeconds: 0, preconditionUID: uid))
             }
         }
-        for (uid, pod) in statics where mirrors[uid] == nil {
+        // Not before the Node is registered: NodeRestriction admits a mirror pod only with the Node as its owner
+        // (kubelet's mirror client also waits for the node's UID).
+        for (uid, pod) in statics where mirrors[uid] == nil && nodeUID != nil {
             if let failed = mirrorCreateFailedAt[uid], ContinuousClock.now - failed < .seconds(10) { continue }
             var mirror = pod
             mirror.status = nil
@@ -588,43 +590,33 @@ public actor ClusterAgent {
 
     // MARK: - ConfigMaps and secrets mounted by pods
 
-    /// Watches configMaps/secrets so that an update reaches mounted volumes within seconds, not at the next
-    /// periodic refresh. Only objects that a pod on this node refers to matter; the watch is cluster-wide but
-    /// cheap for edge-sized clusters (the edge hub of [4] narrows it).
-    private func objectWatchLoop<T: KubeObject>(_ resource: KubeResource<T>, kind: String) async {
-        guard let client else { return }
-        await Self.runObjectInformer(self, client, resource, kind: kind, logger: logger)
-    }
+    /// One watch per configMap/secret that a pod on this node refers to (ReferencedObjects.swift), so that an update
+    /// reaches mounted volumes within seconds; never a cluster-wide list, which the Node authorizer refuses.
+    private var objectWatches: ReferencedObjectWatches?
 
-    private static func runObjectInformer<T: KubeObject>(_ agent: ClusterAgent, _ client: KubeClient, _ resource: KubeResource<T>,
-                                                         kind: String, logger: Logger) async {
-        let informer = Informer(client: client, resource: resource, options: .init(pageSize: 200), logger: logger)
-        await informer.run { @Sendable event in
-            switch event {
-            case .replaced:
-                // A re-list may hide changes made while the watch was down: refresh every pod's volumes.
-                await agent.objectsRelisted(kind)
-            case .added(let o), .modified(let o), .deleted(let o):
-                let meta = o.metadata
-                await agent.objectChanged(kind: kind, namespace: meta.namespace ?? "default", name: meta.name ?? "")
-            }
+    /// Holds the per-object watches for as long as the agent runs; stops them all when it stops.
+    private func objectWatchLoop() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(3600))
         }
+        objectWatches?.stopAll()
     }
 
-    private var relisted: Set<String> = []
-
-    private func objectsRelisted(_ kind: String) async {
-        guard relisted.insert(kind).inserted == false else { return }
-        for pod in known.values {
-            for v in pod.spec.volumes ?? [] {
-                if let n = v.configMap?.name { await objectChanged(kind: "configmap", namespace: pod.namespace, name: n) }
-                if let n = v.secret?.secretName { await objectChanged(kind: "secret", namespace: pod.namespace, name: n) }
-            }
+    /// Starts and stops per-object watches to match what the known pods refer to (called on every pod change).
+    private func syncObjectWatches() {
+        guard let client, let objects else { return }
+        let watches = objectWatches ?? ReferencedObjectWatches(client: client, objects: objects, logger: logger) {
+            [weak self] ref in
+            await self?.objectChanged(kind: ref.kind.rawValue, namespace: ref.namespace, name: ref.name)
         }
+        objectWatches = watches
+        var wanted: Set<PodObjectRef> = []
+        for pod in known.values { wanted.formUnion(pod.referencedObjects) }
+        watches.update(wanted)
     }
 
+    /// The cache already holds the new content (the watch put it there): rewrite the volumes of the pods using it.
     private func objectChanged(kind: String, namespace: String, name: String) async {
-        objects?.invalidate(kind: kind, namespace: namespace, name: name)
         await pods.objectChanged(kind: kind, namespace: namespace, name: name)
     }
 

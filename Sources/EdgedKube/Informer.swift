@@ -97,6 +97,8 @@ public final class Informer<Object: KubeObject>: Sendable {
                     await handler(.replaced(list.items))
                     backoff = options.initialBackoff
                 }
+                // Cancelled during the list or by the handler (a one-shot read): open no watch.
+                if Task.isCancelled { return }
                 let started = ContinuousClock.now
                 var delivered = false
                 state.withLock { $0.watches += 1 }

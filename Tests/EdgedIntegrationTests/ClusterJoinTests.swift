@@ -180,17 +180,56 @@ final class ClusterFixture: @unchecked Sendable {
     }
 }
 
+/// Runs `body` against a fresh cluster. When it succeeds, also checks that the node asked the API server for
+/// nothing it may not do: no request of the node's user (system:node:<node>) answered 403, and no "403" or
+/// "Forbidden" in edged's log. `expectsForbidden: true` skips that check for a test that provokes a 403 on purpose.
 func withCluster(name: String, subnet: String, options: KubeAPIServer.Options = .init(), clusterConfig: String = "",
-                 hubHTTPS: Bool = false, _ body: (ClusterFixture) async throws -> Void) async throws {
+                 hubHTTPS: Bool = false, expectsForbidden: Bool = false,
+                 _ body: (ClusterFixture) async throws -> Void) async throws {
     let f = try await ClusterFixture(name: name, subnet: subnet, options: options, clusterConfig: clusterConfig, hubHTTPS: hubHTTPS)
     do {
         try await body(f)
+        if !expectsForbidden { try f.checkNoForbiddenRequests() }
     } catch {
         Issue.record("edged log tail:\n\(f.edged.log().suffix(4000))")
         await f.tearDown()
         throw error
     }
     await f.tearDown()
+}
+
+extension ClusterFixture {
+    /// The API server's user for this node's client certificate.
+    var nodeUser: String { "system:node:\(node)" }
+
+    /// Requests of the node's user the API server refused with 403.
+    func forbiddenNodeRequests() -> [KubeAPIServer.RequestRecord] {
+        api.requests().filter { $0.user == nodeUser && $0.code == 403 }
+    }
+
+    /// Lines of edged's log whose message (after the klog header "… file:line] ") says 403 or Forbidden.
+    func forbiddenLogLines() -> [String] {
+        let pattern = try! NSRegularExpression(pattern: #"\b403\b|[Ff]orbidden"#)
+        return edged.log().split(separator: "\n").map(String.init).filter { line in
+            let message = line.range(of: "] ").map { String(line[$0.upperBound...]) } ?? line
+            return pattern.firstMatch(in: message, range: NSRange(message.startIndex..., in: message)) != nil
+        }
+    }
+
+    /// Throws when the API server refused a request of the node's user with 403, or edged logged a 403.
+    func checkNoForbiddenRequests() throws {
+        let refused = forbiddenNodeRequests()
+        let lines = forbiddenLogLines()
+        guard refused.isEmpty && lines.isEmpty else {
+            throw TestFailure("""
+                the node made requests that a Node-authorized API server refuses (403); every node request must be \
+                allowed for \(nodeUser):
+                \(refused.prefix(20).map { "  \($0)" }.joined(separator: "\n"))
+                edged's log:
+                \(lines.prefix(20).map { "  \($0)" }.joined(separator: "\n"))
+                """)
+        }
+    }
 }
 
 @Suite(.serialized, .enabled(if: isRoot && FileManager.default.isExecutableFile(atPath: "/usr/lib/cni/bridge")

@@ -160,6 +160,9 @@ final class KubeStore: @unchecked Sendable {
 
     var watcherCount: Int { watchers.count }
 
+    /// How many registered watches `predicate` accepts (KubeAPIServer+Watches.swift).
+    func watcherCount(where predicate: (Watcher) -> Bool) -> Int { watchers.values.filter(predicate).count }
+
     /// Sends a BOOKMARK carrying the current resourceVersion (every earlier change has already been sent).
     func bookmark(_ id: Int) {
         guard let w = watchers[id] else { return }
