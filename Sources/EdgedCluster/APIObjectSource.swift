@@ -20,7 +20,8 @@ final class APIObjectSource: PodAPIObjects {
     private let client: KubeClient
     private let ttl: Duration
     private let cache = Mutex<[String: Entry]>([:])
-    private let tokens = Mutex<[String: (token: String, refreshAt: ContinuousClock.Instant)]>([:])
+    /// Service-account tokens, in memory and (once the cluster agent opens it) on disk.
+    let tokens = ServiceAccountTokens()
     private let addresses = Mutex<[String]>([])
     private let logger: Logger
 
@@ -101,27 +102,38 @@ final class APIObjectSource: PodAPIObjects {
         }
     }
 
+    /// A bound token for the pod, kept (on disk too) and renewed like kubelet's token manager does: at 80 % of its
+    /// lifetime or after 24 h. While renewing fails (the API server unreachable, say after a reboot with the uplink
+    /// down) the kept token is used as long as it is valid; only without a valid one is it an error.
     func serviceAccountToken(pod: Pod, audience: String?, expirationSeconds: Int64) async throws(EdgedError) -> String {
         let sa = pod.spec.serviceAccountName ?? "default"
-        let key = "\(pod.metadata.uid ?? "")/\(sa)/\(audience ?? "")/\(expirationSeconds)"
-        if let t = tokens.withLock({ $0[key] }), ContinuousClock.now < t.refreshAt { return t.token }
+        let uid = pod.metadata.uid ?? ""
+        let key = ServiceAccountTokens.requestKey(serviceAccount: sa, audience: audience, expirationSeconds: expirationSeconds)
+        let kept = tokens.get(podUID: uid, key: key)
+        let jitter = Double.random(in: 0..<ServiceAccountToken.maxJitter)
+        if let kept, !kept.needsRefresh(now: .now(), jitter: jitter) { return kept.token }
         let request = TokenRequest(spec: TokenRequestSpec(
             audiences: audience.map { [$0] } ?? [], expirationSeconds: expirationSeconds,
             boundObjectRef: BoundObjectReference(name: pod.name, uid: pod.metadata.uid)))
+        let failure: String
         do {
             let answer = try await client.create(.serviceAccountToken, namespace: pod.namespace, name: sa, request)
-            guard let token = answer.status?.token, !token.isEmpty else {
-                throw EdgedError(.io, "the API server returned no token for service account \(pod.namespace)/\(sa)")
+            if let token = answer.status?.token, !token.isEmpty {
+                let t = ServiceAccountToken(answer: token, expirationTimestamp: answer.status?.expirationTimestamp,
+                                            expirationSeconds: answer.spec.expirationSeconds ?? expirationSeconds, now: .now())
+                tokens.put(podUID: uid, key: key, t)
+                return token
             }
-            // kubelet refreshes at 80 % of the lifetime.
-            let refresh = ContinuousClock.now + .seconds(Double(expirationSeconds) * 0.8)
-            tokens.withLock { $0[key] = (token, refresh) }
-            return token
+            failure = "the API server returned no token"
         } catch {
-            if let e = error as? EdgedError { throw e }
-            if let t = tokens.withLock({ $0[key] }) { return t.token }
-            throw EdgedError(.io, "cannot get a token for service account \(pod.namespace)/\(sa): \(error)")
+            failure = "\(error)"
         }
+        if let kept, !kept.isExpired(now: .now()) {
+            logger.debug("renewing the token of service account \(pod.namespace)/\(sa) for pod \(pod.fullName) failed (\(failure)); using the one issued at \(kept.issuedAt.rfc3339), valid until \(kept.validUntil.rfc3339)")
+            return kept.token
+        }
+        let expired = kept.map { " (the kept token expired at \($0.validUntil.rfc3339))" } ?? ""
+        throw EdgedError(.io, "cannot get a token for service account \(pod.namespace)/\(sa)\(expired): \(failure)")
     }
 
     /// KUBERNETES_SERVICE_HOST/PORT and the docker-link variables of the namespace's services (and the

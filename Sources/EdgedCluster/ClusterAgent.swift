@@ -155,6 +155,7 @@ public actor ClusterAgent {
         self.client = client
         let objects = APIObjectSource(client: client, logger: logger)
         objects.setHostIPs(NodeFacts.internalIPs(configured: config.nodeIP))
+        objects.tokens.open(dir: "\(config.stateDir)/tokens", logger: logger)
         self.objects = objects
         let recorder = EventRecorder(client: client, nodeName: config.nodeName, logger: logger)
         self.events = recorder
@@ -368,12 +369,14 @@ public actor ClusterAgent {
             known = [:]
             for p in list { if let uid = p.metadata.uid { known[uid] = p } }
             podsSynced = true
+            objects?.tokens.retain(podUIDs: Set(known.keys))
         case .added(let p), .modified(let p):
             if let uid = p.metadata.uid { known[uid] = p }
         case .deleted(let p):
             if let uid = p.metadata.uid {
                 known[uid] = nil
                 written[uid] = nil
+                objects?.tokens.forget(podUID: uid)
                 rejected[uid] = nil
             }
         }
