@@ -207,9 +207,10 @@ extension ClusterFixture {
         api.requests().filter { $0.user == nodeUser && $0.code == 403 }
     }
 
-    /// Lines of edged's log whose message (after the klog header "… file:line] ") says 403 or Forbidden.
+    /// Lines of edged's log whose message (after the klog header "… file:line] ") says 403 or Forbidden. A 403
+    /// that is a value (timeoutSeconds=403, a port :403, a fraction .403) is not one.
     func forbiddenLogLines() -> [String] {
-        let pattern = try! NSRegularExpression(pattern: #"\b403\b|[Ff]orbidden"#)
+        let pattern = try! NSRegularExpression(pattern: #"(?<![=:.\d])403(?![\d.])|[Ff]orbidden"#)
         return edged.log().split(separator: "\n").map(String.init).filter { line in
             let message = line.range(of: "] ").map { String(line[$0.upperBound...]) } ?? line
             return pattern.firstMatch(in: message, range: NSRange(message.startIndex..., in: message)) != nil
