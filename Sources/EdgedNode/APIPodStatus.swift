@@ -48,7 +48,7 @@ public enum APIPodStatus {
         let inits = input.containers.filter(\.isInit).map(containerStatus)
         st.initContainerStatuses = inits.isEmpty ? nil : inits
         st.containerStatuses = regularViews.map(containerStatus)
-        st.qosClass = qosClass(pod)
+        st.qosClass = pod.status?.qosClass ?? qosClass(pod)
         return st
     }
 
@@ -89,22 +89,69 @@ public enum APIPodStatus {
         return r
     }
 
-    /// Guaranteed: every container has equal cpu and memory requests and limits; BestEffort: none has any; else Burstable.
-    static func qosClass(_ pod: Pod) -> String {
-        let all = (pod.spec.initContainers ?? []) + pod.spec.containers
-        var any = false
+    /// The pod's QoS class as kube-apiserver computes it at creation (pkg/apis/core/helper/qos ComputePodQOS): only
+    /// cpu and memory count (a pod with nothing but `nvidia.com/gpu` limits is BestEffort), zero quantities are
+    /// ignored, requests and limits are summed over containers and init containers; Guaranteed when every
+    /// container has cpu and memory limits and the summed requests equal the summed limits for the same resources.
+    /// The API server sets status.qosClass once and refuses any other value later (the field is immutable), so the
+    /// status writer sends the API's own value when it has one; this is for pods the API has not classed (static).
+    public static func qosClass(_ pod: Pod) -> String {
+        let all = pod.spec.containers + (pod.spec.initContainers ?? [])
+        var requests: [String: Int64] = [:]
+        var limits: [String: Int64] = [:]
         var guaranteed = true
         for c in all {
-            let limits = c.resources?.limits ?? [:]
-            let requests = c.resources?.requests ?? [:]
-            if !limits.isEmpty || !requests.isEmpty { any = true }
-            for r in ["cpu", "memory"] {
-                guard let l = limits[r] else { guaranteed = false; continue }
-                if let q = requests[r], (try? q.milliValue()) != (try? l.milliValue()) { guaranteed = false }
+            // API defaulting (SetDefaults_Pod, also applied to static pods) makes a missing request equal its limit.
+            var containerRequests = c.resources?.requests ?? [:]
+            for (name, q) in c.resources?.limits ?? [:] where containerRequests[name] == nil { containerRequests[name] = q }
+            for (name, q) in containerRequests where name == "cpu" || name == "memory" {
+                let v = (try? q.milliValue()) ?? 0
+                if v > 0 { requests[name, default: 0] += v }
+            }
+            var found: Set<String> = []
+            for (name, q) in c.resources?.limits ?? [:] where name == "cpu" || name == "memory" {
+                let v = (try? q.milliValue()) ?? 0
+                if v > 0 {
+                    found.insert(name)
+                    limits[name, default: 0] += v
+                }
+            }
+            if found.count < 2 { guaranteed = false }
+        }
+        if requests.isEmpty && limits.isEmpty { return "BestEffort" }
+        if guaranteed {
+            for (name, r) in requests where limits[name] != r { guaranteed = false }
+        }
+        return guaranteed && requests.count == limits.count ? "Guaranteed" : "Burstable"
+    }
+}
+
+extension APIPodStatus {
+    /// `status` with the fields a 422 answer named (`status.qosClass`, `status.containerStatuses[0].state`, ...)
+    /// put back to what the API holds (`api`), so the rest of the status can still be written. Fields outside
+    /// status, or that name nothing this writer sends, are left alone.
+    public static func keepingAPIValues(_ status: PodStatus, api: PodStatus?, fields: [String]) -> PodStatus {
+        var out = status
+        for field in fields {
+            guard field.hasPrefix("status.") else { continue }
+            let key = field.dropFirst("status.".count).prefix { $0 != "." && $0 != "[" }
+            switch key {
+            case "phase": out.phase = api?.phase
+            case "conditions": out.conditions = api?.conditions
+            case "message": out.message = api?.message
+            case "reason": out.reason = api?.reason
+            case "hostIP": out.hostIP = api?.hostIP
+            case "hostIPs": out.hostIPs = api?.hostIPs
+            case "podIP": out.podIP = api?.podIP
+            case "podIPs": out.podIPs = api?.podIPs
+            case "startTime": out.startTime = api?.startTime
+            case "initContainerStatuses": out.initContainerStatuses = api?.initContainerStatuses
+            case "containerStatuses": out.containerStatuses = api?.containerStatuses
+            case "qosClass": out.qosClass = api?.qosClass
+            default: continue
             }
         }
-        if !any { return "BestEffort" }
-        return guaranteed ? "Guaranteed" : "Burstable"
+        return out
     }
 }
 
