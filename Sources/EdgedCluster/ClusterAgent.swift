@@ -71,6 +71,8 @@ public struct ClusterState: Sendable, Equatable {
     public var apiPods = 0
     public var certificateNotAfter: String?
     public var eventsSent = 0
+    /// Pod status writes the API server refused ("pod ns/name: <the API's message>"), newest view.
+    public var refusedStatusWrites: [String] = []
 }
 
 public actor ClusterAgent {
@@ -167,6 +169,7 @@ public actor ClusterAgent {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await recorder.run() }
             group.addTask { await self.nodeLoop() }
+            group.addTask { await self.nodeWatchLoop() }
             group.addTask { await self.leaseLoop() }
             group.addTask { await self.podSourceLoop() }
             group.addTask { await self.podStatusLoop() }
@@ -184,6 +187,10 @@ public actor ClusterAgent {
 
     // MARK: - Node
 
+    /// Keeps the node's status current: every nodeStatusUpdateFrequency (10 s), and at once when the Node object in
+    /// the API shows conditions other than the ones this node last reported (the node controller marks a node it
+    /// has not heard from Unknown, and only the node's own status write makes it Ready again), like kubelet, which
+    /// compares its status with the API's Node at every update.
     private func nodeLoop() async {
         var delay = Duration.milliseconds(500)
         while !Task.isCancelled {
@@ -191,13 +198,84 @@ public actor ClusterAgent {
                 if nodeUID == nil { try await registerNode() }
                 try await updateNodeStatus()
                 delay = .milliseconds(500)
-                try? await Task.sleep(for: config.nodeStatusUpdateFrequency)
+                await sleepOrNodeWake(config.nodeStatusUpdateFrequency)
             } catch {
                 noteError("updating node \(config.nodeName)", error)
                 try? await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(30))
             }
         }
+    }
+
+    /// The Node object as the API server last showed it (a watch on this one object).
+    private var apiNode: Node?
+    private var nodeWaiter: CheckedContinuation<Void, Never>?
+    private var nodeWakePending = false
+
+    private func wakeNodeLoop() {
+        if let waiter = nodeWaiter {
+            nodeWaiter = nil
+            waiter.resume()
+        } else {
+            nodeWakePending = true
+        }
+    }
+
+    /// Sleeps for `duration`, or less when `wakeNodeLoop` is called (or the task is cancelled).
+    private func sleepOrNodeWake(_ duration: Duration) async {
+        if nodeWakePending {
+            nodeWakePending = false
+            return
+        }
+        let timer = Task { [weak self] in
+            try? await Task.sleep(for: duration)
+            await self?.wakeNodeLoop()
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                if Task.isCancelled { c.resume() } else { nodeWaiter = c }
+            }
+        } onCancel: {
+            Task { await self.wakeNodeLoop() }
+        }
+        timer.cancel()
+        nodeWakePending = false
+    }
+
+    /// Watches this node's own Node object (`metadata.name=<node>`: one object, which the Node authorizer allows),
+    /// so that a status the API holds and this node did not write (Unknown from the node controller, or a status
+    /// lost while the cloud was away) is put right at once instead of at the next 5-minute report.
+    private func nodeWatchLoop() async {
+        guard let client else { return }
+        let informer = Informer(client: client, resource: .nodes,
+                                options: .init(fieldSelector: "metadata.name=\(config.nodeName)", pageSize: nil), logger: logger)
+        await informer.run { @Sendable [weak self] event in
+            switch event {
+            case .replaced(let list): await self?.apiNodeChanged(list.first)
+            case .added(let n), .modified(let n): await self?.apiNodeChanged(n)
+            case .deleted: await self?.apiNodeChanged(nil)
+            }
+        }
+    }
+
+    private func apiNodeChanged(_ node: Node?) {
+        apiNode = node
+        guard let node, lastNodeStatus != nil, Self.conditionsDiffer(api: node.status, ours: lastNodeStatus) else { return }
+        // At once, but not more than once a second: a write the API keeps answering differently (another writer of
+        // the same condition) must not become a loop; the 10 s tick still catches it.
+        if let last = lastNodeReport, ContinuousClock.now - last < .seconds(1) { return }
+        wakeNodeLoop()
+    }
+
+    /// True when the API's node conditions are not the ones this node reported (status, reason or message of a
+    /// condition type we report), ignoring heartbeat and transition times.
+    static func conditionsDiffer(api: NodeStatus?, ours: NodeStatus?) -> Bool {
+        let theirs = api?.conditions ?? []
+        for c in ours?.conditions ?? [] {
+            guard let t = theirs.first(where: { $0.type == c.type }) else { return true }
+            if t.status != c.status || t.reason != c.reason || t.message != c.message { return true }
+        }
+        return false
     }
 
     func nodeLabels(_ reg: NodeRegistration) -> [String: String] {
@@ -306,14 +384,22 @@ public actor ClusterAgent {
                           images: imageList)
     }
 
-    /// Patches node status when something other than heartbeat times changed, or when the report interval passed.
+    /// Patches node status when something other than heartbeat times changed, when the report interval passed, or
+    /// when the API's Node shows other conditions than we reported (then transition times are taken against the
+    /// API's conditions, as kubelet sets them on the Node it read).
     private func updateNodeStatus() async throws {
         guard let client else { return }
-        let status = await currentNodeStatus(previous: lastNodeStatus)
+        let apiDiffers = lastNodeStatus != nil && apiNode.map { Self.conditionsDiffer(api: $0.status, ours: lastNodeStatus) } == true
+        let status = await currentNodeStatus(previous: apiDiffers ? apiNode?.status : lastNodeStatus)
         let due = lastNodeReport.map { ContinuousClock.now - $0 >= config.nodeStatusReportInterval } ?? true
-        guard due || !Self.sameIgnoringHeartbeat(status, lastNodeStatus) else { return }
-        let wasReady = lastNodeStatus?.conditions?.first { $0.type == "Ready" }?.status
-        _ = try await client.patch(.nodeStatus, name: config.nodeName, try Patch.status(status, replacing: [lastNodeStatus]))
+        guard due || apiDiffers || !Self.sameIgnoringHeartbeat(status, lastNodeStatus) else { return }
+        if apiDiffers {
+            let ready = apiNode?.status?.conditions?.first { $0.type == "Ready" }
+            logger.info("the API server shows node \(config.nodeName) Ready=\(ready?.status ?? "none")\(ready?.reason.map { " (\($0))" } ?? ""); reporting the node's status now")
+        }
+        let wasReady = (apiDiffers ? apiNode?.status : lastNodeStatus)?.conditions?.first { $0.type == "Ready" }?.status
+        _ = try await client.patch(.nodeStatus, name: config.nodeName,
+                                   try Patch.status(status, replacing: [lastNodeStatus]))
         let ready = status.conditions?.first { $0.type == "Ready" }?.status
         if ready == "True" && wasReady != "True" {
             await events?.nodeEvent(reason: "NodeReady", message: "Node \(config.nodeName) status is now: NodeReady")
@@ -377,6 +463,7 @@ public actor ClusterAgent {
                 known[uid] = nil
                 written[uid] = nil
                 objects?.tokens.forget(podUID: uid)
+                if refusedStatus.removeValue(forKey: uid) != nil { syncRefusedState() }
                 rejected[uid] = nil
             }
         }
@@ -463,6 +550,7 @@ public actor ClusterAgent {
             }
         }
         st.hostIP = objects?.hostIPs.first
+        st = Self.keepingAPIOwnedFields(st, of: pod)
         if let uid = pod.metadata.uid {
             let previous = written[uid]
             written[uid] = st
@@ -496,12 +584,16 @@ public actor ClusterAgent {
         guard let client, podsSynced else { return }
         let hostIPs = objects?.hostIPs ?? []
         let statuses = await pods.apiStatuses(hostIPs: hostIPs, previous: written)
-        for (uid, status) in statuses.sorted(by: { $0.key < $1.key }) {
-            guard let pod = known[uid], written[uid] != status else { continue }
+        if refusedStatus.keys.contains(where: { known[$0] == nil }) {
+            refusedStatus = refusedStatus.filter { known[$0.key] != nil }
+            syncRefusedState()
+        }
+        for (uid, built) in statuses.sorted(by: { $0.key < $1.key }) {
+            guard let pod = known[uid] else { continue }
+            let status = Self.keepingAPIOwnedFields(built, of: pod)
+            guard written[uid] != status, refusedStatus[uid]?.sent != status else { continue }
             do {
-                _ = try await client.patch(.podStatus, namespace: pod.namespace, name: pod.name,
-                                           try Patch.status(status, replacing: [pod.status, written[uid]]))
-                written[uid] = status
+                written[uid] = try await writePodStatus(client, pod: pod, uid: uid, status: status, previous: written[uid])
             } catch {
                 if let e = error as? KubeError, e.isNotFound { known[uid] = nil; continue }
                 noteError("writing the status of pod \(pod.fullName)", error)
@@ -523,6 +615,63 @@ public actor ClusterAgent {
             }
         }
         state.eventsSent = await events?.sent ?? 0
+    }
+
+    /// Status writes the API server refused (422 Invalid, 403 Forbidden), by pod UID: what was sent and the API's
+    /// answer. A refused status is not sent again until it changes; `edgectl status` lists them.
+    private var refusedStatus: [String: (pod: String, sent: PodStatus, message: String)] = [:]
+
+    /// What the API server owns in a pod's status is sent as the API has it: qosClass is set once at creation and
+    /// is immutable (kubelet never recomputes it), so a node that classes a pod differently must not block the rest
+    /// of the status with it.
+    static func keepingAPIOwnedFields(_ status: PodStatus, of pod: Pod) -> PodStatus {
+        var out = status
+        if let qos = pod.status?.qosClass { out.qosClass = qos }
+        return out
+    }
+
+    /// Patches one pod's status and returns what the API now holds from us. When the API refuses it as invalid
+    /// (422), the fields it names are sent as the API holds them and the write is tried once more, so the rest of the
+    /// status still reaches the cloud; a refusal (422 or 403) is logged once with the API's message, kept for
+    /// `edgectl status` and not retried until the status changes. Other errors are thrown (retried next tick).
+    private func writePodStatus(_ client: KubeClient, pod: Pod, uid: String, status: PodStatus,
+                                previous: PodStatus?) async throws -> PodStatus? {
+        func patch(_ st: PodStatus) async throws {
+            _ = try await client.patch(.podStatus, namespace: pod.namespace, name: pod.name,
+                                       try Patch.status(st, replacing: [pod.status, previous]))
+        }
+        do {
+            try await patch(status)
+            if refusedStatus.removeValue(forKey: uid) != nil {
+                logger.info("the API server accepts the status of pod \(pod.fullName) again")
+                syncRefusedState()
+            }
+            return status
+        } catch let e as KubeError where e.isInvalid || e.isForbidden {
+            let fields = e.status?.details?.causes?.compactMap(\.field) ?? []
+            let reduced = APIPodStatus.keepingAPIValues(status, api: pod.status, fields: fields)
+            var written = previous
+            var message = e.message
+            if e.isInvalid, reduced != status {
+                do {
+                    try await patch(reduced)
+                    written = reduced
+                    message += " (the rest of the status was written without \(fields.joined(separator: ", ")))"
+                } catch let again as KubeError where again.isInvalid || again.isForbidden {
+                    message = again.message
+                }
+            }
+            if refusedStatus[uid]?.message != message {
+                logger.warning("the API server refused the status of pod \(pod.fullName): \(message)")
+            }
+            refusedStatus[uid] = (pod.fullName, status, message)
+            syncRefusedState()
+            return written
+        }
+    }
+
+    private func syncRefusedState() {
+        state.refusedStatusWrites = refusedStatus.values.map { "pod \($0.pod): \($0.message)" }.sorted()
     }
 
     // MARK: - Mirror pods
@@ -579,12 +728,13 @@ public actor ClusterAgent {
             }
         }
         let statuses = await pods.apiStatuses(hostIPs: hostIPs, previous: mirrorWritten, origin: .file)
-        for (uid, status) in statuses where mirrorWritten[uid] != status {
-            guard let mirror = mirrors[uid] else { continue }
+        for (uid, built) in statuses {
+            guard let mirror = mirrors[uid], let mirrorUID = mirror.metadata.uid else { continue }
+            let status = Self.keepingAPIOwnedFields(built, of: mirror)
+            guard mirrorWritten[uid] != status, refusedStatus[mirrorUID]?.sent != status else { continue }
             do {
-                _ = try await client.patch(.podStatus, namespace: mirror.namespace, name: mirror.name,
-                                           try Patch.status(status, replacing: [mirror.status, mirrorWritten[uid]]))
-                mirrorWritten[uid] = status
+                mirrorWritten[uid] = try await writePodStatus(client, pod: mirror, uid: mirrorUID, status: status,
+                                                              previous: mirrorWritten[uid])
             } catch {
                 noteError("writing the status of mirror pod \(mirror.fullName)", error)
             }

@@ -57,6 +57,9 @@ struct DaemonBackend: ControlBackend {
                     reasons.append("the tunnel to \(tunnel.server) has been down for \(downFor.components.seconds) s\(tunnel.lastError.map { ": \($0)" } ?? ""); kubectl logs/exec/port-forward cannot reach this node — check that outbound TCP to \(tunnel.server) is allowed and the tunnel server runs")
                 }
             }
+            for refused in s.refusedStatusWrites {
+                reasons.append("the API server refused the status of \(refused) — the pod runs here, but kubectl shows what the API accepted; pass this line to the cluster admin (an admission policy refuses it, or it is an edged bug)")
+            }
             if hub?.cloud.state != .offline { reasons += HealthCheck.clusterReasons(s, leaseAge: age, uptimeSeconds: up.components.seconds,
                                                   leaseDuration: Int64(config.cluster.leaseDurationSeconds)) }
         }

@@ -1,0 +1,174 @@
+// What the real kube-apiserver and kube-controller-manager do to a node's statuses, and edged keeping up with it
+// (issue 14 #2 and #5): the API owns a pod's qosClass (immutable, cpu and memory only), so a pod with nothing but
+// a GPU limit must still reach Running; and after an outage the node controller has marked the node Unknown, so
+// edged must report its status as soon as the link is back instead of at its next 5-minute report.
+
+import EdgedDaemon
+import EdgedTestSupport
+import Foundation
+import Testing
+
+/// A host tree with one fake NVIDIA GPU (a character device: /dev/zero's 1:5) and the driver version file, for
+/// `gpu.deviceRoot`.
+private func fakeGPURoot(_ dir: TempDir) throws -> String {
+    let root = dir.sub("gpu-root")
+    try FileManager.default.createDirectory(atPath: "\(root)/dev", withIntermediateDirectories: true)
+    try FileManager.default.createDirectory(atPath: "\(root)/proc/driver/nvidia", withIntermediateDirectories: true)
+    for name in ["nvidia0", "nvidiactl", "nvidia-uvm"] {
+        try runCommand(["mknod", "-m", "666", "\(root)/dev/\(name)", "c", "1", "5"])
+    }
+    try "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n"
+        .write(toFile: "\(root)/proc/driver/nvidia/version", atomically: true, encoding: .utf8)
+    return root
+}
+
+/// Polls `edgectl status --json` until `condition` holds.
+private func waitForStatus(_ edged: EdgedInstance, _ what: String, timeout: TimeInterval = 20,
+                           _ condition: ([String: Any]) -> Bool) async throws -> [String: Any] {
+    let deadline = Date().addingTimeInterval(timeout)
+    var last: [String: Any] = [:]
+    while Date() < deadline {
+        if let report = try? edged.status() {
+            last = report
+            if condition(report) { return report }
+        }
+        try await Task.sleep(for: .milliseconds(200))
+    }
+    throw TestFailure("timed out waiting for \(what); last edgectl status: \(last["reasons"] ?? [])")
+}
+
+@Suite(.serialized, .enabled(if: isRoot && FileManager.default.isExecutableFile(atPath: "/usr/lib/cni/bridge")
+                                && findExecutable("kubectl") != nil, "needs root, CNI plugins and kubectl"))
+struct NodeStatusFidelityTests {
+    /// On a real cluster every status patch of this pod got `422 status.qosClass: Invalid value: "Burstable": field
+    /// is immutable` (edged counted the GPU limit; the API, which counts only cpu and memory, had set BestEffort),
+    /// so the pod ran but stayed Pending in the API forever.
+    @Test func gpuOnlyPodReachesRunningWithTheAPIsQoSClass() async throws {
+        let dir = try TempDir("edged-gpu-qos")
+        defer { dir.remove() }
+        let root = try fakeGPURoot(dir)
+        try await withCluster(name: "gpuqos", subnet: "10.250.90.0/24", clusterConfig: "gpu:\n  deviceRoot: \(root)\n") { f in
+            try f.edged.start()
+            try f.join()
+            _ = try await f.kubectl.wait(["get", "node", f.node], "node with nvidia.com/gpu") {
+                (path($0, "status", "allocatable", "nvidia.com/gpu") as? String) == "1"
+            }
+            try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("gpu", node: f.node, command: "sleep 3600",
+                resources: """
+                    resources:
+                      limits: {nvidia.com/gpu: "1"}
+                """))
+            let pod = try await f.kubectl.wait(["get", "pod", "gpu"], "GPU-only pod Running in the API") {
+                path($0, "status", "phase") as? String == "Running"
+            }
+            #expect(path(pod, "status", "qosClass") as? String == "BestEffort")
+            #expect(containerStatus(pod, "main")?["ready"] as? Bool == true)
+            // No refused status write anywhere: not in edged's log, not in `edgectl status`.
+            #expect(!f.edged.log().contains("field is immutable"))
+            let status = try f.edged.edgectl(["status"], check: false).stdout
+            #expect(!status.contains("refused the status"), "\(status)")
+            let refused = f.api.requests().filter { $0.path.contains("/pods/gpu/status") && $0.code == 422 }
+            #expect(refused.isEmpty, "\(refused)")
+        }
+    }
+
+    /// On a real cluster 10 edged nodes stayed NotReady, with the unreachable taint whose eviction timers keep
+    /// running, for 2.5 minutes after the API server was back: kube-controller-manager had set their conditions to
+    /// Unknown, the Lease renewals alone do not undo that, and edged re-posted its status only at its 5-minute
+    /// report. Both ways of losing the cloud: the API server down (stop/resume) and a link that drops everything.
+    @Test func nodeIsReadyAgainWithinSecondsOfTheLinksReturn() async throws {
+        var options = KubeAPIServer.Options()
+        options.nodeLifecycle = .init(monitorPeriod: .milliseconds(500), gracePeriod: .seconds(4), startupGracePeriod: .seconds(30))
+        try await withCluster(name: "ready", subnet: "10.250.91.0/24", options: options) { f in
+            try f.edged.start()
+            try f.join()
+            let nodePath = "/api/v1/nodes/\(f.node)"
+            func ready() -> String? {
+                ((f.api.objectJSON(nodePath)?["status"] as? [String: Any])?["conditions"] as? [[String: Any]])?
+                    .first { $0["type"] as? String == "Ready" }?["status"] as? String
+            }
+            func taints() -> [String] {
+                ((f.api.objectJSON(nodePath)?["spec"] as? [String: Any])?["taints"] as? [[String: Any]] ?? [])
+                    .map { "\($0["key"] as? String ?? ""):\($0["effect"] as? String ?? "")" }
+            }
+            func waitFor(_ what: String, timeout: TimeInterval, _ check: () -> Bool) async throws -> TimeInterval {
+                let start = Date()
+                while !check() {
+                    if Date().timeIntervalSince(start) > timeout {
+                        throw TestFailure("\(what) not seen within \(timeout) s (Ready=\(ready() ?? "none"), taints \(taints()))")
+                    }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                return Date().timeIntervalSince(start)
+            }
+            _ = try await waitFor("node Ready", timeout: 30) { ready() == "True" }
+            for outage in ["API server down", "link dropping every packet"] {
+                if outage == "API server down" { try await f.api.stop() } else { f.api.setBlackhole(true) }
+                _ = try await waitFor("the node controller marking the node Unknown (\(outage))", timeout: 20) {
+                    ready() == "Unknown" && taints().contains("node.kubernetes.io/unreachable:NoExecute")
+                }
+                try await Task.sleep(for: .seconds(2))
+                if outage == "API server down" { try await f.api.resume() } else { f.api.setBlackhole(false) }
+                let back = try await waitFor("node Ready again after the \(outage) ended", timeout: 15) {
+                    ready() == "True" && !taints().contains { $0.hasPrefix("node.kubernetes.io/unreachable") }
+                }
+                print("node Ready again \(String(format: "%.1f", back)) s after the \(outage) ended")
+                #expect(back <= 15)
+            }
+            #expect(f.edged.log().contains("reporting the node's status now"))
+        }
+    }
+
+    /// A status write the API refuses must not hold back the rest of the status, nor be retried in a loop: here the
+    /// API holds `main` as terminated (written by someone else while edged kept it running), and its real
+    /// validation refuses to take a restartPolicy Never container back to running. edged writes everything else
+    /// (the phase and conditions that change when `flip` exits), logs the refusal once with the API's message, shows
+    /// it in `edgectl status`, and other pods go on as usual.
+    @Test func aRefusedStatusWriteIsReportedAndTheRestIsStillWritten() async throws {
+        try await withCluster(name: "refused", subnet: "10.250.92.0/24") { f in
+            try f.edged.start()
+            try f.join()
+            try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("odd", node: f.node, command: "sleep 3600", extra: """
+                  - name: flip
+                    image: \(Demo.imageReference)
+                    imagePullPolicy: IfNotPresent
+                    command: ["/bin/sh", "-c", "sleep 6"]
+                """, restartPolicy: "Never"))
+            _ = try await f.kubectl.wait(["get", "pod", "odd"], "pod odd Running") {
+                path($0, "status", "phase") as? String == "Running" && containerStatus($0, "flip")?["ready"] as? Bool == true
+            }
+            // Someone else records `main` as terminated (merge patch: the list is replaced).
+            let patch = #"{"status":{"containerStatuses":[{"name":"main","image":"x","imageID":"","ready":false,"restartCount":0,"state":{"terminated":{"exitCode":0,"reason":"Completed"}}},{"name":"flip","image":"x","imageID":"","ready":true,"restartCount":0,"state":{"running":{}}}]}}"#
+            let answer = f.api.call("PATCH", "/api/v1/namespaces/default/pods/odd/status", body: Data(patch.utf8),
+                                    contentType: "application/merge-patch+json")
+            #expect(answer.code == 200, "\(String(decoding: answer.body, as: UTF8.self))")
+            // flip exits after 6 s: edged's next write has main running (refused) and the new conditions (accepted).
+            let pod = try await f.kubectl.wait(["get", "pod", "odd"], timeout: 30, "the rest of the status written") {
+                ((path($0, "status", "conditions") as? [[String: Any]]) ?? [])
+                    .contains { $0["type"] as? String == "ContainersReady" && $0["status"] as? String == "False" }
+            }
+            #expect(containerStatus(pod, "main")?["state"].flatMap { ($0 as? [String: Any])?["terminated"] } != nil)
+            let status = try await waitForStatus(f.edged, "the refusal in edgectl status") { report in
+                (report["reasons"] as? [String] ?? []).contains { $0.contains("refused the status of pod default/odd") }
+            }
+            let reason = (status["reasons"] as? [String] ?? []).first { $0.contains("default/odd") } ?? ""
+            #expect(reason.contains("may not be transitioned to non-terminated state"), "\(reason)")
+            // Another pod runs and reaches Running in the API meanwhile.
+            try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("fine", node: f.node, command: "sleep 3600"))
+            _ = try await f.kubectl.wait(["get", "pod", "fine"], "another pod Running") {
+                path($0, "status", "phase") as? String == "Running"
+            }
+            // Not retried in a loop: the identical refused status is not sent again, and the log says it once.
+            try await Task.sleep(for: .seconds(3))
+            let refusedWrites = f.api.requests().filter { $0.path.hasPrefix("/api/v1/namespaces/default/pods/odd/status") && $0.code == 422 }
+            #expect((1...3).contains(refusedWrites.count), "\(refusedWrites)")
+            let logged = f.edged.log().components(separatedBy: "refused the status of pod default/odd").count - 1
+            #expect(logged == 1, "logged \(logged) times")
+            // Deleting the pod clears the report.
+            try f.kubectl.run(["delete", "pod", "odd", "--wait=false"])
+            _ = try await waitForStatus(f.edged, "the refusal gone with the pod", timeout: 30) { report in
+                !(report["reasons"] as? [String] ?? []).contains { $0.contains("default/odd") }
+            }
+        }
+    }
+}
