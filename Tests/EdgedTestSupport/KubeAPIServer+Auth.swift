@@ -64,33 +64,48 @@ extension KubeAPIServerCore {
 
     // MARK: Authorization
 
-    /// The fixed policy that stands in for RBAC + the node authorizer (see the file comment of KubeAPIServer.swift).
-    func authorize(_ user: KubeUser, verb: String, target t: APITarget) throws {
+    /// The policy that stands in for RBAC + the node authorizer (see the file comment of KubeAPIServer.swift): a 403
+    /// carries the real message, `<resource> ["<name>"] is forbidden: User "<u>" cannot <verb> resource "<res>" in API
+    /// group "<g>" <scope>[: <reason>]`. `query` matters for list/watch (field selectors, see requestName).
+    func authorize(_ user: KubeUser, verb: String, target t: APITarget, query: [String: String] = [:]) throws {
         let r = t.resource
-        if allowed(user, verb: verb, target: t) { return }
+        let name = Self.requestName(t, verb: verb, query: query)
+        let (ok, reason) = allowed(user, verb: verb, target: t, name: name, query: query)
+        if ok { return }
         let res = t.subresource.map { "\(r.plural)/\($0)" } ?? r.plural
+        let qualified = r.group.isEmpty ? r.plural : "\(r.plural).\(r.group)"
         let scope = t.namespace.map { "in the namespace \"\($0)\"" } ?? "at the cluster scope"
-        let subject = t.name.map { "\(res) \"\($0)\"" } ?? res
+        let subject = name.map { "\(qualified) \"\($0)\"" } ?? qualified
         var details: KJSON = .object(["kind": .string(r.plural)])
-        if let n = t.name { details["name"] = .string(n) }
+        if let n = name { details["name"] = .string(n) }
         if !r.group.isEmpty { details["group"] = .string(r.group) }
         throw APIError(code: 403, reason: "Forbidden",
-                       message: "\(subject) is forbidden: User \"\(user.name)\" cannot \(verb) resource \"\(res)\" in API group \"\(r.group)\" \(scope)",
+                       message: "\(subject) is forbidden: User \"\(user.name)\" cannot \(verb) resource \"\(res)\" in API group \"\(r.group)\" \(scope)" + (reason.isEmpty ? "" : ": \(reason)"),
                        details: details)
     }
 
-    private func allowed(_ user: KubeUser, verb: String, target t: APITarget) -> Bool {
-        if user.groups.contains("system:masters") { return true }
-        if user.groups.contains("system:nodes") || user.name.hasPrefix("system:node:") { return true }
+    private func allowed(_ user: KubeUser, verb: String, target t: APITarget, name: String?, query: [String: String]) -> (Bool, String) {
+        if user.groups.contains("system:masters") { return (true, "") }
+        if options.nodeAuthorizer {
+            if let node = Self.nodeName(of: user) {
+                let decision = nodeAuthorize(node: node, verb: verb, target: t, name: name, query: query)
+                // kubeadm's RBAC Roles kubeadm:kubelet-config and kubeadm:nodes-kubeadm-config (group system:nodes).
+                let kubeadmConfig = t.resource.plural == "configmaps" && t.namespace == "kube-system" && verb == "get"
+                    && t.subresource == nil && ["kubelet-config", "kubeadm-config"].contains(t.name ?? "")
+                return kubeadmConfig ? (true, "") : decision
+            }
+        } else if user.groups.contains("system:nodes") || user.name.hasPrefix("system:node:") {
+            return (true, "")
+        }
         let clusterInfo = t.resource.plural == "configmaps" && t.namespace == "kube-public" && t.name == "cluster-info"
             && t.subresource == nil && verb == "get"
-        if user.name == KubeUser.anonymous.name { return clusterInfo }
+        if user.name == KubeUser.anonymous.name { return (clusterInfo, "") }
         if user.groups.contains("system:bootstrappers") {
-            if clusterInfo { return true }
-            return t.resource.plural == "certificatesigningrequests" && t.subresource == nil
-                && ["create", "get", "list", "watch"].contains(verb)
+            if clusterInfo { return (true, "") }
+            return (t.resource.plural == "certificatesigningrequests" && t.subresource == nil
+                && ["create", "get", "list", "watch"].contains(verb), "")
         }
-        return false
+        return (false, "")
     }
 
     /// /version and health checks are public; discovery needs an authenticated user (system:discovery).
@@ -206,17 +221,33 @@ extension KubeAPIServerCore {
             ?? [.string("https://kubernetes.default.svc.cluster.local")]
         var k8s: KJSON = .object(["namespace": .string(ns), "serviceaccount": .object([
             "name": .string(name), "uid": sa[path: ["metadata", "uid"]] ?? .string("")])])
+        var boundPod = false
         if let ref = body[path: ["spec", "boundObjectRef"]], ref["kind"]?.string == "Pod", let podName = ref["name"]?.string {
             guard let pod = store.get(Self.pods, namespace: ns, name: podName) else { throw APIError.notFound(Self.pods, podName) }
             if let uid = ref["uid"]?.string, !uid.isEmpty, uid != pod[path: ["metadata", "uid"]]?.string {
                 throw APIError.conflict(Self.pods, podName, "the UID in the bound object reference (\(uid)) does not match the UID in record")
             }
             k8s["pod"] = .object(["name": .string(podName), "uid": pod[path: ["metadata", "uid"]] ?? .string("")])
+            // ServiceAccountTokenPodNodeInfo: the node the pod is bound to.
+            if let nodeName = pod[path: ["spec", "nodeName"]]?.string, !nodeName.isEmpty,
+               let node = store.get(KubeResource.find(kind: "Node")!, namespace: nil, name: nodeName) {
+                k8s["node"] = .object(["name": .string(nodeName), "uid": node[path: ["metadata", "uid"]] ?? .string("")])
+            }
+            boundPod = true
         }
         let now = Date()
         let exp = now.addingTimeInterval(Double(seconds))
+        // --service-account-extend-token-expiration (pkg/registry/core/serviceaccount/storage/token.go): a pod-bound
+        // request for exactly 3607 s with the API server's audience gets a token valid for a year with a warnafter
+        // claim at the requested time; the answer's expirationTimestamp still says the requested time.
+        var tokenExp = exp
+        if options.extendServiceAccountTokenExpiration, boundPod, seconds == 3607,
+           audiences == [.string("https://kubernetes.default.svc.cluster.local")] {
+            tokenExp = now.addingTimeInterval(365 * 24 * 3600)
+            k8s["warnafter"] = .int(Int(exp.timeIntervalSince1970))
+        }
         let claims: KJSON = .object([
-            "aud": .array(audiences), "exp": .int(Int(exp.timeIntervalSince1970)), "iat": .int(Int(now.timeIntervalSince1970)),
+            "aud": .array(audiences), "exp": .int(Int(tokenExp.timeIntervalSince1970)), "iat": .int(Int(now.timeIntervalSince1970)),
             "nbf": .int(Int(now.timeIntervalSince1970)), "iss": .string("https://kubernetes.default.svc.cluster.local"),
             "sub": .string("system:serviceaccount:\(ns):\(name)"), "kubernetes.io": k8s,
             "jti": .string(UUID().uuidString.lowercased()),

@@ -124,7 +124,7 @@ extension KubeAPIServerCore {
         case ("DELETE", nil, nil): verb = "deletecollection"
         default: throw APIError.methodNotAllowed(req.method)
         }
-        try authorize(user, verb: verb, target: t)
+        try authorize(user, verb: verb, target: t, query: req.query)
         if ["create", "update"].contains(verb), !req.body.isEmpty,
            let ct = req.headers["content-type"], !ct.hasPrefix("application/json") {
             // No protobuf (or YAML) bodies: kubectl's typed clients send protobuf and get this 415.
@@ -144,16 +144,25 @@ extension KubeAPIServerCore {
         case "list": return .json(code: 200, try listBytes(t, req))
         case "watch": return try watch(t, req, sink: watchSink)
         case "create":
+            if t.subresource == "token" || t.subresource == "eviction" {
+                let body = req.body.isEmpty ? KJSON.object([:]) : try parseBody(req.body)
+                try nodeRestrictionWrite(t, verb: verb, old: nil, new: body, user: user)
+            }
             if t.subresource == "token" { return .object(code: 201, try tokenRequest(t, req)) }
             if t.subresource == "eviction" { return .object(code: 201, try evict(t, req)) }
             return .object(code: 201, try create(r, namespace: t.namespace, body: try parseBody(req.body), user: user))
         case "update":
-            return .object(code: 200, try update(t, body: try parseBody(req.body)))
+            let body = try parseBody(req.body)
+            try nodeRestrictionWrite(t, verb: verb, old: store.get(r, namespace: t.namespace, name: t.name!), new: body, user: user)
+            return .object(code: 200, try update(t, body: body))
         case "patch":
             guard let old = store.get(r, namespace: t.namespace, name: t.name!) else { throw APIError.notFound(r, t.name!) }
             let patched = try applyPatch(old, contentType: req.headers["content-type"] ?? "", patch: req.body, resource: r)
+            try nodeRestrictionWrite(t, verb: verb, old: old, new: patched, user: user)
             return .object(code: 200, try update(t, body: patched))
         case "delete":
+            if store.get(r, namespace: t.namespace, name: t.name!) == nil { throw APIError.notFound(r, t.name!) }
+            try nodeRestrictionWrite(t, verb: verb, old: nil, new: nil, user: user)
             let options = req.body.isEmpty ? KJSON.object([:]) : try parseBody(req.body)
             return .object(code: 200, try delete(r, namespace: t.namespace, name: t.name!, options: options, query: req.query))
         default:

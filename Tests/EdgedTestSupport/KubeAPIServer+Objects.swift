@@ -15,6 +15,8 @@ final class KubeAPIServerCore: @unchecked Sendable {
     let tokenKey = SymmetricKey(size: .bits256)
     /// Static tokens, grants, review counters and kubelet proxy settings (KubeAPIServer+Reviews/+Kubelet).
     let kubeletSide = KubeletSideState()
+    /// The node lifecycle controller's memory of each node (KubeAPIServer+NodeLifecycle.swift); under the store lock.
+    let nodeHealth = NodeHealthState()
     private var clusterIPCounter = 10
     private var requestLog: [KubeAPIServer.RequestRecord] = []
     private let logLock = NSLock()
@@ -122,8 +124,16 @@ final class KubeAPIServerCore: @unchecked Sendable {
             obj["status"] = .object(["phase": .string("Active")])
         case "Pod":
             try validatePod(obj, name: name)
-            obj["spec"] = Self.defaultPodSpec(obj["spec"] ?? .object([:]))
+            if options.serviceAccounts {
+                try admitServiceAccount(&obj, namespace: obj[path: ["metadata", "namespace"]]?.string ?? "")
+            } else if obj[path: ["spec", "serviceAccountName"]] == nil {
+                obj[path: ["spec", "serviceAccountName"]] = .string("default")
+            }
+            try nodeRestrictionCreate(r, obj, user: user)
+            obj["spec"] = Self.defaultPodSpec(obj["spec"] ?? .object([:]), create: true)
             obj["status"] = .object(["phase": .string("Pending"), "qosClass": .string(Self.qosClass(obj["spec"]!))])
+        case "Node", "Lease":
+            try nodeRestrictionCreate(r, obj, user: user)
         case "Secret":
             if obj["type"] == nil { obj["type"] = .string("Opaque") }
             if let sd = obj["stringData"]?.object {
@@ -198,25 +208,29 @@ final class KubeAPIServerCore: @unchecked Sendable {
         }
     }
 
-    /// The defaults kube-apiserver fills into a pod spec (SetDefaults_PodSpec/Container + admission defaults).
-    static func defaultPodSpec(_ spec: KJSON) -> KJSON {
+    /// The defaults kube-apiserver fills into a pod spec (SetDefaults_PodSpec/Container, requests defaulted from
+    /// limits as SetDefaults_Pod does); `create` adds what admission plugins add at create only (priority and
+    /// preemptionPolicy from the Priority plugin, the two 300 s tolerations of DefaultTolerationSeconds).
+    /// serviceAccountName is the ServiceAccount plugin's (admitServiceAccount).
+    static func defaultPodSpec(_ spec: KJSON, create: Bool) -> KJSON {
         var s = spec
-        let defaults: [(String, KJSON)] = [
+        var defaults: [(String, KJSON)] = [
             ("restartPolicy", .string("Always")), ("dnsPolicy", .string("ClusterFirst")),
             ("terminationGracePeriodSeconds", .int(30)), ("schedulerName", .string("default-scheduler")),
             ("securityContext", .object([:])), ("enableServiceLinks", .bool(true)),
-            ("serviceAccountName", .string("default")), ("priority", .int(0)),
-            ("preemptionPolicy", .string("PreemptLowerPriority")),
         ]
+        if create { defaults += [("priority", .int(0)), ("preemptionPolicy", .string("PreemptLowerPriority"))] }
         for (k, v) in defaults where s[k] == nil { s[k] = v }
-        if s["serviceAccount"] == nil { s["serviceAccount"] = s["serviceAccountName"] }
-        var tolerations = s["tolerations"]?.array ?? []
-        for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"]
-        where !tolerations.contains(where: { $0["key"]?.string == key }) {
-            tolerations.append(.object(["key": .string(key), "operator": .string("Exists"),
-                                        "effect": .string("NoExecute"), "tolerationSeconds": .int(300)]))
+        if s["serviceAccount"] == nil, let sa = s["serviceAccountName"] { s["serviceAccount"] = sa }
+        if create {
+            var tolerations = s["tolerations"]?.array ?? []
+            for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"]
+            where !tolerations.contains(where: { $0["key"]?.string == key && ($0["effect"]?.string ?? "NoExecute") == "NoExecute" }) {
+                tolerations.append(.object(["key": .string(key), "operator": .string("Exists"),
+                                            "effect": .string("NoExecute"), "tolerationSeconds": .int(300)]))
+            }
+            s["tolerations"] = .array(tolerations)
         }
-        s["tolerations"] = .array(tolerations)
         for field in ["containers", "initContainers"] {
             guard let list = s[field]?.array else { continue }
             s[field] = .array(list.map { c in
@@ -230,6 +244,11 @@ final class KubeAPIServerCore: @unchecked Sendable {
                 if c["terminationMessagePath"] == nil { c["terminationMessagePath"] = .string("/dev/termination-log") }
                 if c["terminationMessagePolicy"] == nil { c["terminationMessagePolicy"] = .string("File") }
                 if c["resources"] == nil { c["resources"] = .object([:]) }
+                if let limits = c[path: ["resources", "limits"]]?.object, !limits.isEmpty {
+                    var requests = c[path: ["resources", "requests"]]?.object ?? [:]
+                    for (k, v) in limits where requests[k] == nil { requests[k] = v }
+                    c[path: ["resources", "requests"]] = .object(requests)
+                }
                 if let ports = c["ports"]?.array {
                     c["ports"] = .array(ports.map { p in
                         var p = p
@@ -241,24 +260,6 @@ final class KubeAPIServerCore: @unchecked Sendable {
             })
         }
         return s
-    }
-
-    /// Guaranteed when every container has cpu and memory limits equal to its requests, BestEffort with no
-    /// requests or limits at all, Burstable otherwise.
-    static func qosClass(_ spec: KJSON) -> String {
-        let all = (spec["containers"]?.array ?? []) + (spec["initContainers"]?.array ?? [])
-        var any = false, guaranteed = true
-        for c in all {
-            let req = c[path: ["resources", "requests"]]?.object ?? [:]
-            let lim = c[path: ["resources", "limits"]]?.object ?? [:]
-            if !req.isEmpty || !lim.isEmpty { any = true }
-            for res in ["cpu", "memory"] {
-                guard let l = lim[res] else { guaranteed = false; continue }
-                if let q = req[res], q != l { guaranteed = false }
-            }
-        }
-        if !any { return "BestEffort" }
-        return guaranteed ? "Guaranteed" : "Burstable"
     }
 
     // MARK: update (PUT, and PATCH after the patch is applied)
@@ -281,6 +282,7 @@ final class KubeAPIServerCore: @unchecked Sendable {
         case "status":
             new = old
             new["status"] = body["status"]
+            if r.kind == "Pod", options.podStatusValidation { try Self.validatePodStatusUpdate(new: new, old: old, name: name) }
         case "approval":
             new = old
             new[path: ["status", "conditions"]] = body[path: ["status", "conditions"]]
@@ -293,7 +295,7 @@ final class KubeAPIServerCore: @unchecked Sendable {
                 meta[k] = old[path: ["metadata", k]]
             }
             new["metadata"] = meta
-            if r.kind == "Pod" { new["spec"] = Self.defaultPodSpec(new["spec"] ?? .object([:])) }
+            if r.kind == "Pod" { new["spec"] = Self.defaultPodSpec(new["spec"] ?? .object([:]), create: false) }
             if r.kind == "EndpointSlice" { try Self.validateEndpointSlice(new, old: old, name: name) }
             if new["spec"] != old["spec"] {
                 try validateSpecUpdate(r, old: old, new: new, name: name)
@@ -350,6 +352,7 @@ final class KubeAPIServerCore: @unchecked Sendable {
                 _ = try create(Self.serviceAccounts, namespace: name,
                                body: .object(["metadata": .object(["name": .string("default")])]), user: .internalAdmin)
             }
+            try publishRootCA(namespace: name)
         case "Secret" where ns == "kube-system" && name.hasPrefix("bootstrap-token-"):
             try refreshClusterInfo()
         case "CertificateSigningRequest":

@@ -11,8 +11,8 @@
 //   the real message shape.
 // - Discovery: /version, /api, /apis, /api/v1, /apis/<group>, /apis/<group>/<version> (the legacy, non-aggregated
 //   documents: kubectl falls back to them).
-// - Resources: namespaces (default, kube-system, kube-public, kube-node-lease exist; a "default" ServiceAccount is
-//   created in each), nodes (+status), pods (+status, +eviction), configmaps, secrets (stringData folded into data),
+// - Resources: namespaces (default, kube-system, kube-public, kube-node-lease exist; a "default" ServiceAccount and
+//   the kube-root-ca.crt ConfigMap are created in each), nodes (+status), pods (+status, +eviction), configmaps, secrets (stringData folded into data),
 //   services (default/kubernetes = 10.96.0.1:443; clusterIPs allocated from 10.96.0.0/16), serviceaccounts
 //   (+token), events, endpoints, discovery.k8s.io/v1 endpointslices (addressType required, IPv4/IPv6/FQDN,
 //   immutable; nothing else checked), coordination.k8s.io/v1 leases, certificates.k8s.io/v1
@@ -25,10 +25,32 @@
 // - Status subresource (nodes, pods, services, namespaces, CSRs): the main resource ignores status changes, /status
 //   changes only status, /approval only status.conditions.
 // - Pod defaults that matter to a kubelet: restartPolicy, dnsPolicy, terminationGracePeriodSeconds,
-//   schedulerName, serviceAccountName, enableServiceLinks, the two 300 s not-ready/unreachable tolerations,
-//   imagePullPolicy (Always for :latest/untagged), terminationMessagePath/Policy, port protocol; status.phase
-//   Pending and qosClass on create. Pod spec updates may change only images, activeDeadlineSeconds, tolerations and
+//   schedulerName, enableServiceLinks, imagePullPolicy (Always for :latest/untagged), terminationMessagePath/Policy,
+//   port protocol, requests defaulted from limits; at create only (admission): the two 300 s not-ready/unreachable
+//   tolerations (DefaultTolerationSeconds), priority 0, status.phase Pending and qosClass (pkg/apis/core/helper/qos:
+//   cpu and memory only). Pod spec updates may change only images, activeDeadlineSeconds, tolerations and
 //   terminationGracePeriodSeconds (422 otherwise).
+// - Node identities (Options.nodeAuthorizer, .nodeRestriction; KubeAPIServer+NodeAuthorizer.swift): the node
+//   authorizer and the NodeRules of a --authorization-mode=Node,RBAC server and the NodeRestriction admission plugin,
+//   from plugin/pkg/auth/authorizer/node/node_authorizer.go, plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go
+//   and plugin/pkg/admission/noderestriction/admission.go (system:node:<name> in group system:nodes reads only the
+//   secrets/configmaps/pods/node/lease that are its own or its pods', writes only its own Node, Lease, mirror pods
+//   and pod statuses), plus kubeadm's Roles that let nodes get kube-system/kubelet-config and kubeadm-config.
+// - ServiceAccount admission and root-ca-cert-publisher (Options.serviceAccounts; +ServiceAccounts.swift), from
+//   plugin/pkg/admission/serviceaccount/admission.go and pkg/controller/certificates/rootcacertpublisher: pods get
+//   serviceAccountName default (403 when the account is missing) and the kube-api-access-<5> projected volume
+//   mounted at /var/run/secrets/kubernetes.io/serviceaccount; mirror pods get nothing and may reference no service
+//   account or secret. TokenRequest (Options.extendServiceAccountTokenExpiration), from
+//   pkg/registry/core/serviceaccount/storage/token.go: a pod-bound 3607 s request gets a token valid for a year with
+//   a warnafter claim, while status.expirationTimestamp says 3607 s; pod-bound tokens carry the pod's node.
+// - Pod status validation (Options.podStatusValidation; +PodStatus.swift), from pkg/apis/core/validation
+//   ValidatePodStatusUpdate: qosClass immutable, terminated containers may not run again unless the restart policy
+//   restarts them, pod/host IPs valid (422 Invalid with causes), through PUT and PATCH of pods/status.
+// - Node lifecycle controller (Options.nodeLifecycle; +NodeLifecycle.swift), from
+//   pkg/controller/nodelifecycle/node_lifecycle_controller.go: a node neither posting status nor renewing its Lease
+//   for the grace period (40 s) gets Ready/MemoryPressure/DiskPressure/PIDPressure Unknown and the unreachable
+//   NoSchedule/NoExecute taints (not-ready ones while it says Ready=False), removed when it posts Ready=True; a
+//   Lease alone does not make it Ready. Runs every 5 s on a timer, also while stop()ped.
 // - DELETE: a pod bound to a node and not Succeeded/Failed gets deletionTimestamp + deletionGracePeriodSeconds
 //   (body/query gracePeriodSeconds, else spec.terminationGracePeriodSeconds, else 30; a later delete may only
 //   shorten it) and 200 with the object; grace 0, an unbound or terminal pod is removed at once. Preconditions (uid,
@@ -64,10 +86,13 @@
 //   signing bootstrap token, a detached HS256 JWS "<header>..<signature>" exactly like the bootstrapsigner.
 //
 // NOT copied (do not rely on these):
-// - No RBAC and no node authorizer: a fixed policy. system:masters and nodes (system:node:* / system:nodes) may do
-//   anything; bootstrappers may create/get/list/watch CSRs and get kube-public/configmaps/cluster-info; anonymous
-//   may only get that ConfigMap plus /version and health; ServiceAccounts only discovery. No admission plugins
-//   besides the namespace-exists check and the pod defaults above.
+// - No RBAC for anyone but nodes: a fixed policy. system:masters may do anything; bootstrappers may
+//   create/get/list/watch CSRs and get kube-public/configmaps/cluster-info; anonymous may only get that ConfigMap plus
+//   /version and health; ServiceAccounts only discovery (plus the grants of KubeAPIServer+Reviews.swift for reviews).
+//   Admission plugins: only NamespaceLifecycle's namespace-exists check, ServiceAccount, NodeRestriction,
+//   DefaultTolerationSeconds and Priority's defaults above. No persistent volumes, no taint-eviction controller
+//   (pods on an unreachable node are not deleted when their tolerations run out), no pods marked NotReady by the
+//   node lifecycle controller.
 // - kubelet-serving CSRs are auto-approved when autoApproveCSRs is on (a real cluster needs an approver for them).
 // - JSON only: a protobuf (or YAML) request body is 415 UnsupportedMediaType, so kubectl commands built on typed
 //   clients (`kubectl create configmap/secret …`, `kubectl certificate approve`) fail; use `kubectl create -f`,
@@ -106,13 +131,37 @@ public final class KubeAPIServer: Sendable {
         public var watchBookmarkInterval: Duration = .seconds(1)
         /// Print one line per request to stdout.
         public var requestLog: Bool = false
+        /// Node authorizer + the node's RBAC rules for system:node:<name> in system:nodes (off: nodes may do anything,
+        /// as this server allowed before). KubeAPIServer+NodeAuthorizer.swift.
+        public var nodeAuthorizer: Bool = true
+        /// NodeRestriction admission for nodes. KubeAPIServer+NodeAuthorizer.swift.
+        public var nodeRestriction: Bool = true
+        /// ServiceAccount admission (default service account, kube-api-access-* volume) and the root-ca-cert-publisher
+        /// (kube-root-ca.crt in every namespace). Off: serviceAccountName is only defaulted. +ServiceAccounts.swift.
+        public var serviceAccounts: Bool = true
+        /// --service-account-extend-token-expiration: pod-bound 3607 s tokens are valid for a year (warnafter set).
+        public var extendServiceAccountTokenExpiration: Bool = true
+        /// ValidatePodStatusUpdate on pods/status PUT and PATCH (qosClass immutable, container state transitions,
+        /// pod/host IPs). KubeAPIServer+PodStatus.swift.
+        public var podStatusValidation: Bool = true
+        /// The node lifecycle controller (nil: off). KubeAPIServer+NodeLifecycle.swift.
+        public var nodeLifecycle: NodeLifecycleOptions? = NodeLifecycleOptions()
 
         public init(autoApproveCSRs: Bool = true, certificateLifetime: Duration = .seconds(3600),
-                    watchBookmarkInterval: Duration = .seconds(1), requestLog: Bool = false) {
+                    watchBookmarkInterval: Duration = .seconds(1), requestLog: Bool = false,
+                    nodeAuthorizer: Bool = true, nodeRestriction: Bool = true, serviceAccounts: Bool = true,
+                    extendServiceAccountTokenExpiration: Bool = true, podStatusValidation: Bool = true,
+                    nodeLifecycle: NodeLifecycleOptions? = NodeLifecycleOptions()) {
             self.autoApproveCSRs = autoApproveCSRs
             self.certificateLifetime = certificateLifetime
             self.watchBookmarkInterval = watchBookmarkInterval
             self.requestLog = requestLog
+            self.nodeAuthorizer = nodeAuthorizer
+            self.nodeRestriction = nodeRestriction
+            self.serviceAccounts = serviceAccounts
+            self.extendServiceAccountTokenExpiration = extendServiceAccountTokenExpiration
+            self.podStatusValidation = podStatusValidation
+            self.nodeLifecycle = nodeLifecycle
         }
     }
 
@@ -153,6 +202,8 @@ public final class KubeAPIServer: Sendable {
     let connections: KubeConnections
     /// The listening socket; nil while stopped.
     private let listener: Mutex<Channel?>
+    /// The node lifecycle controller's timer (runs while stopped, ends with shutdown()).
+    private let controllers: Mutex<Task<Void, Never>?>
 
     private init(url: String, port: Int, pki: TestPKI, admin: TestKeyPair, core: KubeAPIServerCore,
                  group: MultiThreadedEventLoopGroup, sslContext: NIOSSLContext, connections: KubeConnections,
@@ -167,6 +218,7 @@ public final class KubeAPIServer: Sendable {
         self.sslContext = sslContext
         self.connections = connections
         self.listener = Mutex(channel)
+        self.controllers = Mutex(core.startNodeLifecycle())
     }
 
     /// Binds the listening socket on 127.0.0.1:`port` (0: an ephemeral one). Each connection goes through the
@@ -217,6 +269,7 @@ public final class KubeAPIServer: Sendable {
     /// cannot be resumed after this.
     public func shutdown() async throws {
         let channel = listener.withLock { c in defer { c = nil }; return c }
+        controllers.withLock { t in t?.cancel(); t = nil }
         try? await channel?.close()
         try await group.shutdownGracefully()
     }
@@ -370,8 +423,9 @@ public final class KubeAPIServer: Sendable {
     }
 
     /// Creates or replaces the object at an API path ("…/pods/p1"; a collection path creates), ignoring its
-    /// resourceVersion; for resources with a status subresource the given status is written too. Returns the stored
-    /// object.
+    /// resourceVersion; for resources with a status subresource the given status is written too. A pod replaced this
+    /// way keeps what admission added at create (service account, kube-api-access volume and mounts, priority,
+    /// default tolerations) when the new body leaves it out, and its qosClass. Returns the stored object.
     @discardableResult
     public func put(_ path: String, _ json: Data) throws -> Data {
         guard let t = KubeAPIServerCore.target(path) else { throw Failure(code: 404, reason: "NotFound", message: "no resource at \(path)") }
@@ -381,14 +435,17 @@ public final class KubeAPIServer: Sendable {
             let r = t.resource
             let name = t.name ?? body[path: ["metadata", "name"]]?.string ?? ""
             var stored: KJSON
-            if !name.isEmpty, core.store.get(r, namespace: t.namespace, name: name) != nil {
+            if !name.isEmpty, let old = core.store.get(r, namespace: t.namespace, name: name) {
+                if r.kind == "Pod" { body = KubeAPIServerCore.carryAdmissionDefaults(from: old, into: body) }
                 stored = try core.update(APITarget(resource: r, namespace: t.namespace, name: name, subresource: nil, legacyWatch: false), body: body)
             } else {
                 if !name.isEmpty { body[path: ["metadata", "name"]] = .string(name) }
                 stored = try core.create(r, namespace: t.namespace, body: body, user: .internalAdmin)
             }
-            if r.hasStatusSubresource, let status = body["status"] {
+            if r.hasStatusSubresource, var status = body["status"] {
                 var withStatus = stored
+                // A test's status need not repeat the immutable qosClass the server set.
+                if r.kind == "Pod", status["qosClass"] == nil { status["qosClass"] = stored[path: ["status", "qosClass"]] }
                 withStatus["status"] = status
                 let sname = stored[path: ["metadata", "name"]]?.string ?? name
                 stored = try core.update(APITarget(resource: r, namespace: t.namespace, name: sname, subresource: "status", legacyWatch: false), body: withStatus)

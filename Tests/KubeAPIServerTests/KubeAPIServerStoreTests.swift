@@ -27,11 +27,12 @@ private func names(_ list: [String: Any]) -> [String] {
         }
         #expect(try q("app=web") == ["a"])
         #expect(try q("app==web", ns: "") == ["a", "d"])
-        #expect(try q("app!=web") == ["b", "c"])
+        // kube-root-ca.crt: the root-ca-cert-publisher's ConfigMap, in every namespace.
+        #expect(try q("app!=web") == ["b", "c", "kube-root-ca.crt"])
         #expect(try q("app in (web,db)") == ["a", "b"])
-        #expect(try q("app notin (web)") == ["b", "c"])
+        #expect(try q("app notin (web)") == ["b", "c", "kube-root-ca.crt"])
         #expect(try q("app") == ["a", "b"])
-        #expect(try q("!app") == ["c"])
+        #expect(try q("!app") == ["c", "kube-root-ca.crt"])
         #expect(try q("app=web,tier=fe") == ["a"])
         let bad = try f.request("GET", "/api/v1/configmaps?labelSelector=app%20foo%20(x)")
         #expect(bad.code == 400)
@@ -69,7 +70,7 @@ private func names(_ list: [String: Any]) -> [String] {
         for i in 0..<5 { try f.request("POST", "/api/v1/namespaces/default/configmaps", cm("cm\(i)")) }
         let page1 = try f.request("GET", "/api/v1/namespaces/default/configmaps?limit=2")
         #expect(names(page1.json) == ["cm0", "cm1"])
-        #expect(int(page1.json, "metadata.remainingItemCount") == 3)
+        #expect(int(page1.json, "metadata.remainingItemCount") == 4)   // cm2-cm4 and kube-root-ca.crt
         let token = try #require(str(page1.json, "metadata.continue"))
         let rv = try #require(str(page1.json, "metadata.resourceVersion"))
         // Changes after the first page do not show in the later pages (a consistent snapshot).
@@ -81,7 +82,7 @@ private func names(_ list: [String: Any]) -> [String] {
         #expect(str(page2.json, "metadata.resourceVersion") == rv)
         let tok2 = try #require(str(page2.json, "metadata.continue")).addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
         let page3 = try f.request("GET", "/api/v1/namespaces/default/configmaps?limit=2&continue=\(tok2)")
-        #expect(names(page3.json) == ["cm4"])
+        #expect(names(page3.json) == ["cm4", "kube-root-ca.crt"])
         #expect(str(page3.json, "metadata.continue") == nil)
         // After compaction the token is too old: 410 Expired.
         f.server.compact()
@@ -113,6 +114,8 @@ private func names(_ list: [String: Any]) -> [String] {
         defer { fresh.stop() }
         let s1 = try await fresh.next()
         #expect(s1["type"] as? String == "ADDED" && str(s1, "object.metadata.name") == "b")
+        let s2 = try await fresh.next()   // the root-ca-cert-publisher's ConfigMap
+        #expect(s2["type"] as? String == "ADDED" && str(s2, "object.metadata.name") == "kube-root-ca.crt")
         // Live changes follow, with increasing resourceVersions.
         let c = try f.request("POST", "/api/v1/namespaces/default/configmaps", cm("c"))
         let live = try await fresh.next()
@@ -136,7 +139,7 @@ private func names(_ list: [String: Any]) -> [String] {
         let rv = f.server.resourceVersion
         let w = try f.watch("/api/v1/namespaces/default/configmaps?watch=1&allowWatchBookmarks=true&resourceVersion=\(rv)")
         defer { w.stop() }
-        let b = try await w.next(timeout: 5)
+        let b = try await w.next(timeout: 15)   // (curl may start slowly while the other suites run)
         #expect(b["type"] as? String == "BOOKMARK")
         #expect(int(b, "object.metadata.resourceVersion") == rv)
         #expect(str(b, "object.kind") == "ConfigMap")

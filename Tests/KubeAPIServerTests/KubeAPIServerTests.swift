@@ -52,16 +52,20 @@ private func pod(_ name: String, node: String? = nil, labels: [String: String] =
         // A client certificate from another CA: 401.
         let other = try TestPKI.makeCA().issueClient(cn: "kubernetes-admin", orgs: ["system:masters"])
         #expect(try f.request("GET", "/api/v1/namespaces", as: .cert(other)).code == 401)
-        // A node may do anything (no node authorizer); a plain user nothing.
+        // A node may do what the node authorizer allows (KubeAPIServerNodeTests has the rules); a plain user nothing.
         let node = try f.server.pki.issueClient(cn: "system:node:n1", orgs: ["system:nodes"])
-        #expect(try f.request("GET", "/api/v1/secrets", as: .cert(node)).code == 200)
+        let nodeSecrets = try f.request("GET", "/api/v1/secrets", as: .cert(node))
+        #expect(nodeSecrets.code == 403)
+        #expect(str(nodeSecrets.json, "message") == "secrets is forbidden: User \"system:node:n1\" cannot list resource \"secrets\" in API group \"\" at the cluster scope: can only read namespaced object of this type")
+        #expect(try f.request("GET", "/api/v1/namespaces/default/services", as: .cert(node)).code == 200)
         let alice = try f.server.pki.issueClient(cn: "alice", orgs: ["devs"])
         let denied = try f.request("GET", "/api/v1/namespaces/default/secrets/x", as: .cert(alice))
         #expect(denied.code == 403)
         #expect(str(denied.json, "message")?.contains("User \"alice\" cannot get resource \"secrets\"") == true)
         #expect(try f.request("GET", "/api", as: .cert(alice)).code == 200)
         let log = f.server.requests()
-        #expect(log.contains { $0.user == "system:node:n1" && $0.code == 200 && $0.path == "/api/v1/secrets" })
+        #expect(log.contains { $0.user == "system:node:n1" && $0.code == 403 && $0.path == "/api/v1/secrets" })
+        #expect(log.contains { $0.user == "system:node:n1" && $0.code == 200 && $0.path == "/api/v1/namespaces/default/services" })
         #expect(log.contains { $0.user == "" && $0.code == 401 })
     }
 
@@ -164,10 +168,17 @@ private func pod(_ name: String, node: String? = nil, labels: [String: String] =
         #expect(str(stale.json, "reason") == "Conflict")
         #expect(str(stale.json, "message")?.contains("the object has been modified") == true)
         // Changing anything but the image in a pod spec is refused; the image is allowed and bumps generation.
+        // (Edit the stored spec, as a client does: it carries what admission added at create.)
         var spec = ok.json
-        spec["spec"] = ["containers": [["name": "c", "image": "busybox:1.37"]], "nodeName": "n1"]
+        var podSpec = spec["spec"] as! [String: Any]
+        var containers = podSpec["containers"] as! [[String: Any]]
+        containers[0]["image"] = "busybox:1.37"
+        podSpec["containers"] = containers
+        podSpec["nodeName"] = "n1"
+        spec["spec"] = podSpec
         #expect(try f.request("PUT", "/api/v1/namespaces/default/pods/p1", spec).code == 422)
-        spec["spec"] = ["containers": [["name": "c", "image": "busybox:1.37"]]]
+        podSpec["nodeName"] = nil
+        spec["spec"] = podSpec
         let img = try f.request("PUT", "/api/v1/namespaces/default/pods/p1", spec)
         #expect(img.code == 200)
         #expect(int(img.json, "metadata.generation") == 2)
@@ -186,7 +197,7 @@ private func pod(_ name: String, node: String? = nil, labels: [String: String] =
         #expect(str(main.json, "status.phase") == "Pending")
         // /status changes only status.
         var s = main.json
-        s["status"] = ["phase": "Running", "podIP": "10.0.0.5"]
+        s["status"] = ["phase": "Running", "podIP": "10.0.0.5", "qosClass": "BestEffort"]
         s["metadata"] = (main.json["metadata"] as! [String: Any]).merging(["labels": ["changed": "yes"]]) { $1 }
         s["spec"] = ["containers": [["name": "c", "image": "other:1"]]]
         let st = try f.request("PUT", "/api/v1/namespaces/default/pods/p1/status", s)
