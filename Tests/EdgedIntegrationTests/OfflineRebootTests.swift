@@ -1,5 +1,6 @@
 // A power cycle with the cloud away, for pods that carry the projected service-account volume every pod of a real
-// cluster gets (kube-api-access-*: a serviceAccountToken of 3607 s, the kube-root-ca.crt configMap, the namespace).
+// cluster gets (kube-api-access-*: a serviceAccountToken of 3607 s, the kube-root-ca.crt configMap, the namespace),
+// injected by the test API server's ServiceAccount admission as by kube-apiserver's.
 // Seen on a real cluster before the fix: after the reboot every pod stayed in Error ("MountVolume.SetUp failed for
 // volume "kube-api-access-…": cannot get a token for service account …") until the cloud came back, because tokens
 // were kept only in memory and the TokenRequest (a POST) cannot be answered by the hub while offline.
@@ -18,8 +19,8 @@ import Testing
 struct OfflineRebootTests {
     static let mountPath = "/var/run/secrets/kubernetes.io/serviceaccount"
 
-    /// A bound pod that prints what its service-account volume holds, then sleeps. It carries the volume that
-    /// ServiceAccount admission injects, written out (same shape as kube-apiserver's).
+    /// A bound pod that prints what its service-account volume holds, then sleeps. It names no volume: the test API
+    /// server's ServiceAccount admission injects kube-api-access-<suffix>, as kube-apiserver does.
     static func pod(_ name: String, node: String) -> String {
         """
         apiVersion: v1
@@ -28,24 +29,27 @@ struct OfflineRebootTests {
         spec:
           nodeName: \(node)
           terminationGracePeriodSeconds: 2
-          volumes:
-          - name: kube-api-access-\(name)
-            projected:
-              defaultMode: 420
-              sources:
-              - serviceAccountToken: {expirationSeconds: 3607, path: token}
-              - configMap:
-                  name: kube-root-ca.crt
-                  items: [{key: ca.crt, path: ca.crt}]
-              - downwardAPI:
-                  items: [{path: namespace, fieldRef: {apiVersion: v1, fieldPath: metadata.namespace}}]
           containers:
           - name: main
             image: \(Demo.imageReference)
             imagePullPolicy: IfNotPresent
             command: ["/bin/sh", "-c", "d=\(mountPath); echo boot=$(cat /proc/sys/kernel/random/uuid); echo token=$(cat $d/token); echo ns=$(cat $d/namespace); echo ca=$(grep -c 'BEGIN CERTIFICATE' $d/ca.crt); exec sleep 3600"]
-            volumeMounts: [{name: kube-api-access-\(name), mountPath: \(mountPath), readOnly: true}]
         """
+    }
+
+    /// The injected volume has kube-apiserver's shape: token (3607 s), kube-root-ca.crt's ca.crt, the namespace.
+    static func checkInjectedVolume(_ pod: [String: Any]) {
+        let volumes = (path(pod, "spec", "volumes") as? [[String: Any]]) ?? []
+        let access = volumes.filter { ($0["name"] as? String ?? "").hasPrefix("kube-api-access-") }
+        #expect(access.count == 1, "ServiceAccount admission must inject one kube-api-access volume: \(volumes)")
+        guard let v = access.first else { return }
+        let sources = (path(v, "projected", "sources") as? [[String: Any]]) ?? []
+        #expect(sources.contains { path($0, "serviceAccountToken", "expirationSeconds") as? Int == 3607
+            && path($0, "serviceAccountToken", "path") as? String == "token" }, "\(sources)")
+        #expect(sources.contains { path($0, "configMap", "name") as? String == "kube-root-ca.crt" }, "\(sources)")
+        #expect(sources.contains { path($0, "downwardAPI", "items", "0", "fieldRef", "fieldPath") as? String == "metadata.namespace" }, "\(sources)")
+        let mounts = (path(pod, "spec", "containers", "0", "volumeMounts") as? [[String: Any]]) ?? []
+        #expect(mounts.contains { $0["mountPath"] as? String == mountPath && $0["name"] as? String == v["name"] as? String }, "\(mounts)")
     }
 
     /// The value of `key=` that the pod's container printed after its last `boot=` line (each start prints a new
@@ -112,16 +116,6 @@ struct OfflineRebootTests {
         try f.edged.start()
         _ = try f.join()
         _ = try await f.kubectl.wait(["get", "node", f.node], "node Ready") { condition($0, "Ready") == "True" }
-        // What the root-ca-cert-publisher keeps in every namespace (apply: the test API server may publish it too).
-        let ca = f.api.caPEM.split(separator: "\n").map { "    \($0)" }.joined(separator: "\n")
-        try f.kubectl.run(["apply", "-f", "-"], stdin: """
-            apiVersion: v1
-            kind: ConfigMap
-            metadata: {name: kube-root-ca.crt, namespace: default}
-            data:
-              ca.crt: |
-            \(ca)
-            """)
         let pods = ["alpha", "beta"]
         for name in pods { try f.kubectl.run(["apply", "-f", "-"], stdin: pod(name, node: f.node)) }
         var tokens: [String: String] = [:]
@@ -130,6 +124,7 @@ struct OfflineRebootTests {
         for name in pods {
             let p = try await f.kubectl.wait(["get", "pod", name], "\(name) Running") { path($0, "status", "phase") as? String == "Running" }
             uids[name] = path(p, "metadata", "uid") as? String
+            checkInjectedVolume(p)
             tokens[name] = try await waitPrinted(f, name, "token")
             boots[name] = printed(f, name, "boot")
             #expect(tokens[name]?.split(separator: ".").count == 3, "a JWT in \(mountPath)/token: \(tokens[name] ?? "")")
