@@ -225,7 +225,10 @@ final class KubeAPIServerCore: @unchecked Sendable {
         if create {
             var tolerations = s["tolerations"]?.array ?? []
             for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"]
-            where !tolerations.contains(where: { $0["key"]?.string == key && ($0["effect"]?.string ?? "NoExecute") == "NoExecute" }) {
+            where !tolerations.contains(where: { t in   // an existing toleration of that NoExecute taint wins
+                let k = t["key"]?.string ?? "", effect = t["effect"]?.string ?? ""
+                return (k == key || (k.isEmpty && t["operator"]?.string == "Exists")) && (effect.isEmpty || effect == "NoExecute")
+            }) {
                 tolerations.append(.object(["key": .string(key), "operator": .string("Exists"),
                                             "effect": .string("NoExecute"), "tolerationSeconds": .int(300)]))
             }

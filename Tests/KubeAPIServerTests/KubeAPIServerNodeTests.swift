@@ -370,6 +370,27 @@ extension APIFixture {
         }
     }
 
+    // MARK: DefaultTolerationSeconds
+
+    @Test func defaultTolerationsAreAddedAtCreateOnly() async throws {
+        let f = try await APIFixture()
+        defer { Task { await f.close() } }
+        let own = try f.request("POST", "/api/v1/namespaces/default/pods", podBody("own", node: nil, extra: ["tolerations": [
+            ["key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60]]]))
+        let tolerations = value(own.json, "spec.tolerations") as? [[String: Any]] ?? []
+        #expect(tolerations.count == 2)
+        #expect(tolerations.first { $0["key"] as? String == "node.kubernetes.io/unreachable" }?["tolerationSeconds"] as? Int == 60)
+        #expect(tolerations.first { $0["key"] as? String == "node.kubernetes.io/not-ready" }?["tolerationSeconds"] as? Int == 300)
+        let all = try f.request("POST", "/api/v1/namespaces/default/pods", podBody("all", node: nil, extra: ["tolerations": [["operator": "Exists"]]]))
+        #expect((value(all.json, "spec.tolerations") as? [Any])?.count == 1)
+        // An update adds nothing (the real plugin runs on create only).
+        var put = all.json
+        put["metadata"] = (all.json["metadata"] as! [String: Any]).merging(["labels": ["x": "y"]]) { $1 }
+        let updated = try f.request("PUT", "/api/v1/namespaces/default/pods/all", put)
+        #expect(updated.code == 200)
+        #expect((value(updated.json, "spec.tolerations") as? [Any])?.count == 1)
+    }
+
     // MARK: Pod status validation and QoS
 
     @Test func podStatusUpdatesAreValidated() async throws {
