@@ -249,6 +249,11 @@ func jwt(exp: Int64) -> String {
             stored.open(dir: dir.sub("tokens"), logger: log.logger)
             #expect(stored.get(podUID: uid, key: key)?.token == renewed)
             #expect(stored.get(podUID: uid, key: key)?.expiresAt ?? Timestamp(nanoseconds: 0) > Timestamp.now().adding(seconds: 3500))
+            // A pod-bound 3607 s request is extended (--service-account-extend-token-expiration): the status says
+            // 3607 s, the JWT a year; the kept token counts as valid for the year, renewed after 80 % of 3607 s.
+            let extended = try #require(stored.get(podUID: uid, key: key))
+            #expect(extended.validUntil > Timestamp.now().adding(seconds: 300 * 24 * 3600), "\(extended)")
+            #expect(extended.needsRefresh(now: Timestamp.now().adding(seconds: 3000), jitter: 0))
         } catch {
             try? await api.shutdown()
             throw error
