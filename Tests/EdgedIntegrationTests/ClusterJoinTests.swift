@@ -114,6 +114,7 @@ final class ClusterFixture: @unchecked Sendable {
          hubHTTPS: Bool = false) async throws {
         api = try await KubeAPIServer.start(options: options)
         try api.addBootstrapToken(id: "abcdef", secret: "0123456789abcdef")
+        api.addToken(Self.hubClientToken, user: "edge-operator", groups: ["system:masters"])
         side = try TempDir("edged-cluster-\(name)")
         try api.writeAdminKubeconfig(to: side.sub("admin.kubeconfig"))
         kubectl = Kubectl(kubeconfig: side.sub("admin.kubeconfig"))
@@ -150,7 +151,17 @@ final class ClusterFixture: @unchecked Sendable {
         try Demo.writeImageArchive(to: "\(edged.stateDir)/images/import/busybox.tar")
     }
 
-    /// kubectl against the hub's HTTP port, as a node-local client (no credentials: the hub adds the node's).
+    /// The bearer token of a node-local client with its own credentials (static token, user edge-operator in
+    /// system:masters), as kube-proxy or coredns have theirs; the hub passes it on. A caller without credentials goes
+    /// upstream as the node, and a Node-authorized API server lets the node read only its own pods, what they
+    /// reference, nodes, services and endpoints.
+    static let hubClientToken = "edge-operator-token-0123456789"
+
+    /// curl arguments for a node-local client with its own credentials (`hubClientToken`).
+    var hubClientAuth: [String] { ["-H", "Authorization: Bearer \(Self.hubClientToken)"] }
+
+    /// kubectl against the hub's HTTP port, as a node-local client. kubectl sends no bearer token over plain HTTP,
+    /// so it acts as the node: what it may read depends on the API server's Node authorizer.
     func hubKubectl() throws -> Kubectl {
         let file = side.sub("hub.kubeconfig")
         try """

@@ -100,7 +100,7 @@ struct PowerLossTests {
                               ["apiVersion": "v1", "kind": "ConfigMap", "metadata": ["name": "load-\(i)"],
                                "data": ["v": "\(i)", "pad": filler]])
         }
-        let load = HubLoad(url: "\(f.hubURL)/api/v1/namespaces/default/configmaps", api: f.api)
+        let load = HubLoad(url: "\(f.hubURL)/api/v1/namespaces/default/configmaps", api: f.api, auth: f.hubClientAuth)
         load.start()
         let tornAt = Int.random(in: 0..<frozenCount, using: &rng)
         var snapshots: [PowerLossSnapshot] = []
