@@ -56,6 +56,7 @@ public struct Bootstrapper: Sendable {
             throw EdgedError(.invalidConfig, error.message)
         }
         for t in options.taints { _ = try NodeRegistration.parseTaint(t) }
+        for key in options.labels.keys.sorted() { try NodeRegistration.checkLabel(key) }
         let registration = NodeRegistration(labels: options.labels, nodePool: options.nodePool, taints: options.taints)
 
         // Unreadable credentials (a corrupt file) are replaced by this join, like a first join.

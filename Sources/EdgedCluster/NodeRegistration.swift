@@ -40,6 +40,28 @@ public struct NodeRegistration: Codable, Sendable, Equatable {
         try Files.writeAtomically("\(dir)/\(Self.fileName)", bytes, mode: 0o600)
     }
 
+    /// The labels a node may set on itself in the kubernetes.io and k8s.io namespaces (kubelet's
+    /// KubeletLabels/KubeletLabelNamespaces, which NodeRestriction admission enforces); any other label there is
+    /// refused by a cluster with NodeRestriction, so kubelet refuses it at start and so does `edgectl join`.
+    static let allowedKubernetesLabels: Set<String> = [
+        "kubernetes.io/hostname", "kubernetes.io/os", "kubernetes.io/arch", "beta.kubernetes.io/os",
+        "beta.kubernetes.io/arch", "beta.kubernetes.io/instance-type", "node.kubernetes.io/instance-type",
+        "topology.kubernetes.io/zone", "topology.kubernetes.io/region",
+        "failure-domain.beta.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/region",
+    ]
+    static let allowedKubernetesLabelPrefixes = ["kubelet.kubernetes.io/", "node.kubernetes.io/"]
+
+    /// Throws for a label in the kubernetes.io / k8s.io namespaces that a node may not set on itself
+    /// (e.g. node-role.kubernetes.io/edge): the API server would refuse the node's registration every time.
+    public static func checkLabel(_ key: String) throws(EdgedError) {
+        guard let slash = key.firstIndex(of: "/") else { return }
+        let namespace = key[..<slash].lowercased()
+        let restricted = ["kubernetes.io", "k8s.io"].contains { namespace == $0 || namespace.hasSuffix(".\($0)") }
+        guard restricted, !allowedKubernetesLabels.contains(key),
+              !allowedKubernetesLabelPrefixes.contains(where: { key.hasPrefix($0) }) else { return }
+        throw EdgedError(.invalidConfig, "label \(key) cannot be set by the node itself (NodeRestriction refuses kubernetes.io and k8s.io labels outside kubelet's set: kubelet.kubernetes.io/*, node.kubernetes.io/*, topology.kubernetes.io/zone|region, ...): leave it out of --labels and set it from the cloud with `kubectl label node NODE \(key)=...`")
+    }
+
     /// Parses "key=value:Effect" / "key:Effect"; the effect must be NoSchedule, PreferNoSchedule or NoExecute.
     public static func parseTaint(_ text: String) throws(EdgedError) -> (key: String, value: String?, effect: String) {
         guard let colon = text.lastIndex(of: ":") else {

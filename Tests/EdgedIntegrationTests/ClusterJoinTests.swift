@@ -702,6 +702,11 @@ struct ClusterJoinTests {
 
         let badTaint = try f.edged.edgectl(["join", "--server", f.api.url, "--token", f.token, "--taint", "dedicated=edge"], check: false)
         #expect(badTaint.status == 1 && badTaint.stderr.contains("key=value:NoSchedule"), "\(badTaint.stderr)")
+        // A label NodeRestriction refuses the node (a real cluster would refuse its registration every time).
+        let badLabel = try f.edged.edgectl(["join", "--server", f.api.url, "--token", f.token,
+                                            "--labels", "site=a,node-role.kubernetes.io/edge="], check: false)
+        #expect(badLabel.status == 1 && badLabel.stderr.contains("node-role.kubernetes.io/edge cannot be set by the node")
+                && badLabel.stderr.contains("kubectl label node"), "\(badLabel.stderr)")
         let badFormat = try f.edged.edgectl(["join", "--server", f.api.url, "--token", "not-a-token"], check: false)
         #expect(badFormat.status == 1 && badFormat.stderr.contains("token"), "\(badFormat.stderr)")
 
