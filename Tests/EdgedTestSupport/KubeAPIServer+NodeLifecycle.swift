@@ -12,7 +12,9 @@
 // (each with timeAdded), True → neither. A renewed Lease alone does not make the node Ready: only the node posting
 // its status does. It runs while the server is stop()ped (the real controller does not stop when a node loses its
 // connection), and ends with shutdown().
-// NOT copied: pods on an unreachable node are not marked NotReady, no zone-disruption rate limiting, no eviction of
+// When a pass takes Ready from True to Unknown, the Ready condition of every pod bound to the node is set to False
+// (MarkPodsNotReady).
+// NOT copied: no zone-disruption rate limiting, no eviction of
 // pods whose NoExecute tolerations ran out (taint-eviction controller: see evictPodsPastTolerations, a hook for
 // issue 15), no node deletion.
 
@@ -93,6 +95,10 @@ extension KubeAPIServerCore {
             if updated != node {
                 store.commit(.modified, Self.nodes, namespace: nil, name: name, object: updated)
             }
+            // MarkPodsNotReady: this pass took Ready from True to Unknown (a node that reports False itself looks
+            // after its pods).
+            let current = (updated[path: ["status", "conditions"]]?.array ?? []).first { $0["type"]?.string == "Ready" }
+            if ready?["status"]?.string == "True", current?["status"]?.string != "True" { markPodsNotReady(node: name, now: now) }
         }
         for gone in Set(nodeHealth.entries.keys).subtracting(seen) { nodeHealth.entries[gone] = nil }
         evictPodsPastTolerations(now: now)
@@ -144,6 +150,22 @@ extension KubeAPIServerCore {
         var n = node
         n[path: ["spec", "taints"]] = out.isEmpty ? nil : .array(out)
         return n
+    }
+
+    /// Sets the Ready condition of every pod bound to the node to False (lastTransitionTime now), as the real
+    /// controller's MarkPodsNotReady does; the node has to post its pods' status again once it is back.
+    func markPodsNotReady(node: String, now: Date) {
+        for pod in podsOnNode(node) {
+            var conditions = pod[path: ["status", "conditions"]]?.array ?? []
+            guard let i = conditions.firstIndex(where: { $0["type"]?.string == "Ready" }),
+                  conditions[i]["status"]?.string != "False" else { continue }
+            conditions[i]["status"] = .string("False")
+            conditions[i]["lastTransitionTime"] = .string(Self.timestamp(now))
+            var updated = pod
+            updated[path: ["status", "conditions"]] = .array(conditions)
+            store.commit(.modified, Self.pods, namespace: pod[path: ["metadata", "namespace"]]?.string,
+                         name: pod[path: ["metadata", "name"]]?.string ?? "", object: updated)
+        }
     }
 
     /// Hook for the taint-eviction controller (issue 15): deleting pods on a NoExecute-tainted node whose

@@ -50,7 +50,8 @@
 //   pkg/controller/nodelifecycle/node_lifecycle_controller.go: a node neither posting status nor renewing its Lease
 //   for the grace period (40 s) gets Ready/MemoryPressure/DiskPressure/PIDPressure Unknown and the unreachable
 //   NoSchedule/NoExecute taints (not-ready ones while it says Ready=False), removed when it posts Ready=True; a
-//   Lease alone does not make it Ready. Runs every 5 s on a timer, also while stop()ped.
+//   Lease alone does not make it Ready; when it goes Unknown its pods' Ready condition is set to False.
+//   Runs every 5 s on a timer, also while stop()ped.
 // - DELETE: a pod bound to a node and not Succeeded/Failed gets deletionTimestamp + deletionGracePeriodSeconds
 //   (body/query gracePeriodSeconds, else spec.terminationGracePeriodSeconds, else 30; a later delete may only
 //   shorten it) and 200 with the object; grace 0, an unbound or terminal pod is removed at once. Preconditions (uid,
@@ -91,8 +92,7 @@
 //   /version and health; ServiceAccounts only discovery (plus the grants of KubeAPIServer+Reviews.swift for reviews).
 //   Admission plugins: only NamespaceLifecycle's namespace-exists check, ServiceAccount, NodeRestriction,
 //   DefaultTolerationSeconds and Priority's defaults above. No persistent volumes, no taint-eviction controller
-//   (pods on an unreachable node are not deleted when their tolerations run out), no pods marked NotReady by the
-//   node lifecycle controller.
+//   (pods on an unreachable node are not deleted when their tolerations run out).
 // - kubelet-serving CSRs are auto-approved when autoApproveCSRs is on (a real cluster needs an approver for them).
 // - JSON only: a protobuf (or YAML) request body is 415 UnsupportedMediaType, so kubectl commands built on typed
 //   clients (`kubectl create configmap/secret …`, `kubectl certificate approve`) fail; use `kubectl create -f`,

@@ -506,6 +506,17 @@ extension APIFixture {
         let n = LifecycleNode(f: f, creds: try f.nodeCert("n1"))
         #expect(try f.request("POST", "/api/v1/nodes", ["metadata": ["name": "n1"]], as: n.creds).code == 201)
         #expect(try n.post("True") == 200)
+        try f.request("POST", "/api/v1/namespaces/default/pods", podBody("web", node: "n1"))
+        try f.request("POST", "/api/v1/namespaces/default/pods", podBody("far", node: "n2"))
+        for pod in ["web", "far"] {
+            #expect(try f.request("PATCH", "/api/v1/namespaces/default/pods/\(pod)/status", ["status": ["phase": "Running",
+                "conditions": [["type": "Ready", "status": "True"], ["type": "ContainersReady", "status": "True"]]]],
+                contentType: "application/strategic-merge-patch+json").code == 200)
+        }
+        func podCondition(_ pod: String, _ type: String) -> String? {
+            (value(f.server.objectJSON("/api/v1/namespaces/default/pods/\(pod)") ?? [:], "status.conditions") as? [[String: Any]])?
+                .first { $0["type"] as? String == type }?["status"] as? String
+        }
         f.server.runNodeLifecyclePass()
         // Posting a new heartbeat within the grace period keeps it Ready, however late the next pass runs.
         try await Task.sleep(for: .milliseconds(400))
@@ -529,6 +540,10 @@ extension APIFixture {
         #expect(n.condition("DiskPressure")?["message"] as? String == "Kubelet never posted node status.")
         #expect(n.condition("PIDPressure")?["status"] as? String == "Unknown")
         #expect(n.taints() == ["node.kubernetes.io/unreachable:NoExecute", "node.kubernetes.io/unreachable:NoSchedule"])
+        // Its pods are marked not ready (only the Ready condition); other nodes' pods are left alone.
+        #expect(podCondition("web", "Ready") == "False")
+        #expect(podCondition("web", "ContainersReady") == "True")
+        #expect(podCondition("far", "Ready") == "True")
         let node = try #require(f.server.objectJSON("/api/v1/nodes/n1"))
         #expect((value(node, "spec.taints") as? [[String: Any]] ?? []).allSatisfy { $0["timeAdded"] as? String != nil })
         // The node may not remove them itself.
