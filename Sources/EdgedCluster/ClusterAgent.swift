@@ -464,6 +464,7 @@ public actor ClusterAgent {
                 written[uid] = nil
                 objects?.tokens.forget(podUID: uid)
                 if refusedStatus.removeValue(forKey: uid) != nil { syncRefusedState() }
+                rewrittenAt[uid] = nil
                 rejected[uid] = nil
             }
         }
@@ -591,7 +592,7 @@ public actor ClusterAgent {
         for (uid, built) in statuses.sorted(by: { $0.key < $1.key }) {
             guard let pod = known[uid] else { continue }
             let status = Self.keepingAPIOwnedFields(built, of: pod)
-            guard written[uid] != status, refusedStatus[uid]?.sent != status else { continue }
+            guard needsWrite(status, written: written[uid], uid: uid, pod: pod) else { continue }
             do {
                 written[uid] = try await writePodStatus(client, pod: pod, uid: uid, status: status, previous: written[uid])
             } catch {
@@ -620,6 +621,34 @@ public actor ClusterAgent {
     /// Status writes the API server refused (422 Invalid, 403 Forbidden), by pod UID: what was sent and the API's
     /// answer. A refused status is not sent again until it changes; `edgectl status` lists them.
     private var refusedStatus: [String: (pod: String, sent: PodStatus, message: String)] = [:]
+
+    /// resourceVersion of the API pod whose diverging status was last written again, by pod UID.
+    private var rewrittenAt: [String: String] = [:]
+
+    /// Whether a pod's status must be written: it changed since the last write (and is not the one the API refused),
+    /// or the API's copy no longer shows what we wrote: the node controller marks the pods of a node it lost touch
+    /// with not Ready, and only the node's status undoes that, so, like kubelet's status manager, a status the API
+    /// holds differently is written again (once per API version of the pod, so two writers cannot make a loop).
+    private func needsWrite(_ status: PodStatus, written: PodStatus?, uid: String, pod: Pod) -> Bool {
+        if refusedStatus[uid]?.sent == status { return false }
+        if written != status { return true }
+        guard Self.statusDiverged(api: pod.status, ours: status), let rv = pod.metadata.resourceVersion,
+              rewrittenAt[uid] != rv else { return false }
+        rewrittenAt[uid] = rv
+        let ready = pod.status?.conditions?.first { $0.type == "Ready" }?.status ?? "none"
+        logger.info("the API server shows pod \(pod.fullName) other than this node reported (Ready=\(ready)); writing its status again")
+        return true
+    }
+
+    /// True when the API's phase or a condition this node reports (type → status) differs from ours.
+    static func statusDiverged(api: PodStatus?, ours: PodStatus) -> Bool {
+        guard let api else { return true }
+        if api.phase != ours.phase { return true }
+        for c in ours.conditions ?? [] where api.conditions?.first(where: { $0.type == c.type })?.status != c.status {
+            return true
+        }
+        return false
+    }
 
     /// What the API server owns in a pod's status is sent as the API has it: qosClass is set once at creation and
     /// is immutable (kubelet never recomputes it), so a node that classes a pod differently must not block the rest
@@ -731,7 +760,7 @@ public actor ClusterAgent {
         for (uid, built) in statuses {
             guard let mirror = mirrors[uid], let mirrorUID = mirror.metadata.uid else { continue }
             let status = Self.keepingAPIOwnedFields(built, of: mirror)
-            guard mirrorWritten[uid] != status, refusedStatus[mirrorUID]?.sent != status else { continue }
+            guard needsWrite(status, written: mirrorWritten[uid], uid: mirrorUID, pod: mirror) else { continue }
             do {
                 mirrorWritten[uid] = try await writePodStatus(client, pod: mirror, uid: mirrorUID, status: status,
                                                               previous: mirrorWritten[uid])

@@ -102,20 +102,30 @@ struct NodeStatusFidelityTests {
                 return Date().timeIntervalSince(start)
             }
             _ = try await waitFor("node Ready", timeout: 30) { ready() == "True" }
+            try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("beat", node: f.node, command: "sleep 3600"))
+            let podPath = "/api/v1/namespaces/default/pods/beat"
+            func podReady() -> String? {
+                ((f.api.objectJSON(podPath)?["status"] as? [String: Any])?["conditions"] as? [[String: Any]])?
+                    .first { $0["type"] as? String == "Ready" }?["status"] as? String
+            }
+            _ = try await waitFor("pod beat Ready", timeout: 30) { podReady() == "True" }
             for outage in ["API server down", "link dropping every packet"] {
                 if outage == "API server down" { try await f.api.stop() } else { f.api.setBlackhole(true) }
                 _ = try await waitFor("the node controller marking the node Unknown (\(outage))", timeout: 20) {
                     ready() == "Unknown" && taints().contains("node.kubernetes.io/unreachable:NoExecute")
                 }
+                #expect(podReady() == "False", "the node controller marks the pods of an unreachable node not ready")
                 try await Task.sleep(for: .seconds(2))
                 if outage == "API server down" { try await f.api.resume() } else { f.api.setBlackhole(false) }
                 let back = try await waitFor("node Ready again after the \(outage) ended", timeout: 15) {
                     ready() == "True" && !taints().contains { $0.hasPrefix("node.kubernetes.io/unreachable") }
                 }
-                print("node Ready again \(String(format: "%.1f", back)) s after the \(outage) ended")
-                #expect(back <= 15)
+                let podBack = back + (try await waitFor("pod beat Ready again after the \(outage) ended", timeout: 15) { podReady() == "True" })
+                print("node Ready again \(String(format: "%.1f", back)) s, its pod \(String(format: "%.1f", podBack)) s after the \(outage) ended")
+                #expect(back <= 15 && podBack <= 15)
             }
             #expect(f.edged.log().contains("reporting the node's status now"))
+            #expect(f.edged.log().contains("writing its status again"))
         }
     }
 
