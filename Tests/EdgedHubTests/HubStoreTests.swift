@@ -101,6 +101,40 @@ private func mode(_ path: String) -> Int? {
         #expect(try store.stats().bytes == Int64(objects.reduce(0) { $0 + $1.body.count }))
     }
 
+    /// kubelet's per-object reflectors list one object by name (`fieldSelector=metadata.name=x`): each such list
+    /// replaces only that object, not every object of the namespace (on a real cluster only the last of a pod's
+    /// configMaps stayed cached, and after an edged restart the others never came back).
+    @Test func aSelectedListReplacesOnlyWhatItSelects() throws {
+        defer { dir.remove() }
+        let store = try open()
+        func named(_ target: String) throws -> (@Sendable (StoredObject) -> Bool)? {
+            CacheWriter.coverage(try #require(APIRequestInfo(method: "GET", target: target)))
+        }
+        let byName = try named("/api/v1/namespaces/a/pods?fieldSelector=metadata.name%3D1")
+        try store.replaceList(component: "edged", resource: "/v1/pods", namespace: "a", items: [pod("a", "1")],
+                              resourceVersion: "10", selected: byName)
+        try store.replaceList(component: "edged", resource: "/v1/pods", namespace: "a", items: [pod("a", "2")],
+                              resourceVersion: "11", selected: try named("/api/v1/namespaces/a/pods?fieldSelector=metadata.name%3D2"))
+        #expect(try store.list(component: "edged", resource: "/v1/pods", namespace: "a").map(\.key.name) == ["1", "2"])
+        // Listed again, now gone upstream: only that one is removed.
+        try store.replaceList(component: "edged", resource: "/v1/pods", namespace: "a", items: [],
+                              resourceVersion: "12", selected: byName)
+        #expect(try store.list(component: "edged", resource: "/v1/pods", namespace: "a").map(\.key.name) == ["2"])
+        #expect(try store.listResourceVersion(component: "edged", resource: "/v1/pods", namespace: "a") == "12")
+        // A label selector covers the stored objects whose labels match it.
+        let labelled = StoredObject(key: StoreKey(component: "edged", resource: "/v1/pods", namespace: "a", name: "3"),
+                                    resourceVersion: "13", body: Array(#"{"metadata":{"name":"3","namespace":"a","labels":{"app":"web"}}}"#.utf8))
+        try store.put(labelled)
+        try store.replaceList(component: "edged", resource: "/v1/pods", namespace: "a", items: [],
+                              resourceVersion: "14", selected: try named("/api/v1/namespaces/a/pods?labelSelector=app%3Dweb"))
+        #expect(try store.list(component: "edged", resource: "/v1/pods", namespace: "a").map(\.key.name) == ["2"])
+        // No selector: the whole scope, as before; an unparsable selector covers nothing.
+        #expect(try named("/api/v1/namespaces/a/pods") == nil)
+        let bad = try #require(try named("/api/v1/namespaces/a/pods?labelSelector=a%20in%20(x"))
+        #expect(bad(pod("a", "2")) == false)
+        #expect(try store.stats().objects == 1)
+    }
+
     @Test func replaceListIsScopedByNamespace() throws {
         defer { dir.remove() }
         let store = try open()

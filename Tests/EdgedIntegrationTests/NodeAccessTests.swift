@@ -209,7 +209,50 @@ struct NodeAccessTests {
         }
         #expect(f.api.openWatches("configmaps", namespace: "default", name: "settings") == 1)
         #expect(f.api.openWatches("secrets", namespace: "default", name: "app") == 0)
-        try f.kubectl.run(["delete", "pod", "again", "--wait=false"])
+
+        // edged restarted: a new pod that refers to several configMaps and secrets of the namespace gets every one
+        // of them. (The hub's cache once kept only the last object listed by name in a namespace, and after a
+        // restart the list answered from it hid the others for good: seen on a real cluster.)
+        f.edged.stop()
+        try f.edged.start()
+        try f.kubectl.run(["apply", "-f", "-"], stdin: """
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: third, namespace: default}
+            spec:
+              nodeName: \(f.node)
+              terminationGracePeriodSeconds: 1
+              volumes:
+              - name: cm
+                configMap: {name: settings}
+              - name: sec
+                secret: {secretName: app}
+              - name: proj
+                projected:
+                  sources:
+                  - configMap: {name: proj, items: [{key: level, path: level}]}
+                  - secret: {name: projsec, items: [{key: token, path: token}]}
+              containers:
+              - name: main
+                image: \(Demo.imageReference)
+                imagePullPolicy: IfNotPresent
+                command: [sh, -c, "echo third mode=$(cat /cm/mode) pass=$(cat /sec/password) level=$(cat /proj/level) token=$(cat /proj/token) color=$COLOR; sleep 3600"]
+                env:
+                - name: COLOR
+                  valueFrom: {configMapKeyRef: {name: envcm, key: color}}
+                volumeMounts: [{name: cm, mountPath: /cm}, {name: sec, mountPath: /sec}, {name: proj, mountPath: /proj}]
+            """)
+        _ = try await f.kubectl.wait(["get", "pod", "third"], timeout: 30, "third Running after edged's restart") {
+            path($0, "status", "phase") as? String == "Running"
+        }
+        var third = ""
+        deadline = Date().addingTimeInterval(10)
+        while Date() < deadline && !third.contains("third mode") {
+            third = (try? f.edged.edgectl(["logs", "third"], check: false).stdout) ?? ""
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(third.contains("third mode=slow pass=one level=high token=t0k3n color=blue"), "\(third)")
+        try f.kubectl.run(["delete", "pod", "again", "third", "--wait=false"])
       }
     }
 }

@@ -136,6 +136,25 @@ final class CacheWriter: Sendable {
         }
     }
 
+    /// Which stored objects a list with a selector covers (nil: the whole scope). A list of one object by name
+    /// (kubelet's `metadata.name=` reflectors) covers that name only; otherwise the selectors are applied to each
+    /// stored object. A selector the hub cannot parse covers nothing (the listed objects are still stored).
+    static func coverage(_ info: APIRequestInfo) -> (@Sendable (StoredObject) -> Bool)? {
+        let labelText = info.labelSelector ?? "", fieldText = info.fieldSelector ?? ""
+        if labelText.isEmpty && fieldText.isEmpty { return nil }
+        guard let labels = try? LabelSelector(parsing: labelText), let fields = try? FieldSelector(parsing: fieldText) else {
+            return { _ in false }
+        }
+        if labels.isEmpty && fields.isEmpty { return nil }
+        if labels.isEmpty, fields.requirements.count == 1, let name = fields.exactMatch("metadata.name") {
+            return { $0.key.name == name }
+        }
+        return { object in
+            guard let value = try? JSONValue.parse(object.body) else { return true }
+            return labels.matches(object: value) && fields.matches(object: value)
+        }
+    }
+
     private func storeList(_ job: ListJob) {
         let what = "list \(job.info.resource)\(job.info.namespace.map { " in \($0)" } ?? "") for \(job.component)"
         let scope = job.scope
@@ -178,7 +197,7 @@ final class CacheWriter: Sendable {
         guard let complete else { return }
         do {
             try store.replaceList(component: job.component, resource: job.info.resourceKey, namespace: job.info.namespace,
-                                  items: complete, resourceVersion: rv)
+                                  items: complete, resourceVersion: rv, selected: Self.coverage(job.info))
             state.withLock { $0.storedListRV[scope] = (more || isContinuation) ? nil : rv }
             if KindTable.known[job.info.resourceKey] == nil, !kind.isEmpty {
                 try store.put(StoredObject(key: StoreKey(component: job.component, resource: "kinds", namespace: "", name: job.info.resourceKey),

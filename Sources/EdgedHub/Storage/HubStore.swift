@@ -238,8 +238,12 @@ public final class HubStore: Sendable {
     /// records the list resourceVersion. A list of namespace nil also covers later namespaced reads (it supersedes
     /// the namespaces' own recorded versions). Throws, storing nothing, when an item is over maxObjectBytes, the
     /// store would be full, or an item's key is outside the scope.
+    ///
+    /// `selected`: for a list that asked for part of the scope (a label or field selector: kubelet's per-object
+    /// `metadata.name=` lists), which stored objects it covers; only those are replaced (removed unless listed
+    /// again), and the other objects of the scope stay. nil: the list covers the whole scope.
     public func replaceList(component: String, resource: String, namespace: String?, items: [StoredObject],
-                            resourceVersion: String) throws {
+                            resourceVersion: String, selected: (@Sendable (StoredObject) -> Bool)? = nil) throws {
         // Last one wins for a name listed twice, so the byte count matches what is stored.
         var byKey: [StoreKey: Int] = [:]
         var unique: [StoredObject] = []
@@ -265,6 +269,34 @@ public final class HubStore: Sendable {
         let scopeName = "\(component) \(resource)" + (namespace.map { " in namespace \($0)" } ?? "")
         try locked("replacing the list of \(scopeName)") { c in
             let total: Int64 = try c.db.transaction {
+                if let selected {
+                    // Only what the selector covers: the selected stored objects go, the listed ones come in.
+                    let q: Statement
+                    if let namespace {
+                        q = try c.db.cached("SELECT namespace, name, resource_version, body FROM objects WHERE component = ? AND resource = ? AND namespace = ?")
+                        try q.bind(component, resource, namespace)
+                    } else {
+                        q = try c.db.cached("SELECT namespace, name, resource_version, body FROM objects WHERE component = ? AND resource = ?")
+                        try q.bind(component, resource)
+                    }
+                    var covered: [(StoreKey, Int64)] = []
+                    while try q.step() {
+                        let key = StoreKey(component: component, resource: resource, namespace: q.text(0), name: q.text(1))
+                        let object = StoredObject(key: key, resourceVersion: q.text(2), body: q.blob(3))
+                        if byKey[key] != nil || selected(object) { covered.append((key, Int64(object.body.count))) }
+                    }
+                    let removed = covered.reduce(Int64(0)) { $0 + $1.1 }
+                    let total = c.bytes - removed + added
+                    if total > maxBytes, added > removed { throw fullError("the list of \(scopeName)", total) }
+                    for (key, _) in covered {
+                        let d = try c.db.cached("DELETE FROM objects WHERE component = ? AND resource = ? AND namespace = ? AND name = ?")
+                        try d.bind(key.component, key.resource, key.namespace, key.name)
+                        try d.step()
+                    }
+                    for item in unique { try Self.insert(c.db, item) }
+                    try Self.recordListVersion(c.db, component, resource, namespace, resourceVersion)
+                    return total
+                }
                 let removed: Int64
                 if let namespace {
                     let s = try c.db.cached("SELECT total(length(body)) FROM objects WHERE component = ? AND resource = ? AND namespace = ?")
