@@ -47,7 +47,39 @@ actor EventRecorder {
                         reason: reason, message: message, time: .now()))
     }
 
+    /// Per involved object: tokens left and when they were counted (client-go's EventSourceObjectSpamFilter).
+    private var spamBuckets: [String: (tokens: Double, at: ContinuousClock.Instant)] = [:]
+    static let spamBurst = 25.0
+    static let spamRefillSeconds = 300.0
+    /// Events not sent because their object had used up its budget.
+    private(set) var spamDropped = 0
+
+    /// client-go's event spam filter, which kubelet's recorder applies: each involved object (kind, namespace, name,
+    /// uid) may have 25 events at once and one more every 5 minutes; the rest are dropped. Without it a pod whose
+    /// volume cannot be mounted sent an Event patch every second (500 in 2 minutes for 4 such pods on a real cluster).
+    func allowed(_ p: Pending, now: ContinuousClock.Instant = .now) -> Bool {
+        let r = p.involved
+        let key = "\(r.kind ?? "")|\(r.namespace ?? "")|\(r.name ?? "")|\(r.uid ?? "")"
+        var bucket = spamBuckets[key] ?? (Self.spamBurst, now)
+        let elapsed = now - bucket.at
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        bucket.tokens = min(Self.spamBurst, bucket.tokens + seconds / Self.spamRefillSeconds)
+        bucket.at = now
+        let ok = bucket.tokens >= 1
+        if ok { bucket.tokens -= 1 }
+        if spamBuckets.count > 4096, spamBuckets[key] == nil { spamBuckets.removeAll() }
+        spamBuckets[key] = bucket
+        return ok
+    }
+
     func enqueue(_ p: Pending) {
+        guard allowed(p) else {
+            spamDropped += 1
+            if spamDropped == 1 || spamDropped % 100 == 0 {
+                logger.debug("event \(p.reason) for \(p.involved.name ?? "") dropped: more than 25 events for that object (1 more every 5 min, like kubelet); \(spamDropped) dropped so far")
+            }
+            return
+        }
         if queue.count >= Self.queueLimit {
             queue.removeFirst()
             dropped += 1

@@ -81,6 +81,8 @@ struct ClusterService: ServiceLifecycle.Service {
                         try await runDirect()
                     }
                     return
+                } catch is CancellationError where Task.isCancelled {
+                    return   // a graceful shutdown, not a failure
                 } catch {
                     logger.error("the node agent stopped: \(error)")
                     await membership.agentFailed("\(error)")
