@@ -19,7 +19,7 @@ private func curl(_ args: [String]) async throws -> CommandResult {
 
 /// The local addresses (hex "0100007F:2815" → "127.0.0.1") of the TCP sockets listening on `port`.
 private func listeningAddresses(port: Int) throws -> [String] {
-    let text = try String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) + (try String(contentsOfFile: "/proc/net/tcp6", encoding: .utf8))
+    let text = (procText("/proc/net/tcp") ?? "") + ((procText("/proc/net/tcp6") ?? ""))
     return text.split(separator: "\n").dropFirst().compactMap { line in
         let cols = line.split(separator: " ")
         guard cols.count > 3, cols[3] == "0A" else { return nil }  // 0A: LISTEN

@@ -144,7 +144,7 @@ struct VolumeAndProbeTests {
             #expect(logs.contains("tmpfs /cache tmpfs") && logs.contains("size=8192k") && logs.contains("data"), "\(logs)")
             let uid = try #require(p["uid"] as? String)
             let dir = "\(edged.stateDir)/pods/\(uid)/volumes/kubernetes.io~empty-dir/cache"
-            let hostMounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+            let hostMounts = (procText("/proc/self/mountinfo") ?? "")
             #expect(hostMounts.contains(dir))
             edged.removeManifest("mem.yaml")
             let deadline = Date().addingTimeInterval(30)
@@ -152,7 +152,7 @@ struct VolumeAndProbeTests {
             while Date() < deadline, FileManager.default.fileExists(atPath: "\(edged.stateDir)/pods/\(uid)") {
                 Thread.sleep(forTimeInterval: 0.1)
             }
-            #expect(try !String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8).contains(dir))
+            #expect(!(procText("/proc/self/mountinfo") ?? "").contains(dir))
             #expect(!FileManager.default.fileExists(atPath: "\(edged.stateDir)/pods/\(uid)"))
             // Any other medium fails that pod alone, naming the volume and the accepted values.
             try edged.writeManifest("huge.yaml", """

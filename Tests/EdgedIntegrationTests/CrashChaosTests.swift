@@ -29,7 +29,7 @@ func liveContainers(_ edged: EdgedInstance) -> [LiveContainer] {
         guard args.count >= 3, args[0].hasSuffix("edged-monitor"), args[1] == "run", args[2].hasPrefix(prefix) else { continue }
         // The short-lived first process and a container child before its exec share the cmdline; only the
         // monitor itself called setsid(). stat: "pid (comm) state ppid pgrp session ...".
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        guard let stat = procText("/proc/\(pid)/stat"),
               let close = stat.lastIndex(of: ")") else { continue }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         guard fields.count > 3, Int32(fields[3]) == pid, fields[0] != "Z" else { continue }
@@ -65,7 +65,7 @@ func testCgroups(_ edged: EdgedInstance) -> [(dir: String, pids: [Int32])] {
 
 /// Mounts under the test's root dir, from this process's mountinfo: (mount point, root field).
 func mountsUnder(_ path: String) -> [(point: String, root: String)] {
-    let text = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+    let text = procText("/proc/self/mountinfo") ?? ""
     return text.split(separator: "\n").compactMap { line in
         let f = line.split(separator: " ")
         guard f.count > 4, f[4].hasPrefix(path) else { return nil }
@@ -82,10 +82,10 @@ func netnsHolders(_ netns: Set<String>, of edged: EdgedInstance) -> [String] {
     for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where Int32(entry) != nil {
         guard let link = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(entry)/ns/net"), netns.contains(link) else { continue }
         let cmdline = String(decoding: FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") ?? Data(), as: UTF8.self)
-        let cgroups = (try? String(contentsOfFile: "/proc/\(entry)/cgroup", encoding: .utf8)) ?? ""
+        let cgroups = procText("/proc/\(entry)/cgroup") ?? ""
         if cmdline.contains(edged.root.path) || cgroups.contains("/\(edged.cgroupRoot)/") { holders.append("pid \(entry) in \(link)") }
     }
-    let text = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+    let text = procText("/proc/self/mountinfo") ?? ""
     for line in text.split(separator: "\n") {
         let f = line.split(separator: " ")
         if f.count > 4, netns.contains(String(f[3])) { holders.append("mount \(f[4]) of \(f[3])") }

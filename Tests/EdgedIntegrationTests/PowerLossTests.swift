@@ -230,7 +230,7 @@ struct PowerLossTests {
             let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
             for tid in tasks {
                 while Date() < deadline {
-                    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/stat", encoding: .utf8),
+                    guard let stat = procText("/proc/\(pid)/task/\(tid)/stat"),
                           let close = stat.lastIndex(of: ")") else { break }
                     let state = stat[stat.index(after: close)...].split(separator: " ").first ?? ""
                     if state == "T" || state == "t" || state == "Z" || state == "X" { break }
@@ -242,7 +242,7 @@ struct PowerLossTests {
 
     /// Detaches whatever a run left mounted under `dir` (so the next snapshot can take its place).
     static func unmountUnder(_ dir: String) {
-        guard let mounts = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return }
+        guard let mounts = procText("/proc/self/mountinfo") else { return }
         for line in mounts.split(separator: "\n").reversed() {
             let fields = line.split(separator: " ")
             if fields.count > 4, fields[4] == dir || fields[4].hasPrefix(dir + "/") { umount2(String(fields[4]), Int32(MNT_DETACH)) }

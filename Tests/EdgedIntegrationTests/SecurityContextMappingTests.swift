@@ -17,7 +17,7 @@ struct SecurityContextMappingTests {
             $0["phase"] as? String == "Running" && mainContainer($0)["state"] as? String == "running"
         }
         let pid = mainContainer(p)["pid"] as? Int ?? 0
-        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        let status = (procText("/proc/\(pid)/status") ?? "")
         func field(_ name: String) -> Int {
             status.split(separator: "\n").first { $0.hasPrefix("\(name):") }
                 .flatMap { Int($0.dropFirst(name.count + 1).trimmingCharacters(in: .whitespaces)) } ?? -1

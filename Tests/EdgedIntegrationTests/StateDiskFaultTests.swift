@@ -29,7 +29,7 @@ struct StateDiskFaultTests {
         let state = edged.stateDir
         try runCommand(["mount", "-t", "tmpfs", "-o", "size=48m,mode=0700", "edged-test-state", state])
         defer {
-            if (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8))?.split(separator: "\n")
+            if procText("/proc/self/mountinfo")?.split(separator: "\n")
                 .filter({ $0.split(separator: " ").count > 4 && String($0.split(separator: " ")[4]) == state }).count ?? 0 > 1 {
                 _ = try? runCommand(["umount", state], check: false)   // the read-only bind, if the test stopped there
             }

@@ -14,7 +14,7 @@ import Testing
 
 /// Whether `pid` is a live (not zombie) process.
 private func procAlive(_ pid: Int32) -> Bool {
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+    guard let stat = procText("/proc/\(pid)/stat"),
           let close = stat.lastIndex(of: ")") else { return false }
     return stat[stat.index(after: close)...].split(separator: " ").first != "Z"
 }
@@ -32,7 +32,7 @@ private func cgroupNumber(_ path: String, key: String? = nil) -> Int? {
 
 /// edged's resident memory in KiB (VmRSS).
 private func rssKiB(_ pid: Int32) -> Int {
-    let text = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+    let text = procText("/proc/\(pid)/status") ?? ""
     let line = text.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
     return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
 }

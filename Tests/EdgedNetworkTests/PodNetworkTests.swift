@@ -82,7 +82,7 @@ struct PodNetworkTests {
     private func checkHostPort(ns: TestNetns, bridge: String, podIP: String, hostPort: Int, uid: String) throws {
         let nat = try runCommand(["iptables", "-t", "nat", "-S"]).stdout
         #expect(nat.contains("id: \\\"\(uid)\\\"") && nat.contains("--dport \(hostPort) -j DNAT --to-destination \(podIP):8080"), "nat table: \(nat)")
-        let localnet = try String(contentsOfFile: "/proc/sys/net/ipv4/conf/\(bridge)/route_localnet", encoding: .utf8)
+        let localnet = (procText("/proc/sys/net/ipv4/conf/\(bridge)/route_localnet") ?? "")
         #expect(localnet.hasPrefix("1"))
         let server = Process()
         server.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")

@@ -351,7 +351,7 @@ struct ContainerRuntimeTests {
             }
             #expect(!FileManager.default.fileExists(atPath: "\(f.config.stateDir)/\(spec.id)"))
             try await f.runtime.removeSandbox(podUID: f.podUID)
-            let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+            let mounts = (procText("/proc/self/mountinfo") ?? "")
             #expect(!mounts.contains(f.tmp.path + "/run/sandboxes/"))
         }
     }

@@ -167,7 +167,7 @@ public final class EdgedInstance: @unchecked Sendable {
             stop()
         }
         // Leftover namespace bind mounts must not keep the temp dir busy.
-        if let mounts = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) {
+        if let mounts = procText("/proc/self/mountinfo") {
             for line in mounts.split(separator: "\n") {
                 let fields = line.split(separator: " ")
                 if fields.count > 4, fields[4].hasPrefix(root.path) { umount2(String(fields[4]), Int32(MNT_DETACH)) }

@@ -99,3 +99,24 @@ public func makeBusyboxRootfs(at path: String) throws {
         .write(toFile: "\(path)/etc/group", atomically: true, encoding: .utf8)
     chmod("\(path)/tmp", 0o1777)
 }
+
+/// The whole text of a /proc (or /sys) file, read until EOF. Foundation's `String(contentsOfFile:)` trusts the
+/// size that stat reports, which is 0 for these files, and returns only the first read (~4 KB): with a mount table
+/// over 4 KB, /proc/self/mountinfo then lacked the newest mounts, so tests missed mounts and left them behind.
+public func procText(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = read(fd, &buffer, buffer.count)
+        if n < 0 {
+            if errno == EINTR { continue }
+            return nil
+        }
+        if n == 0 { break }
+        bytes.append(contentsOf: buffer[0..<n])
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
