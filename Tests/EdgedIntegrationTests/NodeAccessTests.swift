@@ -93,10 +93,13 @@ struct NodeAccessTests {
         try f.kubectl.run(["apply", "-f", "-"], stdin: "apiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n")
         try secret("app", "password", "elsewhere", namespace: "other")
 
-        try f.kubectl.run(["apply", "-f", "-"], stdin: """
+        /// A pod that mounts settings (configMap), app (secret) and proj + projsec (projected) and takes COLOR from
+        /// envcm (and SHAPE from the immutable frozen, when asked).
+        func referencingPod(_ name: String, command: String, shape: Bool) -> String {
+            """
             apiVersion: v1
             kind: Pod
-            metadata: {name: reader, namespace: default}
+            metadata: {name: \(name), namespace: default}
             spec:
               nodeName: \(f.node)
               terminationGracePeriodSeconds: 1
@@ -114,14 +117,15 @@ struct NodeAccessTests {
               - name: main
                 image: \(Demo.imageReference)
                 imagePullPolicy: IfNotPresent
-                command: [sh, -c, "echo env=$COLOR/$SHAPE; while true; do echo mode=$(cat /cm/mode) pass=$(cat /sec/password) level=$(cat /proj/level) token=$(cat /proj/token); sleep 0.3; done"]
+                command: [sh, -c, \(jsonString(command))]
                 env:
                 - name: COLOR
                   valueFrom: {configMapKeyRef: {name: envcm, key: color}}
-                - name: SHAPE
-                  valueFrom: {configMapKeyRef: {name: frozen, key: shape}}
+            \(shape ? "    - name: SHAPE\n      valueFrom: {configMapKeyRef: {name: frozen, key: shape}}" : "")
                 volumeMounts: [{name: cm, mountPath: /cm}, {name: sec, mountPath: /sec}, {name: proj, mountPath: /proj}]
-            """)
+            """
+        }
+        try f.kubectl.run(["apply", "-f", "-"], stdin: referencingPod("reader", command: "echo env=$COLOR/$SHAPE; while true; do echo mode=$(cat /cm/mode) pass=$(cat /sec/password) level=$(cat /proj/level) token=$(cat /proj/token); sleep 0.3; done", shape: true))
         _ = try await f.kubectl.wait(["get", "pod", "reader"], "reader Running") { path($0, "status", "phase") as? String == "Running" }
         func logs() -> String { (try? f.edged.edgectl(["logs", "reader"], check: false).stdout) ?? "" }
         func waitForLog(_ text: String, seconds: Double) async throws -> Bool {
@@ -215,33 +219,7 @@ struct NodeAccessTests {
         // restart the list answered from it hid the others for good: seen on a real cluster.)
         f.edged.stop()
         try f.edged.start()
-        try f.kubectl.run(["apply", "-f", "-"], stdin: """
-            apiVersion: v1
-            kind: Pod
-            metadata: {name: third, namespace: default}
-            spec:
-              nodeName: \(f.node)
-              terminationGracePeriodSeconds: 1
-              volumes:
-              - name: cm
-                configMap: {name: settings}
-              - name: sec
-                secret: {secretName: app}
-              - name: proj
-                projected:
-                  sources:
-                  - configMap: {name: proj, items: [{key: level, path: level}]}
-                  - secret: {name: projsec, items: [{key: token, path: token}]}
-              containers:
-              - name: main
-                image: \(Demo.imageReference)
-                imagePullPolicy: IfNotPresent
-                command: [sh, -c, "echo third mode=$(cat /cm/mode) pass=$(cat /sec/password) level=$(cat /proj/level) token=$(cat /proj/token) color=$COLOR; sleep 3600"]
-                env:
-                - name: COLOR
-                  valueFrom: {configMapKeyRef: {name: envcm, key: color}}
-                volumeMounts: [{name: cm, mountPath: /cm}, {name: sec, mountPath: /sec}, {name: proj, mountPath: /proj}]
-            """)
+        try f.kubectl.run(["apply", "-f", "-"], stdin: referencingPod("third", command: "echo third mode=$(cat /cm/mode) pass=$(cat /sec/password) level=$(cat /proj/level) token=$(cat /proj/token) color=$COLOR; sleep 3600", shape: false))
         _ = try await f.kubectl.wait(["get", "pod", "third"], timeout: 30, "third Running after edged's restart") {
             path($0, "status", "phase") as? String == "Running"
         }

@@ -176,22 +176,26 @@ public final class HubStore: Sendable {
 
     /// namespace nil: every namespace. Sorted by (namespace, name).
     public func list(component: String, resource: String, namespace: String?) throws -> [StoredObject] {
-        try locked("listing \(component) \(resource)") { c in
-            let s: Statement
-            if let namespace {
-                s = try c.db.cached("SELECT namespace, name, resource_version, body FROM objects WHERE component = ? AND resource = ? AND namespace = ? ORDER BY namespace, name")
-                try s.bind(component, resource, namespace)
-            } else {
-                s = try c.db.cached("SELECT namespace, name, resource_version, body FROM objects WHERE component = ? AND resource = ? ORDER BY namespace, name")
-                try s.bind(component, resource)
-            }
-            var out: [StoredObject] = []
-            while try s.step() {
-                let key = StoreKey(component: component, resource: resource, namespace: s.text(0), name: s.text(1))
-                out.append(StoredObject(key: key, resourceVersion: s.text(2), body: s.blob(3)))
-            }
-            return out
+        try locked("listing \(component) \(resource)") { c in try Self.objects(c.db, component, resource, namespace) }
+    }
+
+    /// The stored objects of (component, resource, namespace-or-all), sorted by (namespace, name); the caller holds
+    /// the lock.
+    private static func objects(_ db: Database, _ component: String, _ resource: String, _ namespace: String?) throws -> [StoredObject] {
+        let s: Statement
+        if let namespace {
+            s = try db.cached("SELECT namespace, name, resource_version, body FROM objects WHERE component = ? AND resource = ? AND namespace = ? ORDER BY namespace, name")
+            try s.bind(component, resource, namespace)
+        } else {
+            s = try db.cached("SELECT namespace, name, resource_version, body FROM objects WHERE component = ? AND resource = ? ORDER BY namespace, name")
+            try s.bind(component, resource)
         }
+        var out: [StoredObject] = []
+        while try s.step() {
+            let key = StoreKey(component: component, resource: resource, namespace: s.text(0), name: s.text(1))
+            out.append(StoredObject(key: key, resourceVersion: s.text(2), body: s.blob(3)))
+        }
+        return out
     }
 
     /// The resourceVersion of the last complete list (or watch bookmark) of that scope; nil when the scope was
@@ -271,20 +275,8 @@ public final class HubStore: Sendable {
             let total: Int64 = try c.db.transaction {
                 if let selected {
                     // Only what the selector covers: the selected stored objects go, the listed ones come in.
-                    let q: Statement
-                    if let namespace {
-                        q = try c.db.cached("SELECT namespace, name, resource_version, body FROM objects WHERE component = ? AND resource = ? AND namespace = ?")
-                        try q.bind(component, resource, namespace)
-                    } else {
-                        q = try c.db.cached("SELECT namespace, name, resource_version, body FROM objects WHERE component = ? AND resource = ?")
-                        try q.bind(component, resource)
-                    }
-                    var covered: [(StoreKey, Int64)] = []
-                    while try q.step() {
-                        let key = StoreKey(component: component, resource: resource, namespace: q.text(0), name: q.text(1))
-                        let object = StoredObject(key: key, resourceVersion: q.text(2), body: q.blob(3))
-                        if byKey[key] != nil || selected(object) { covered.append((key, Int64(object.body.count))) }
-                    }
+                    let covered = try Self.objects(c.db, component, resource, namespace)
+                        .filter { byKey[$0.key] != nil || selected($0) }.map { ($0.key, Int64($0.body.count)) }
                     let removed = covered.reduce(Int64(0)) { $0 + $1.1 }
                     let total = c.bytes - removed + added
                     if total > maxBytes, added > removed { throw fullError("the list of \(scopeName)", total) }
