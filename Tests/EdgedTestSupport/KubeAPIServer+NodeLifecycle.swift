@@ -14,9 +14,9 @@
 // connection), and ends with shutdown().
 // When a pass takes Ready from True to Unknown, the Ready condition of every pod bound to the node is set to False
 // (MarkPodsNotReady).
-// NOT copied: no zone-disruption rate limiting, no eviction of
-// pods whose NoExecute tolerations ran out (taint-eviction controller: see evictPodsPastTolerations, a hook for
-// issue 15), no node deletion.
+// Each pass ends with a pass of the taint-eviction controller (Options.taintEviction; KubeAPIServer+TaintEviction.swift),
+// which deletes the pods whose NoExecute tolerations ran out.
+// NOT copied: no zone-disruption rate limiting, no node deletion.
 
 import Foundation
 
@@ -51,6 +51,8 @@ final class NodeHealthState: @unchecked Sendable {
         var leaseRenew: String?
     }
     var entries: [String: Entry] = [:]
+    /// The taint-eviction controller's memory (KubeAPIServer+TaintEviction.swift).
+    let taintEviction = TaintEvictionState()
 }
 
 extension KubeAPIServerCore {
@@ -168,7 +170,11 @@ extension KubeAPIServerCore {
         }
     }
 
-    /// Hook for the taint-eviction controller (issue 15): deleting pods on a NoExecute-tainted node whose
-    /// tolerations ran out. Not built yet: does nothing.
-    func evictPodsPastTolerations(now: Date) {}
+    /// The taint-eviction controller (kube-controller-manager runs it next to this one): deletes the pods on a
+    /// NoExecute-tainted node whose tolerations ran out (KubeAPIServer+TaintEviction.swift). Off with
+    /// Options.taintEviction false.
+    func evictPodsPastTolerations(now: Date) {
+        guard options.taintEviction else { return }
+        taintEvictionPass(now: now)
+    }
 }

@@ -130,7 +130,8 @@ final class KubeAPIServerCore: @unchecked Sendable {
                 obj[path: ["spec", "serviceAccountName"]] = .string("default")
             }
             try nodeRestrictionCreate(r, obj, user: user)
-            obj["spec"] = Self.defaultPodSpec(obj["spec"] ?? .object([:]), create: true)
+            obj["spec"] = Self.defaultPodSpec(obj["spec"] ?? .object([:]), create: true,
+                                                tolerationSeconds: options.defaultTolerationSeconds)
             obj["status"] = .object(["phase": .string("Pending"), "qosClass": .string(Self.qosClass(obj["spec"]!))])
         case "Node", "Lease":
             try nodeRestrictionCreate(r, obj, user: user)
@@ -210,9 +211,10 @@ final class KubeAPIServerCore: @unchecked Sendable {
 
     /// The defaults kube-apiserver fills into a pod spec (SetDefaults_PodSpec/Container, requests defaulted from
     /// limits as SetDefaults_Pod does); `create` adds what admission plugins add at create only (priority and
-    /// preemptionPolicy from the Priority plugin, the two 300 s tolerations of DefaultTolerationSeconds).
+    /// preemptionPolicy from the Priority plugin, the two tolerations of DefaultTolerationSeconds with
+    /// `tolerationSeconds`, 300 unless Options.defaultTolerationSeconds says otherwise).
     /// serviceAccountName is the ServiceAccount plugin's (admitServiceAccount).
-    static func defaultPodSpec(_ spec: KJSON, create: Bool) -> KJSON {
+    static func defaultPodSpec(_ spec: KJSON, create: Bool, tolerationSeconds: Int = 300) -> KJSON {
         var s = spec
         var defaults: [(String, KJSON)] = [
             ("restartPolicy", .string("Always")), ("dnsPolicy", .string("ClusterFirst")),
@@ -230,7 +232,7 @@ final class KubeAPIServerCore: @unchecked Sendable {
                 return (k == key || (k.isEmpty && t["operator"]?.string == "Exists")) && (effect.isEmpty || effect == "NoExecute")
             }) {
                 tolerations.append(.object(["key": .string(key), "operator": .string("Exists"),
-                                            "effect": .string("NoExecute"), "tolerationSeconds": .int(300)]))
+                                            "effect": .string("NoExecute"), "tolerationSeconds": .int(tolerationSeconds)]))
             }
             s["tolerations"] = .array(tolerations)
         }

@@ -27,7 +27,7 @@
 // - Pod defaults that matter to a kubelet: restartPolicy, dnsPolicy, terminationGracePeriodSeconds,
 //   schedulerName, enableServiceLinks, imagePullPolicy (Always for :latest/untagged), terminationMessagePath/Policy,
 //   port protocol, requests defaulted from limits; at create only (admission): the two 300 s not-ready/unreachable
-//   tolerations (DefaultTolerationSeconds), priority 0, status.phase Pending and qosClass (pkg/apis/core/helper/qos:
+//   tolerations (DefaultTolerationSeconds; Options.defaultTolerationSeconds), priority 0, status.phase Pending and qosClass (pkg/apis/core/helper/qos:
 //   cpu and memory only). Pod spec updates may change only images, activeDeadlineSeconds, tolerations and
 //   terminationGracePeriodSeconds (422 otherwise).
 // - Node identities (Options.nodeAuthorizer, .nodeRestriction; KubeAPIServer+NodeAuthorizer.swift): the node
@@ -52,6 +52,13 @@
 //   NoSchedule/NoExecute taints (not-ready ones while it says Ready=False), removed when it posts Ready=True; a
 //   Lease alone does not make it Ready; when it goes Unknown its pods' Ready condition is set to False.
 //   Runs every 5 s on a timer, also while stop()ped.
+// - Taint-eviction controller (Options.taintEviction; +TaintEviction.swift), from
+//   pkg/controller/tainteviction/taint_eviction.go, run at the end of each node lifecycle pass: a pod bound to a node
+//   with NoExecute taints it does not all tolerate is deleted at once; else after the smallest tolerationSeconds of
+//   the matching tolerations (none: never), counted from when the controller noticed the taints; a scheduled deletion
+//   is cancelled when the taints go or the pod tolerates them forever, and is not moved when tolerationSeconds
+//   changes. Deleting = status condition DisruptionTarget (reason DeletionByTaintManager), then a graceful DELETE,
+//   plus TaintManagerEviction Events. Up to a monitorPeriod late (no timers of its own).
 // - DELETE: a pod bound to a node and not Succeeded/Failed gets deletionTimestamp + deletionGracePeriodSeconds
 //   (body/query gracePeriodSeconds, else spec.terminationGracePeriodSeconds, else 30; a later delete may only
 //   shorten it) and 200 with the object; grace 0, an unbound or terminal pod is removed at once. Preconditions (uid,
@@ -91,8 +98,7 @@
 //   create/get/list/watch CSRs and get kube-public/configmaps/cluster-info; anonymous may only get that ConfigMap plus
 //   /version and health; ServiceAccounts only discovery (plus the grants of KubeAPIServer+Reviews.swift for reviews).
 //   Admission plugins: only NamespaceLifecycle's namespace-exists check, ServiceAccount, NodeRestriction,
-//   DefaultTolerationSeconds and Priority's defaults above. No persistent volumes, no taint-eviction controller
-//   (pods on an unreachable node are not deleted when their tolerations run out).
+//   DefaultTolerationSeconds and Priority's defaults above. No persistent volumes.
 // - kubelet-serving CSRs are auto-approved when autoApproveCSRs is on (a real cluster needs an approver for them).
 // - JSON only: a protobuf (or YAML) request body is 415 UnsupportedMediaType, so kubectl commands built on typed
 //   clients (`kubectl create configmap/secret …`, `kubectl certificate approve`) fail; use `kubectl create -f`,
@@ -146,12 +152,21 @@ public final class KubeAPIServer: Sendable {
         public var podStatusValidation: Bool = true
         /// The node lifecycle controller (nil: off). KubeAPIServer+NodeLifecycle.swift.
         public var nodeLifecycle: NodeLifecycleOptions? = NodeLifecycleOptions()
+        /// The taint-eviction controller (on by default, as in kube-controller-manager): pods on a node with NoExecute
+        /// taints are deleted once their tolerations run out. It runs with the node lifecycle controller's passes
+        /// (so not at all when nodeLifecycle is nil). KubeAPIServer+TaintEviction.swift.
+        public var taintEviction: Bool = true
+        /// tolerationSeconds of the not-ready and unreachable tolerations the DefaultTolerationSeconds admission adds
+        /// to new pods (kube-apiserver's --default-not-ready-toleration-seconds and
+        /// --default-unreachable-toleration-seconds, both 300).
+        public var defaultTolerationSeconds: Int = 300
 
         public init(autoApproveCSRs: Bool = true, certificateLifetime: Duration = .seconds(3600),
                     watchBookmarkInterval: Duration = .seconds(1), requestLog: Bool = false,
                     nodeAuthorizer: Bool = true, nodeRestriction: Bool = true, serviceAccounts: Bool = true,
                     extendServiceAccountTokenExpiration: Bool = true, podStatusValidation: Bool = true,
-                    nodeLifecycle: NodeLifecycleOptions? = NodeLifecycleOptions()) {
+                    nodeLifecycle: NodeLifecycleOptions? = NodeLifecycleOptions(), taintEviction: Bool = true,
+                    defaultTolerationSeconds: Int = 300) {
             self.autoApproveCSRs = autoApproveCSRs
             self.certificateLifetime = certificateLifetime
             self.watchBookmarkInterval = watchBookmarkInterval
@@ -162,6 +177,8 @@ public final class KubeAPIServer: Sendable {
             self.extendServiceAccountTokenExpiration = extendServiceAccountTokenExpiration
             self.podStatusValidation = podStatusValidation
             self.nodeLifecycle = nodeLifecycle
+            self.taintEviction = taintEviction
+            self.defaultTolerationSeconds = defaultTolerationSeconds
         }
     }
 
