@@ -56,6 +56,7 @@ let package = Package(
         ]),
         // HTTP/1.1 client on SwiftNIO + NIOSSL (pinned CA, client certificates, streamed bodies): registry and API server.
         .target(name: "EdgedHTTP", dependencies: [
+            "EdgedCore",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

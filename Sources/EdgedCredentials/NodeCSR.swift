@@ -1,6 +1,7 @@
 // PKCS#10 requests for the node's client and serving certificates, as kubelet's TLS bootstrap makes them.
 
 import Crypto
+import EdgedCore
 import Glibc
 import SwiftASN1
 import X509
@@ -42,7 +43,7 @@ public struct NodeCSR: Sendable, Equatable {
         try validateNodeName(nodeName)
         var names: [GeneralName] = dnsNames.map { .dnsName($0) }
         for ip in ipAddresses {
-            guard let bytes = ipAddressBytes(ip) else {
+            guard let bytes = IPAddress.bytes(ip) else {
                 throw CredentialError(.invalidRequest, "serving certificate request for node \(nodeName): \"\(ip)\" is not an IPv4 or IPv6 address")
             }
             names.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice(bytes))))
@@ -77,18 +78,6 @@ public struct NodeCSR: Sendable, Equatable {
         }
     }
 
-    /// 4 or 16 network-order bytes for an IPv4 or IPv6 address text, or nil.
-    static func ipAddressBytes(_ text: String) -> [UInt8]? {
-        var v4 = in_addr()
-        if inet_pton(AF_INET, text, &v4) == 1 {
-            return withUnsafeBytes(of: &v4) { Array($0) }
-        }
-        var v6 = in6_addr()
-        if inet_pton(AF_INET6, text, &v6) == 1 {
-            return withUnsafeBytes(of: &v6) { Array($0) }
-        }
-        return nil
-    }
 }
 
 extension Character {

@@ -141,13 +141,13 @@ enum HubWiring {
         if_nametoindex(name) != 0
     }
 
-    /// The HTTPS listener's address from the hub's "https HOST:PORT" listening entry, and the interface that has its
-    /// host (nil for a wildcard address or when no interface has it).
-    static func httpsPlacement(_ listening: [String]) -> (address: String, interface: String?)? {
-        guard let entry = listening.first(where: { $0.hasPrefix("https ") }) else { return nil }
-        let address = String(entry.dropFirst("https ".count))
-        guard let parsed = HubAddress(parsing: address), !isLocalOrWildcard(parsed.host) else { return (address, nil) }
-        return (address, interfaceHolding(parsed.host))
+    /// The interface that has the host of the hub's "https HOST:PORT" listening entry (nil without an HTTPS
+    /// listener, for a loopback or wildcard address, or when no interface has it).
+    static func httpsInterface(_ listening: [String]) -> String? {
+        guard let entry = listening.first(where: { $0.hasPrefix("https ") }),
+              let parsed = HubAddress(parsing: String(entry.dropFirst("https ".count))),
+              !isLocalOrWildcard(parsed.host) else { return nil }
+        return interfaceHolding(parsed.host)
     }
 
     /// What `edgectl status` shows about the hub.
@@ -162,15 +162,6 @@ enum HubWiring {
                          lastSyncAgeSeconds: s.cloud.lastSync.map { Timestamp.now().seconds - $0.seconds },
                          lastError: s.cloud.lastError, cachedObjects: s.cachedObjects, storeBytes: s.storeBytes,
                          queuedWrites: s.queuedWrites, listening: s.listening,
-                         httpsInterface: httpsPlacement(s.listening)?.interface)
-    }
-}
-
-private extension String {
-    var trimmed: String {
-        var s = Substring(self)
-        while let c = s.first, c.isWhitespace { s = s.dropFirst() }
-        while let c = s.last, c.isWhitespace { s = s.dropLast() }
-        return String(s)
+                         httpsInterface: httpsInterface(s.listening))
     }
 }

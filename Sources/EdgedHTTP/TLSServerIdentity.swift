@@ -5,6 +5,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import EdgedCore
 import NIOCore
 import NIOSSL
 
@@ -31,7 +32,7 @@ public struct TLSServerIdentity: Sendable, Equatable {
         let dialled = Self.unbracketed(host)
         if let serverName, !serverName.isEmpty {
             let name = Self.unbracketed(serverName)
-            if let bytes = Self.ipBytes(name) {
+            if let bytes = IPAddress.bytes(name) {
                 sni = nil
                 expectedIP = name
                 expectedIPBytes = bytes
@@ -41,7 +42,7 @@ public struct TLSServerIdentity: Sendable, Equatable {
                 expectedIPBytes = nil
             }
         } else {
-            sni = Self.ipBytes(dialled) == nil ? dialled : nil
+            sni = IPAddress.bytes(dialled) == nil ? dialled : nil
             expectedIP = nil
             expectedIPBytes = nil
         }
@@ -95,24 +96,6 @@ public struct TLSServerIdentity: Sendable, Equatable {
         let has = ips.isEmpty && names.isEmpty ? "it has no IP or DNS subject alternative names"
             : "its IP SANs are [\(ips.joined(separator: ", "))] and its DNS SANs [\(names.joined(separator: ", "))]"
         return "the server's certificate is not valid for the configured server name \(expected): \(has); set the server name to one of those, or give the server a certificate with \(expected) as an IP SAN"
-    }
-
-    /// Whether `host` is an IPv4 or IPv6 address literal (brackets allowed).
-    public static func isIPAddress(_ host: String) -> Bool {
-        ipBytes(unbracketed(host)) != nil
-    }
-
-    /// The 4 or 16 bytes of an IP address literal; nil for anything else (a DNS name).
-    static func ipBytes(_ text: String) -> [UInt8]? {
-        var v4 = in_addr()
-        if inet_pton(AF_INET, text, &v4) == 1 {
-            return withUnsafeBytes(of: &v4) { Array($0) }
-        }
-        var v6 = in6_addr()
-        if inet_pton(AF_INET6, text, &v6) == 1 {
-            return withUnsafeBytes(of: &v6) { Array($0) }
-        }
-        return nil
     }
 
     /// An IP SAN's bytes as text ("203.0.113.7", "2001:db8::1"); other lengths as hex.

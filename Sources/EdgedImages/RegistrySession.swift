@@ -8,6 +8,7 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import EdgedCore
 import EdgedHTTP
 import Logging
 import NIOCore
@@ -263,10 +264,4 @@ extension String {
     fileprivate func leftPadded(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
 }
 
-extension StringProtocol {
-    /// Without leading and trailing spaces, tabs and newlines (FoundationEssentials has no trimmingCharacters).
-    var trimmed: String {
-        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
-        return String(String(self).drop(while: isSpace).reversed().drop(while: isSpace).reversed())
-    }
-}
+
