@@ -113,6 +113,7 @@ public actor ClusterAgent {
     public var snapshot: ClusterState {
         var s = state
         s.apiPods = known.count
+        s.refusedStatusWrites = refusedStatus.values.map { "pod \($0.pod): \($0.message)" }.sorted()
         return s
     }
 
@@ -463,7 +464,7 @@ public actor ClusterAgent {
                 known[uid] = nil
                 written[uid] = nil
                 objects?.tokens.forget(podUID: uid)
-                if refusedStatus.removeValue(forKey: uid) != nil { syncRefusedState() }
+                refusedStatus[uid] = nil
                 rewrittenAt[uid] = nil
                 rejected[uid] = nil
             }
@@ -585,10 +586,7 @@ public actor ClusterAgent {
         guard let client, podsSynced else { return }
         let hostIPs = objects?.hostIPs ?? []
         let statuses = await pods.apiStatuses(hostIPs: hostIPs, previous: written)
-        if refusedStatus.keys.contains(where: { known[$0] == nil }) {
-            refusedStatus = refusedStatus.filter { known[$0.key] != nil }
-            syncRefusedState()
-        }
+        refusedStatus = refusedStatus.filter { known[$0.key] != nil }
         for (uid, built) in statuses.sorted(by: { $0.key < $1.key }) {
             guard let pod = known[uid] else { continue }
             let status = Self.keepingAPIOwnedFields(built, of: pod)
@@ -673,7 +671,6 @@ public actor ClusterAgent {
             try await patch(status)
             if refusedStatus.removeValue(forKey: uid) != nil {
                 logger.info("the API server accepts the status of pod \(pod.fullName) again")
-                syncRefusedState()
             }
             return status
         } catch let e as KubeError where e.isInvalid || e.isForbidden {
@@ -694,13 +691,8 @@ public actor ClusterAgent {
                 logger.warning("the API server refused the status of pod \(pod.fullName): \(message)")
             }
             refusedStatus[uid] = (pod.fullName, status, message)
-            syncRefusedState()
             return written
         }
-    }
-
-    private func syncRefusedState() {
-        state.refusedStatusWrites = refusedStatus.values.map { "pod \($0.pod): \($0.message)" }.sorted()
     }
 
     // MARK: - Mirror pods

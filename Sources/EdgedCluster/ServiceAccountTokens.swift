@@ -44,11 +44,14 @@ struct ServiceAccountToken: Equatable, Sendable {
     /// From a TokenRequest answer. Without a readable expirationTimestamp the token counts as issued `now`.
     init(answer token: String, expirationTimestamp: String?, expirationSeconds: Int64, now: Timestamp) {
         let lifetime = Double(expirationSeconds)
-        let exp = expirationTimestamp.flatMap { CRITimestamp(rfc3339: $0) }
-            .map { Timestamp(nanoseconds: $0.seconds * 1_000_000_000 + Int64($0.nanoseconds)) }
-            ?? now.adding(seconds: lifetime)
+        let exp = expirationTimestamp.flatMap(Self.timestamp) ?? now.adding(seconds: lifetime)
         self.init(token: token, issuedAt: exp.adding(seconds: -lifetime), expiresAt: exp,
                   validUntil: Self.jwtExpiry(token))
+    }
+
+    /// An RFC 3339 time as a Timestamp; nil when it is not one.
+    static func timestamp(_ rfc3339: String) -> Timestamp? {
+        CRITimestamp(rfc3339: rfc3339).map { Timestamp(nanoseconds: $0.seconds * 1_000_000_000 + Int64($0.nanoseconds)) }
     }
 
     /// Whether the API server no longer accepts it.
@@ -144,10 +147,9 @@ final class ServiceAccountTokens: Sendable {
     static func decode(_ bytes: [UInt8], key: String) -> ServiceAccountToken? {
         guard let c = try? JSONDecoder().decode(FileContent.self, from: Data(bytes)), c.request == key,
               !c.token.isEmpty, c.token.utf8.allSatisfy({ $0 > 32 && $0 < 127 }),
-              let iat = CRITimestamp(rfc3339: c.issuedAt), let exp = CRITimestamp(rfc3339: c.expirationTimestamp),
-              let valid = CRITimestamp(rfc3339: c.validUntil), iat < exp else { return nil }
-        func ts(_ t: CRITimestamp) -> Timestamp { Timestamp(nanoseconds: t.seconds * 1_000_000_000 + Int64(t.nanoseconds)) }
-        return ServiceAccountToken(token: c.token, issuedAt: ts(iat), expiresAt: ts(exp), validUntil: ts(valid))
+              let iat = ServiceAccountToken.timestamp(c.issuedAt), let exp = ServiceAccountToken.timestamp(c.expirationTimestamp),
+              let valid = ServiceAccountToken.timestamp(c.validUntil), iat < exp else { return nil }
+        return ServiceAccountToken(token: c.token, issuedAt: iat, expiresAt: exp, validUntil: valid)
     }
 
     static func encode(_ t: ServiceAccountToken, key: String) -> [UInt8] {
@@ -179,7 +181,7 @@ final class ServiceAccountTokens: Sendable {
     /// mkdir with mode 0700 (also when it exists), the parent fsynced after a creation so the entry survives a crash.
     static func makePrivateDirectory(_ path: String) throws(EdgedError) {
         if mkdir(path, 0o700) == 0 {
-            syncDirectory(parent(of: path))
+            Files.syncDirectory(Files.parentDirectory(of: path))
         } else if errno != EEXIST {
             throw EdgedError(.io, "cannot create \(path): \(String(cString: strerror(errno)))")
         }
@@ -188,18 +190,6 @@ final class ServiceAccountTokens: Sendable {
             throw EdgedError(.io, "\(path) is not a directory")
         }
         if st.st_mode & 0o777 != 0o700 { chmod(path, 0o700) }
-    }
-
-    static func parent(of path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return "." }
-        return slash == path.startIndex ? "/" : String(path[..<slash])
-    }
-
-    static func syncDirectory(_ path: String) {
-        let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        fsync(fd)
-        close(fd)
     }
 
     /// The pod is gone for good (deleted from the API server): its tokens go, on disk too.
@@ -234,6 +224,6 @@ final class ServiceAccountTokens: Sendable {
         var st = stat()
         guard lstat("\(dir)/\(podUID)", &st) == 0 else { return }
         Files.removeTree("\(dir)/\(podUID)")
-        Self.syncDirectory(dir)
+        Files.syncDirectory(dir)
     }
 }

@@ -114,12 +114,20 @@ public enum Files {
             unlink(tmp)
             throw EdgedError(.io, "cannot rename \(tmp) to \(path): \(String(cString: strerror(e)))")
         }
-        let slash = path.lastIndex(of: "/")
-        let dir = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
-        let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dfd >= 0 {
-            fsync(dfd)
-            close(dfd)
-        }
+        syncDirectory(parentDirectory(of: path))
+    }
+
+    /// The directory part of `path` ("." for a bare name, "/" for a top-level entry).
+    public static func parentDirectory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
+    /// fsyncs a directory, so that entries created, renamed or removed in it survive a power loss (best effort).
+    public static func syncDirectory(_ path: String) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        fsync(fd)
+        close(fd)
     }
 }
