@@ -106,6 +106,11 @@ func hubPhase(bin: String, root: String) async throws -> HubBenchResult {
     defer { Task { await http.shutdown() } }
     let listPath = "/api/v1/namespaces/bench/pods"
     let hubURL = "http://127.0.0.1:\(hubPort)"
+    // A node-local client with its own token, which the hub passes on (kube-proxy and coredns have theirs): without
+    // one it would list as the node, which the Node authorizer lets read only the node's own pods.
+    let clientToken = "bench-reader-token-0123456789"
+    api.addToken(clientToken, user: "bench-reader", groups: ["system:masters"])
+    let hubAuth = [("Authorization", "Bearer \(clientToken)")]
 
     // Direct to the API server (HTTPS, admin client certificate).
     let direct = try await timeLists(http, api.url + listPath, what: "direct to the test API server")
@@ -114,7 +119,7 @@ func hubPhase(bin: String, root: String) async throws -> HubBenchResult {
     try await Task.sleep(for: .seconds(1))
     let cachedBefore = try await control.status().cluster?.hub?.cachedObjects ?? 0
     let rssBefore = rssKB(edged.processIdentifier)
-    let hub = try await timeLists(http, hubURL + listPath, what: "through the hub")
+    let hub = try await timeLists(http, hubURL + listPath, what: "through the hub", headers: hubAuth)
     try await waitUntil(timeout: 30) {
         ((try? await control.status().cluster?.hub?.cachedObjects) ?? 0) >= cachedBefore + listedPods
     }
@@ -137,7 +142,7 @@ func hubPhase(bin: String, root: String) async throws -> HubBenchResult {
     // The cloud cut: LISTs answered from the hub's store.
     try await api.stop()
     try await waitForHub(control, "offline", timeout: 30)
-    let offline = try await timeLists(http, hubURL + listPath, what: "through the hub, offline")
+    let offline = try await timeLists(http, hubURL + listPath, what: "through the hub, offline", headers: hubAuth)
     try await api.resume()
     try await waitForHub(control, "connected", timeout: 30)
 
@@ -185,9 +190,10 @@ struct BenchFailure: Error, CustomStringConvertible {
 
 /// `warmUp` LISTs (the first one checked: a PodList of all the seeded pods), then `timedLists` timed ones, one at a
 /// time on the same keep-alive client.
-private func timeLists(_ http: HTTPClient, _ url: String, what: String) async throws -> ListTiming {
+private func timeLists(_ http: HTTPClient, _ url: String, what: String,
+                       headers: [(String, String)] = []) async throws -> ListTiming {
     func list() async throws -> HTTPResponse {
-        let r = try await http.execute(HTTPRequest(url: url), timeout: .seconds(30))
+        let r = try await http.execute(HTTPRequest(url: url, headers: headers), timeout: .seconds(30))
         guard r.status == 200 else {
             throw BenchFailure("LIST \(what) (\(url)): HTTP \(r.status): \(String(decoding: r.body.prefix(300), as: UTF8.self))")
         }
