@@ -213,6 +213,20 @@ extension ClusterFixture {
     /// The API server's user for this node's client certificate.
     var nodeUser: String { "system:node:\(node)" }
 
+    /// curl of `url` on the hub's HTTPS listener, trusting the cluster CA, retried for up to 30 s (the listener starts
+    /// once the serving certificate, with the hub's address as an IP SAN, is issued); the last answer.
+    func hubHTTPSAnswer(_ url: String) async throws -> CommandResult? {
+        let ca = "\(edged.stateDir)/pki/ca.crt"
+        var answer: CommandResult?
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            answer = try runCommand(["curl", "-sS", "--max-time", "5", "--cacert", ca, url], check: false)
+            if answer?.status == 0 { break }
+            try await Task.sleep(for: .milliseconds(300))
+        }
+        return answer
+    }
+
     /// Requests of the node's user the API server refused with 403.
     func forbiddenNodeRequests() -> [KubeAPIServer.RequestRecord] {
         api.requests().filter { $0.user == nodeUser && $0.code == 403 }

@@ -45,14 +45,7 @@ struct HubHTTPSAddressTests {
             _ = try await f.kubectl.wait(["get", "node", f.node], "node Ready") { condition($0, "Ready") == "True" }
 
             // The listener answers over HTTPS with the node's serving certificate (the address is one of its IP SANs).
-            let ca = "\(f.edged.stateDir)/pki/ca.crt"
-            var answer: CommandResult?
-            let deadline = Date().addingTimeInterval(30)
-            while Date() < deadline {
-                answer = try runCommand(["curl", "-sS", "--max-time", "5", "--cacert", ca, "https://\(host):\(port)/version"], check: false)
-                if answer?.status == 0 { break }
-                try await Task.sleep(for: .milliseconds(300))
-            }
+            let answer = try await f.hubHTTPSAnswer("https://\(host):\(port)/version")
             #expect(answer?.status == 0 && answer?.stdout.contains("gitVersion") == true, "\(answer?.stdout ?? "")\(answer?.stderr ?? "")")
             let shown = try runCommand(["ip", "-o", "addr", "show", "to", "\(host)/32"], check: false).stdout
             #expect(shown.contains(" \(expected) "), "\(shown)")

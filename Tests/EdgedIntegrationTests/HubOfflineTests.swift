@@ -169,14 +169,7 @@ struct HubOfflineTests {
         _ = try f.join()
         _ = try await f.kubectl.wait(["get", "node", f.node], "node Ready") { condition($0, "Ready") == "True" }
         // The listener starts once the serving certificate (with the hub's address as an IP SAN) is issued.
-        let ca = "\(f.edged.stateDir)/pki/ca.crt"
-        var answer: CommandResult?
-        let deadline = Date().addingTimeInterval(30)
-        while Date() < deadline {
-            answer = try runCommand(["curl", "-sS", "--cacert", ca, "https://127.0.0.1:\(port)/version"], check: false)
-            if answer?.status == 0 { break }
-            try await Task.sleep(for: .milliseconds(300))
-        }
+        let answer = try await f.hubHTTPSAnswer("https://127.0.0.1:\(port)/version")
         #expect(answer?.status == 0 && answer?.stdout.contains("gitVersion") == true, "\(answer?.stdout ?? "")\(answer?.stderr ?? "")")
         // What pods see: the kubernetes Service rewritten to the hub (masterservice), for edged's own client.
         try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("envcheck", node: f.node,
