@@ -217,6 +217,15 @@ public struct Toleration: Codable, Sendable, Equatable {
     public var value: String?
     public var effect: String?
     public var tolerationSeconds: Int64?
+
+    public init(key: String? = nil, operator op: String? = nil, value: String? = nil, effect: String? = nil,
+                tolerationSeconds: Int64? = nil) {
+        self.key = key
+        self.operator = op
+        self.value = value
+        self.effect = effect
+        self.tolerationSeconds = tolerationSeconds
+    }
 }
 
 public struct ContainerPort: Codable, Sendable, Equatable {

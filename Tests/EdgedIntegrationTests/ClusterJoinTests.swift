@@ -110,8 +110,10 @@ final class ClusterFixture: @unchecked Sendable {
     /// The hub's HTTPS listener (pods' `kubernetes` Service), when the fixture was asked for one.
     let hubHTTPSPort: Int?
 
+    /// `clusterConfig`: extra top-level lines of edged's config file; `clusterSettings`: extra lines of its `cluster:`
+    /// section (each indented by two spaces, e.g. "  autonomyGraceSeconds: 2").
     init(name: String, subnet: String, options: KubeAPIServer.Options = .init(), clusterConfig: String = "",
-         hubHTTPS: Bool = false) async throws {
+         clusterSettings: String = "", hubHTTPS: Bool = false) async throws {
         api = try await KubeAPIServer.start(options: options)
         try api.addBootstrapToken(id: "abcdef", secret: "0123456789abcdef")
         api.addToken(Self.hubClientToken, user: "edge-operator", groups: ["system:masters"])
@@ -139,6 +141,7 @@ final class ClusterFixture: @unchecked Sendable {
               leaseRenewSeconds: 1
               leaseDurationSeconds: 5
               volumeRefreshSeconds: 2
+            \(clusterSettings)
             hub:
               httpAddress: 127.0.0.1:\(hubPort)
               httpsAddress: "\(hubHTTPSPort.map { "127.0.0.1:\($0)" } ?? "")"
@@ -195,9 +198,10 @@ final class ClusterFixture: @unchecked Sendable {
 /// nothing it may not do: no request of the node's user (system:node:<node>) answered 403, and no "403" or
 /// "is forbidden" in edged's log. `expectsForbidden: true` skips that check for a test that provokes a 403 on purpose.
 func withCluster(name: String, subnet: String, options: KubeAPIServer.Options = .init(), clusterConfig: String = "",
-                 hubHTTPS: Bool = false, expectsForbidden: Bool = false,
+                 clusterSettings: String = "", hubHTTPS: Bool = false, expectsForbidden: Bool = false,
                  _ body: (ClusterFixture) async throws -> Void) async throws {
-    let f = try await ClusterFixture(name: name, subnet: subnet, options: options, clusterConfig: clusterConfig, hubHTTPS: hubHTTPS)
+    let f = try await ClusterFixture(name: name, subnet: subnet, options: options, clusterConfig: clusterConfig,
+                                     clusterSettings: clusterSettings, hubHTTPS: hubHTTPS)
     do {
         try await body(f)
         if !expectsForbidden { try f.checkNoForbiddenRequests() }
