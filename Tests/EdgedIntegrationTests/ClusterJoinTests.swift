@@ -110,11 +110,19 @@ final class ClusterFixture: @unchecked Sendable {
     /// The hub's HTTPS listener (pods' `kubernetes` Service), when the fixture was asked for one.
     let hubHTTPSPort: Int?
 
+    /// The node's own uplink to the API server, when the fixture was asked for one (`nodeLink: true`): edged joins
+    /// through it, so cutting it (`nodeLink.setCut(true)`) takes only this node off the cloud while kubectl, other
+    /// clients and the API server's controllers carry on.
+    let nodeLink: CuttableLink?
+    /// The API server URL edged joins (through the node link when there is one).
+    var nodeServerURL: String { nodeLink.map { "https://\($0.host)" } ?? api.url }
+
     /// `clusterConfig`: extra top-level lines of edged's config file; `clusterSettings`: extra lines of its `cluster:`
     /// section (each indented by two spaces, e.g. "  autonomyGraceSeconds: 2").
     init(name: String, subnet: String, options: KubeAPIServer.Options = .init(), clusterConfig: String = "",
-         clusterSettings: String = "", hubHTTPS: Bool = false) async throws {
+         clusterSettings: String = "", hubHTTPS: Bool = false, nodeLink: Bool = false) async throws {
         api = try await KubeAPIServer.start(options: options)
+        self.nodeLink = nodeLink ? try CuttableLink(targetPort: api.port) : nil
         try api.addBootstrapToken(id: "abcdef", secret: "0123456789abcdef")
         api.addToken(Self.hubClientToken, user: "edge-operator", groups: ["system:masters"])
         side = try TempDir("edged-cluster-\(name)")
@@ -179,7 +187,7 @@ final class ClusterFixture: @unchecked Sendable {
     }
 
     func join(_ extra: [String] = [], check: Bool = true) throws -> CommandResult {
-        try edged.edgectl(["join", "--server", api.url, "--token", token, "--ca-cert-hash", api.caCertHash] + extra, check: check)
+        try edged.edgectl(["join", "--server", nodeServerURL, "--token", token, "--ca-cert-hash", api.caCertHash] + extra, check: check)
     }
 
     /// Forgets the cluster before the harness' clean-up run, so that run sees the API pods' containers as
@@ -190,6 +198,7 @@ final class ClusterFixture: @unchecked Sendable {
         edged.cleanUp()
         _ = try? runCommand(["ip", "link", "del", bridge], check: false)
         try? await api.shutdown()
+        nodeLink?.stop()
         side.remove()
     }
 }
@@ -198,10 +207,10 @@ final class ClusterFixture: @unchecked Sendable {
 /// nothing it may not do: no request of the node's user (system:node:<node>) answered 403, and no "403" or
 /// "is forbidden" in edged's log. `expectsForbidden: true` skips that check for a test that provokes a 403 on purpose.
 func withCluster(name: String, subnet: String, options: KubeAPIServer.Options = .init(), clusterConfig: String = "",
-                 clusterSettings: String = "", hubHTTPS: Bool = false, expectsForbidden: Bool = false,
+                 clusterSettings: String = "", hubHTTPS: Bool = false, nodeLink: Bool = false, expectsForbidden: Bool = false,
                  _ body: (ClusterFixture) async throws -> Void) async throws {
     let f = try await ClusterFixture(name: name, subnet: subnet, options: options, clusterConfig: clusterConfig,
-                                     clusterSettings: clusterSettings, hubHTTPS: hubHTTPS)
+                                     clusterSettings: clusterSettings, hubHTTPS: hubHTTPS, nodeLink: nodeLink)
     do {
         try await body(f)
         if !expectsForbidden { try f.checkNoForbiddenRequests() }
