@@ -88,7 +88,12 @@ final class KubeAPIServerCore: @unchecked Sendable {
             throw APIError.invalid(kind: r.kind, name: "", group: r.group, [
                 .init(reason: "FieldValueRequired", field: "metadata.name", message: "Required value: name or generateName is required")])
         }
-        if !Self.isDNSSubdomain(name) {
+        if r.group == Self.rbacGroup {   // ValidateRBACName: a path segment ("system:…" is fine)
+            if let msg = Self.pathSegmentNameErrors(name).first {
+                throw APIError.invalid(kind: r.kind, name: name, group: r.group, [
+                    .init(reason: "FieldValueInvalid", field: "metadata.name", message: "Invalid value: \(Self.goQuote(name)): \(msg)")])
+            }
+        } else if !Self.isDNSSubdomain(name) {
             throw APIError.invalid(kind: r.kind, name: name, group: r.group, [
                 .init(reason: "FieldValueInvalid", field: "metadata.name",
                       message: "Invalid value: \"\(name)\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character")])
@@ -164,6 +169,10 @@ final class KubeAPIServerCore: @unchecked Sendable {
             obj["status"] = .object(["loadBalancer": .object([:])])
         case "EndpointSlice":
             try Self.validateEndpointSlice(obj, old: nil, name: name)
+        case "Deployment", "ReplicaSet", "DaemonSet":
+            try Self.prepareWorkload(r, &obj, old: nil, name: name)
+        case "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding":
+            try Self.prepareRBACObject(r, &obj, old: nil, name: name)
         case "CertificateSigningRequest":
             try validateCSR(obj, name: name)
             obj[path: ["spec", "username"]] = .string(user.name)
@@ -187,6 +196,8 @@ final class KubeAPIServerCore: @unchecked Sendable {
                 causes.append(.init(reason: "FieldValueRequired", field: "spec.containers[\(i)].image", message: "Required value"))
             }
         }
+        // ValidatePodSpec's ValidateTolerations (KubeAPIServer+Tolerations.swift).
+        causes += Self.validateTolerations(obj[path: ["spec", "tolerations"]]?.array ?? [], field: "spec.tolerations")
         if !causes.isEmpty { throw APIError.invalid(kind: "Pod", name: name, causes) }
     }
 
@@ -302,6 +313,7 @@ final class KubeAPIServerCore: @unchecked Sendable {
             new["metadata"] = meta
             if r.kind == "Pod" { new["spec"] = Self.defaultPodSpec(new["spec"] ?? .object([:]), create: false) }
             if r.kind == "EndpointSlice" { try Self.validateEndpointSlice(new, old: old, name: name) }
+            try prepareForUpdate(r, &new, old: old, name: name)   // apps/v1 and RBAC objects (+Apps, +RBAC)
             if new["spec"] != old["spec"] {
                 try validateSpecUpdate(r, old: old, new: new, name: name)
                 new[path: ["metadata", "generation"]] = .int((old[path: ["metadata", "generation"]]?.int ?? 1) + 1)
@@ -329,10 +341,16 @@ final class KubeAPIServerCore: @unchecked Sendable {
         return stored
     }
 
-    /// Pods allow only image, activeDeadlineSeconds, tolerations (additions) and terminationGracePeriodSeconds
-    /// changes to their spec, like the real validation.
+    /// Pods allow only image, activeDeadlineSeconds, tolerations and terminationGracePeriodSeconds changes to their
+    /// spec, like the real ValidatePodUpdate: the new tolerations are validated (ValidatePodSpec), existing ones may
+    /// only change their tolerationSeconds (validateOnlyAddedTolerations, which validates them once more; see
+    /// KubeAPIServer+Tolerations.swift), and any other change is Forbidden.
     private func validateSpecUpdate(_ r: KubeResource, old: KJSON, new: KJSON, name: String) throws {
         guard r.kind == "Pod" else { return }
+        let newTolerations = new[path: ["spec", "tolerations"]]?.array ?? []
+        var causes = Self.validateTolerations(newTolerations, field: "spec.tolerations")
+        causes += Self.validateOnlyAddedTolerations(new: newTolerations, old: old[path: ["spec", "tolerations"]]?.array ?? [],
+                                                    field: "spec.tolerations")
         func masked(_ spec: KJSON?) -> KJSON {
             var s = spec ?? .object([:])
             for field in ["containers", "initContainers"] {
@@ -342,8 +360,18 @@ final class KubeAPIServerCore: @unchecked Sendable {
             return s
         }
         if masked(old["spec"]) != masked(new["spec"]) {
-            throw APIError.invalid(kind: "Pod", name: name, [.init(reason: "FieldValueForbidden", field: "spec",
-                message: "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)")])
+            causes.append(.init(reason: "FieldValueForbidden", field: "spec",
+                message: "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"))
+        }
+        if !causes.isEmpty { throw APIError.invalid(kind: "Pod", name: name, causes) }
+    }
+
+    /// Defaults and validation of an update for the kinds that have their own (KubeAPIServer+Apps/+RBAC.swift).
+    private func prepareForUpdate(_ r: KubeResource, _ new: inout KJSON, old: KJSON, name: String) throws {
+        switch r.kind {
+        case "Deployment", "ReplicaSet", "DaemonSet": try Self.prepareWorkload(r, &new, old: old, name: name)
+        case "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding": try Self.prepareRBACObject(r, &new, old: old, name: name)
+        default: break
         }
     }
 

@@ -50,7 +50,9 @@ struct APIError: Error {
     }
 
     static func invalid(kind: String, name: String, group: String = "", _ causes: [Cause]) -> APIError {
-        let list = causes.map { "\($0.field): \($0.message)" }
+        // field.ErrorList.ToAggregate: a message repeated in the list is shown once (causes keep every entry).
+        var list: [String] = []
+        for text in causes.map({ "\($0.field): \($0.message)" }) where !list.contains(text) { list.append(text) }
         let joined = list.count == 1 ? list[0] : "[" + list.joined(separator: ", ") + "]"
         var d: KJSON = .object([
             "name": .string(name), "kind": .string(kind),
@@ -59,7 +61,8 @@ struct APIError: Error {
             }),
         ])
         if !group.isEmpty { d["group"] = .string(group) }
-        return APIError(code: 422, reason: "Invalid", message: "\(kind) \"\(name)\" is invalid: \(joined)", details: d)
+        let qualified = group.isEmpty ? kind : "\(kind).\(group)"   // schema.GroupKind.String()
+        return APIError(code: 422, reason: "Invalid", message: "\(qualified) \"\(name)\" is invalid: \(joined)", details: d)
     }
 
     static func badRequest(_ message: String) -> APIError { APIError(code: 400, reason: "BadRequest", message: message) }
