@@ -1,5 +1,5 @@
-// Authentication (client certificates, bootstrap tokens, ServiceAccount tokens, anonymous), a fixed authorizer
-// standing in for RBAC, the TokenRequest API and the kube-public/cluster-info ConfigMap with its JWS signatures.
+// Authentication (client certificates, bootstrap tokens, ServiceAccount tokens, anonymous), a fixed authorizer in
+// front of RBAC (KubeAPIServer+RBAC.swift), the TokenRequest API and the kube-public/cluster-info ConfigMap with its JWS signatures.
 
 import Crypto
 import Foundation
@@ -64,7 +64,7 @@ extension KubeAPIServerCore {
 
     // MARK: Authorization
 
-    /// The policy that stands in for RBAC + the node authorizer (see the file comment of KubeAPIServer.swift): a 403
+    /// The fixed policy and the node authorizer (see the file comment of KubeAPIServer.swift), then RBAC: a 403
     /// carries the real message, `<resource> ["<name>"] is forbidden: User "<u>" cannot <verb> resource "<res>" in API
     /// group "<g>" <scope>[: <reason>]`. `query` matters for list/watch (field selectors, see requestName).
     func authorize(_ user: KubeUser, verb: String, target t: APITarget, query: [String: String] = [:]) throws {
@@ -72,9 +72,13 @@ extension KubeAPIServerCore {
         let name = Self.requestName(t, verb: verb, query: query)
         let (ok, reason) = allowed(user, verb: verb, target: t, name: name, query: query)
         if ok { return }
+        // Node,RBAC: what the fixed policy and the node authorizer do not allow, RBAC may (KubeAPIServer+RBAC.swift).
+        let namespace = Self.requestNamespace(t)
+        if rbacAllows(user: user.name, groups: user.groups, verb: verb, group: r.group, resource: r.plural,
+                      subresource: t.subresource, name: name, namespace: namespace) { return }
         let res = t.subresource.map { "\(r.plural)/\($0)" } ?? r.plural
         let qualified = r.group.isEmpty ? r.plural : "\(r.plural).\(r.group)"
-        let scope = t.namespace.map { "in the namespace \"\($0)\"" } ?? "at the cluster scope"
+        let scope = namespace.map { "in the namespace \"\($0)\"" } ?? "at the cluster scope"
         let subject = name.map { "\(qualified) \"\($0)\"" } ?? qualified
         var details: KJSON = .object(["kind": .string(r.plural)])
         if let n = name { details["name"] = .string(n) }

@@ -63,6 +63,22 @@ struct KubeResource: Sendable {
         KubeResource(group: "certificates.k8s.io", version: "v1", plural: "certificatesigningrequests",
                      singular: "certificatesigningrequest", kind: "CertificateSigningRequest", namespaced: false,
                      shortNames: ["csr"], subresources: ["status", "approval"], fieldLabels: ["spec.signerName"]),
+        // Inert apps/v1 workloads (KubeAPIServer+Apps.swift) and RBAC (KubeAPIServer+RBAC.swift).
+        KubeResource(group: "apps", version: "v1", plural: "deployments", singular: "deployment", kind: "Deployment",
+                     namespaced: true, shortNames: ["deploy"], subresources: ["status"], fieldLabels: []),
+        KubeResource(group: "apps", version: "v1", plural: "replicasets", singular: "replicaset", kind: "ReplicaSet",
+                     namespaced: true, shortNames: ["rs"], subresources: ["status"], fieldLabels: ["status.replicas"]),
+        KubeResource(group: "apps", version: "v1", plural: "daemonsets", singular: "daemonset", kind: "DaemonSet",
+                     namespaced: true, shortNames: ["ds"], subresources: ["status"], fieldLabels: []),
+        KubeResource(group: "rbac.authorization.k8s.io", version: "v1", plural: "clusterroles", singular: "clusterrole",
+                     kind: "ClusterRole", namespaced: false, shortNames: [], subresources: [], fieldLabels: []),
+        KubeResource(group: "rbac.authorization.k8s.io", version: "v1", plural: "clusterrolebindings",
+                     singular: "clusterrolebinding", kind: "ClusterRoleBinding", namespaced: false, shortNames: [],
+                     subresources: [], fieldLabels: []),
+        KubeResource(group: "rbac.authorization.k8s.io", version: "v1", plural: "roles", singular: "role", kind: "Role",
+                     namespaced: true, shortNames: [], subresources: [], fieldLabels: []),
+        KubeResource(group: "rbac.authorization.k8s.io", version: "v1", plural: "rolebindings", singular: "rolebinding",
+                     kind: "RoleBinding", namespaced: true, shortNames: [], subresources: [], fieldLabels: []),
     ]
 
     static func find(group: String, version: String, plural: String) -> KubeResource? {

@@ -7,7 +7,7 @@
 // tokens), groups include system:authenticated, status.audiences is the request's audiences (or the API server's);
 // an unknown token is status.authenticated false with an error, not an HTTP error. SubjectAccessReview needs
 // spec.user or spec.groups and exactly one of resourceAttributes / nonResourceAttributes (422 otherwise), allows
-// system:masters everything, and otherwise matches the grant list; a refusal is allowed:false with no reason (RBAC
+// system:masters everything, and otherwise matches the grant list and RBAC (KubeAPIServer+RBAC.swift); a refusal is allowed:false with no reason (RBAC
 // has no opinion), never denied:true.
 // NOT copied: the callers' own permission is simplified: anyone authenticated except anonymous users, bootstrap
 // tokens and ServiceAccounts may create reviews (the real one: RBAC, e.g. system:node or system:auth-delegator),
@@ -188,6 +188,8 @@ extension KubeAPIServerCore {
             let sub = s(ra, "subresource")
             allowed = granted(user: user, groups: groups, verb: s(ra, "verb"), resource: s(ra, "resource"),
                               subresource: sub.isEmpty ? nil : sub)
+                || rbacAllows(user: user, groups: groups, verb: s(ra, "verb"), group: s(ra, "group"), resource: s(ra, "resource"),
+                              subresource: sub.isEmpty ? nil : sub, name: s(ra, "name"), namespace: s(ra, "namespace"))
             record = SubjectAccessReviewRecord(user: user, groups: groups, verb: s(ra, "verb"), resource: s(ra, "resource"),
                                                subresource: sub, name: s(ra, "name"), namespace: s(ra, "namespace"),
                                                path: "", allowed: allowed)

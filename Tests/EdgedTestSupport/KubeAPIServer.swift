@@ -16,20 +16,25 @@
 //   services (default/kubernetes = 10.96.0.1:443; clusterIPs allocated from 10.96.0.0/16), serviceaccounts
 //   (+token), events, endpoints, discovery.k8s.io/v1 endpointslices (addressType required, IPv4/IPv6/FQDN,
 //   immutable; nothing else checked), coordination.k8s.io/v1 leases, certificates.k8s.io/v1
-//   certificatesigningrequests (+approval, +status).
+//   certificatesigningrequests (+approval, +status), rbac.authorization.k8s.io/v1 clusterroles, clusterrolebindings,
+//   roles, rolebindings (+RBAC.swift), and apps/v1 deployments, replicasets, daemonsets (+status) as INERT objects
+//   with their defaults and selector validation (+Apps.swift: no controller runs for them, nothing creates pods).
 // - Object metadata: uid, creationTimestamp, one global resourceVersion counter (like an etcd revision),
 //   generation (1 on create, +1 when spec changes — for every resource), name or generateName, 404 NotFound,
 //   409 AlreadyExists, 409 Conflict for a stale metadata.resourceVersion on PUT/PATCH, 422 Invalid (missing/invalid
-//   name, pod without containers/images, bad CSR) with details.causes, 400 BadRequest for a body that is not JSON
+//   name, pod without containers/images, bad CSR; message "<Kind>[.<group>] "<name>" is invalid: …", a repeated
+//   cause shown once as ErrorList.ToAggregate does) with details.causes, 400 BadRequest for a body that is not JSON
 //   (as the real server; it is 400, not 422), creating in a missing namespace is 404. A no-op update keeps the RV.
-// - Status subresource (nodes, pods, services, namespaces, CSRs): the main resource ignores status changes, /status
+// - Status subresource (nodes, pods, services, namespaces, CSRs, apps/v1 workloads): the main resource ignores status changes, /status
 //   changes only status, /approval only status.conditions.
 // - Pod defaults that matter to a kubelet: restartPolicy, dnsPolicy, terminationGracePeriodSeconds,
 //   schedulerName, enableServiceLinks, imagePullPolicy (Always for :latest/untagged), terminationMessagePath/Policy,
 //   port protocol, requests defaulted from limits; at create only (admission): the two 300 s not-ready/unreachable
 //   tolerations (DefaultTolerationSeconds; Options.defaultTolerationSeconds), priority 0, status.phase Pending and qosClass (pkg/apis/core/helper/qos:
 //   cpu and memory only). Pod spec updates may change only images, activeDeadlineSeconds, tolerations and
-//   terminationGracePeriodSeconds (422 otherwise).
+//   terminationGracePeriodSeconds (422 otherwise); tolerations are validated at create and update as
+//   ValidateTolerations and validateOnlyAddedTolerations do (+Tolerations.swift: existing ones may change only their
+//   tolerationSeconds, to any value or none; new ones may be added), through PUT and every PATCH type.
 // - Node identities (Options.nodeAuthorizer, .nodeRestriction; KubeAPIServer+NodeAuthorizer.swift): the node
 //   authorizer and the NodeRules of a --authorization-mode=Node,RBAC server and the NodeRestriction admission plugin,
 //   from plugin/pkg/auth/authorizer/node/node_authorizer.go, plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go
@@ -43,6 +48,13 @@
 //   account or secret. TokenRequest (Options.extendServiceAccountTokenExpiration), from
 //   pkg/registry/core/serviceaccount/storage/token.go: a pod-bound 3607 s request gets a token valid for a year with
 //   a warnafter claim, while status.expirationTimestamp says 3607 s; pod-bound tokens carry the pod's node.
+//   serviceAccountToken(namespace:name:expirationSeconds:) mints one for an existing ServiceAccount without HTTP and
+//   writeKubeconfig(to:token:) writes a kubeconfig using it, so a test can run a controller as that ServiceAccount.
+// - RBAC (+RBAC.swift), from plugin/pkg/auth/authorizer/rbac and pkg/apis/rbac/v1: what the fixed policy below and
+//   the node authorizer do not allow, the stored Roles/ClusterRoles and their bindings may (verbs, apiGroups,
+//   resources with "res/sub" and "*/sub", resourceNames with a list's metadata.name field selector counting as the
+//   name; User, Group and ServiceAccount subjects), as with --authorization-mode=Node,RBAC; also for
+//   SubjectAccessReviews. RBAC objects are defaulted and validated (roleRef immutable).
 // - Pod status validation (Options.podStatusValidation; +PodStatus.swift), from pkg/apis/core/validation
 //   ValidatePodStatusUpdate: qosClass immutable, terminated containers may not run again unless the restart policy
 //   restarts them, pod/host IPs valid (422 Invalid with causes), through PUT and PATCH of pods/status.
@@ -94,9 +106,14 @@
 //   signing bootstrap token, a detached HS256 JWS "<header>..<signature>" exactly like the bootstrapsigner.
 //
 // NOT copied (do not rely on these):
-// - No RBAC for anyone but nodes: a fixed policy. system:masters may do anything; bootstrappers may
-//   create/get/list/watch CSRs and get kube-public/configmaps/cluster-info; anonymous may only get that ConfigMap plus
-//   /version and health; ServiceAccounts only discovery (plus the grants of KubeAPIServer+Reviews.swift for reviews).
+// - A fixed policy in front of RBAC: system:masters may do anything; bootstrappers may create/get/list/watch CSRs
+//   and get kube-public/configmaps/cluster-info; anonymous may only get that ConfigMap plus /version and health;
+//   everyone authenticated may read discovery (plus the grants of KubeAPIServer+Reviews.swift for reviews). Other
+//   permissions come only from RBAC objects a test creates: no bootstrap roles or bindings (cluster-admin, view,
+//   system:*), no aggregated ClusterRoles, nonResourceURLs never evaluated, and NO escalation checks (whoever may
+//   create a Role or binding may grant anything in it).
+// - No controllers for apps/v1 objects: Deployments, ReplicaSets and DaemonSets are stored, defaulted and validated,
+//   nothing more (no ReplicaSets, no pods, no status, no scale subresource, no garbage collection).
 //   Admission plugins: only NamespaceLifecycle's namespace-exists check, ServiceAccount, NodeRestriction,
 //   DefaultTolerationSeconds and Priority's defaults above. No persistent volumes.
 // - kubelet-serving CSRs are auto-approved when autoApproveCSRs is on (a real cluster needs an approver for them).
@@ -377,6 +394,17 @@ public final class KubeAPIServer: Sendable {
     /// Writes a kubeconfig with the admin client certificate, for the real `kubectl --kubeconfig`.
     public func writeAdminKubeconfig(to path: String) throws {
         func b64(_ s: String) -> String { Data(s.utf8).base64EncodedString() }
+        try writeKubeconfig(to: path, user: "kubernetes-admin",
+                            credentials: ["client-certificate-data: \(b64(adminCertPEM))", "client-key-data: \(b64(adminKeyPEM))"])
+    }
+
+    /// Writes a kubeconfig for this server (URL and CA) that authenticates with a bearer token, e.g. one from
+    /// `serviceAccountToken(namespace:name:)`, so a process (a controller under test, kubectl) acts as that user.
+    public func writeKubeconfig(to path: String, token: String) throws {
+        try writeKubeconfig(to: path, user: "token-user", credentials: ["token: \(token)"])
+    }
+
+    private func writeKubeconfig(to path: String, user: String, credentials: [String]) throws {
         let text = """
         apiVersion: v1
         kind: Config
@@ -384,21 +412,43 @@ public final class KubeAPIServer: Sendable {
         - name: test
           cluster:
             server: \(url)
-            certificate-authority-data: \(b64(caPEM))
+            certificate-authority-data: \(Data(caPEM.utf8).base64EncodedString())
         users:
-        - name: kubernetes-admin
+        - name: \(user)
           user:
-            client-certificate-data: \(b64(adminCertPEM))
-            client-key-data: \(b64(adminKeyPEM))
+        \(credentials.map { "    " + $0 }.joined(separator: "\n"))
         contexts:
         - name: test
           context:
             cluster: test
-            user: kubernetes-admin
+            user: \(user)
         current-context: test
 
         """
         try text.write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    /// A token of ServiceAccount `namespace`/`name`, minted as the TokenRequest API (POST
+    /// serviceaccounts/<name>/token) would for a client outside any pod: an HS256 JWT for the API server's audience,
+    /// valid for `expirationSeconds` (600 at least, as the API requires) and while the ServiceAccount exists. The
+    /// requests it makes are authorized by RBAC (KubeAPIServer+RBAC.swift). The ServiceAccount is not created here:
+    /// create it first (kubectl apply of the manifest that declares it, or `put`); a missing one throws NotFound.
+    public func serviceAccountToken(namespace: String, name: String, expirationSeconds: Int = 3600) throws -> String {
+        let r = KubeAPIServerCore.serviceAccounts
+        return try direct {
+            guard core.store.get(r, namespace: namespace, name: name) != nil else {
+                throw APIError(code: 404, reason: "NotFound",
+                               message: "serviceaccounts \"\(name)\" not found in namespace \"\(namespace)\": create the ServiceAccount before asking for its token (apply the manifest that declares it)")
+            }
+            let target = APITarget(resource: r, namespace: namespace, name: name, subresource: "token", legacyWatch: false)
+            let body = KJSON.object(["spec": .object(["expirationSeconds": .int(expirationSeconds)])])
+            let req = APIRequest(method: "POST", uri: r.path(namespace: namespace, name: name) + "/token",
+                                 headers: ["content-type": "application/json"], body: body.data)
+            guard let token = try core.tokenRequest(target, req)[path: ["status", "token"]]?.string else {
+                throw APIError(code: 500, reason: "InternalError", message: "the TokenRequest answer has no token")
+            }
+            return token
+        }
     }
 
     /// Adds (or replaces) bootstrap token "<id>.<secret>" (id: 6 chars [a-z0-9], secret: 16), like
