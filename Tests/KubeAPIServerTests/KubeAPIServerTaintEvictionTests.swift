@@ -231,6 +231,46 @@ private func toleration(_ key: String, seconds: Int?) -> [String: Any] {
         #expect(!c.deleting("lowered-to-zero"))
     }
 
+    /// What a cloud-side autonomy controller does to pods already on a tainted node: only the NoExecute
+    /// toleration's tolerationSeconds changes (the API allows nothing else), through PUT or a patch of the list.
+    @Test func tolerationUpdatesOfAnAutonomyControllerAfterTheTaint() async throws {
+        let c = try await TaintedCluster.start()
+        defer { Task { await c.close() } }
+        for name in ["forever", "longer", "appended"] { try c.createPod(name, tolerations: [toleration(unreachable, seconds: 1)]) }
+        func tolerations(_ pod: String, _ change: (inout [String: Any]) -> Void) -> [[String: Any]] {
+            (value(c.pod(pod) ?? [:], "spec.tolerations") as? [[String: Any]] ?? []).map { t in
+                var t = t
+                if t["key"] as? String == unreachable { change(&t) }
+                return t
+            }
+        }
+        let tainted = try await c.goUnreachable()
+        // PUT of the whole pod without tolerationSeconds: it tolerates the taint forever, the deletion is cancelled.
+        var pod = try #require(c.pod("forever"))
+        pod["spec"] = (pod["spec"] as? [String: Any] ?? [:]).merging(["tolerations": tolerations("forever") { $0["tolerationSeconds"] = nil }]) { $1 }
+        #expect(try c.f.request("PUT", "/api/v1/namespaces/default/pods/forever", pod).code == 200)
+        // A longer finite time (strategic merge patch of the list): the deletion keeps its original time
+        // (processPodOnNode keeps a scheduled eviction that was created before the change).
+        #expect(try c.f.request("PATCH", "/api/v1/namespaces/default/pods/longer",
+                                ["spec": ["tolerations": tolerations("longer") { $0["tolerationSeconds"] = 3600 }]],
+                                contentType: "application/strategic-merge-patch+json").code == 200)
+        // A second, forever toleration of the same taint after the 1 s one: the first matching toleration is the one
+        // that counts (GetMatchingTolerations), so nothing changes.
+        #expect(try c.f.request("PATCH", "/api/v1/namespaces/default/pods/appended",
+                                [["op": "add", "path": "/spec/tolerations/-", "value": toleration(unreachable, seconds: nil)]],
+                                contentType: "application/json-patch+json").code == 200)
+        c.f.server.runNodeLifecyclePass()
+        #expect(try await c.passUntil(timeout: 3) { c.deleting("longer") && c.deleting("appended") })
+        let after = Date().timeIntervalSince(tainted)
+        #expect(after >= 1 && after < 2.5, "deleted \(after) s after the taint")
+        #expect(c.condition("longer", "DisruptionTarget")?["reason"] as? String == "DeletionByTaintManager")
+        try await c.passFor(1.5)
+        #expect(!c.deleting("forever"))
+        #expect(c.condition("forever", "DisruptionTarget") == nil)
+        #expect(try c.evictionEvents("forever") == ["Cancelling deletion of Pod default/forever"])
+        #expect(try c.evictionEvents("longer") == ["Marking for deletion Pod default/longer"])
+    }
+
     @Test func optionOffDeletesNothing() async throws {
         let c = try await TaintedCluster.start(taintEviction: false)
         defer { Task { await c.close() } }
