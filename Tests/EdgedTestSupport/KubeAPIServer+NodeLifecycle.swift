@@ -28,7 +28,7 @@ extension KubeAPIServer {
         public var gracePeriod: Duration
         public var startupGracePeriod: Duration
 
-        public init(monitorPeriod: Duration = .seconds(5), gracePeriod: Duration = .seconds(40),
+        public init(monitorPeriod: Duration = .seconds(5), gracePeriod: Duration = .seconds(50),
                     startupGracePeriod: Duration = .seconds(60)) {
             self.monitorPeriod = monitorPeriod
             self.gracePeriod = gracePeriod

@@ -60,8 +60,8 @@
 //   restarts them, pod/host IPs valid (422 Invalid with causes), through PUT and PATCH of pods/status.
 // - Node lifecycle controller (Options.nodeLifecycle; +NodeLifecycle.swift), from
 //   pkg/controller/nodelifecycle/node_lifecycle_controller.go: a node neither posting status nor renewing its Lease
-//   for the grace period (40 s) gets Ready/MemoryPressure/DiskPressure/PIDPressure Unknown and the unreachable
-//   NoSchedule/NoExecute taints (not-ready ones while it says Ready=False), removed when it posts Ready=True; a
+//   for the grace period (50 s: the v1.36 default of --node-monitor-grace-period, older releases had 40 s) gets
+//   Ready/MemoryPressure/DiskPressure/PIDPressure Unknown and the unreachable NoSchedule/NoExecute taints (not-ready ones while it says Ready=False), removed when it posts Ready=True; a
 //   Lease alone does not make it Ready; when it goes Unknown its pods' Ready condition is set to False.
 //   Runs every 5 s on a timer, also while stop()ped.
 // - Taint-eviction controller (Options.taintEviction; +TaintEviction.swift), from
