@@ -268,6 +268,8 @@ public struct ClusterReport: Codable, Sendable, Equatable {
     public var kubeletAPI: KubeletAPIReport?
     /// The tunnel agent, when `tunnel.server` is set.
     public var tunnel: TunnelReport?
+    /// Node autonomy from the Node's annotations as last seen; nil until the Node has been seen.
+    public var autonomy: AutonomyReport?
 
     public init(server: String, registered: Bool, lastLeaseRenewal: String? = nil, lastNodeStatus: String? = nil,
                 leaseAgeSeconds: Int64? = nil, lastError: String? = nil, apiPods: Int = 0, certificateNotAfter: String? = nil,
@@ -362,9 +364,13 @@ public struct JoinRequest: Codable, Sendable, Equatable {
     public var nodePool: String?
     public var taints: [String]
     public var approvalTimeoutSeconds: Int
+    /// The node.openyurt.io/autonomy-duration value the Node is registered with ("0" forever, or a Go duration such
+    /// as "72h"); nil: none (`--no-autonomy`). A request without the key asks for the default, "0".
+    public var autonomy: String?
 
     public init(server: String, token: String, caCertHashes: [String] = [], labels: [String: String] = [:],
-                nodePool: String? = nil, taints: [String] = [], approvalTimeoutSeconds: Int = 120) {
+                nodePool: String? = nil, taints: [String] = [], approvalTimeoutSeconds: Int = 120,
+                autonomy: String? = JoinRequest.defaultAutonomy) {
         self.server = server
         self.token = token
         self.caCertHashes = caCertHashes
@@ -372,6 +378,39 @@ public struct JoinRequest: Codable, Sendable, Equatable {
         self.nodePool = nodePool
         self.taints = taints
         self.approvalTimeoutSeconds = approvalTimeoutSeconds
+        self.autonomy = autonomy
+    }
+
+    /// An edged node is an edge node: autonomous, forever, unless told otherwise.
+    public static let defaultAutonomy = "0"
+
+    enum CodingKeys: String, CodingKey {
+        case server, token, caCertHashes, labels, nodePool, taints, approvalTimeoutSeconds, autonomy
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        server = try c.decode(String.self, forKey: .server)
+        token = try c.decode(String.self, forKey: .token)
+        caCertHashes = try c.decodeIfPresent([String].self, forKey: .caCertHashes) ?? []
+        labels = try c.decodeIfPresent([String: String].self, forKey: .labels) ?? [:]
+        nodePool = try c.decodeIfPresent(String.self, forKey: .nodePool)
+        taints = try c.decodeIfPresent([String].self, forKey: .taints) ?? []
+        approvalTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .approvalTimeoutSeconds) ?? 120
+        // Absent: the default; null: none.
+        autonomy = try c.contains(.autonomy) ? c.decodeIfPresent(String.self, forKey: .autonomy) : Self.defaultAutonomy
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(server, forKey: .server)
+        try c.encode(token, forKey: .token)
+        try c.encode(caCertHashes, forKey: .caCertHashes)
+        try c.encode(labels, forKey: .labels)
+        try c.encodeIfPresent(nodePool, forKey: .nodePool)
+        try c.encode(taints, forKey: .taints)
+        try c.encode(approvalTimeoutSeconds, forKey: .approvalTimeoutSeconds)
+        if let autonomy { try c.encode(autonomy, forKey: .autonomy) } else { try c.encodeNil(forKey: .autonomy) }
     }
 }
 

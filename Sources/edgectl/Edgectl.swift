@@ -29,7 +29,7 @@ struct Edgectl: AsyncParsableCommand {
     /// Parses, runs, and exits with edgectl's exit codes (ArgumentParser's own usage code is 64; ours is 2).
     static func runAndExit() async -> Never {
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(rewritingBareAutonomy(Array(CommandLine.arguments.dropFirst())))
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
@@ -52,6 +52,33 @@ struct Edgectl: AsyncParsableCommand {
             Output.error(fullMessage(for: error))
             terminate(code == .validationFailure ? 2 : code.rawValue)
         }
+    }
+}
+
+extension Edgectl {
+    /// `edgectl join --autonomy` without a value means forever: ArgumentParser has no options with an optional value,
+    /// so a bare `--autonomy` of the join subcommand becomes `--autonomy=0` before parsing, unless the next argument is
+    /// its value (`--autonomy 72h`: join has no positional arguments, so a word that is not an option can only be
+    /// that). Nothing after `--` is touched, nor any other subcommand.
+    static func rewritingBareAutonomy(_ arguments: [String]) -> [String] {
+        guard arguments.first == "join" else { return arguments }
+        var out: [String] = []
+        var index = 0
+        while index < arguments.count {
+            let arg = arguments[index]
+            if arg == "--" { return out + arguments[index...] }
+            if arg == "--autonomy" {
+                let next = index + 1 < arguments.count ? arguments[index + 1] : nil
+                if next == nil || next!.hasPrefix("-") {
+                    out.append("--autonomy=\(JoinRequest.defaultAutonomy)")
+                    index += 1
+                    continue
+                }
+            }
+            out.append(arg)
+            index += 1
+        }
+        return out
     }
 }
 

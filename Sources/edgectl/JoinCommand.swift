@@ -35,15 +35,31 @@ struct JoinCommand: AsyncParsableCommand {
     @Option(name: .customLong("approval-timeout"), help: "Seconds to wait for the CSR to be approved.")
     var approvalTimeout: Int = 120
 
+    // `--autonomy` alone is `--autonomy=0` (Edgectl.rewritingBareAutonomy: ArgumentParser has no optional values).
+    @Option(name: .long, help: ArgumentHelp(
+        "Node autonomy (the default, forever): the cloud keeps this node's pods through an outage of DURATION, \"0\" (or --autonomy alone) for forever, or a duration such as 72h. Registers the Node with annotation node.openyurt.io/autonomy-duration; once the Node exists, change it with kubectl annotate.",
+        valueName: "duration"))
+    var autonomy: String?
+
+    @Flag(name: .customLong("no-autonomy"), help: "Register the Node without the autonomy annotation: the cloud deletes its pods once their tolerations run out in an outage (300 s by default).")
+    var noAutonomy = false
+
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
         guard server.hasPrefix("https://") else {
             throw ValidationError("--server must be an https:// URL, e.g. https://10.0.0.1:6443")
         }
+        if noAutonomy && autonomy != nil {
+            throw ValidationError("--autonomy and --no-autonomy contradict each other: give one of them (neither: autonomous, forever)")
+        }
+        if let autonomy, let problem = JoinRequest.autonomyProblem(autonomy) { throw ValidationError(problem) }
         guard approvalTimeout > 0 else { throw ValidationError("--approval-timeout must be at least 1") }
         _ = try parsedLabels()
     }
+
+    /// The annotation value to register with; nil: none.
+    var autonomyValue: String? { noAutonomy ? nil : autonomy ?? JoinRequest.defaultAutonomy }
 
     func parsedLabels() throws -> [String: String] {
         var out: [String: String] = [:]
@@ -59,13 +75,18 @@ struct JoinCommand: AsyncParsableCommand {
 
     func run() async throws {
         let request = JoinRequest(server: server, token: token, caCertHashes: caCertHashes, labels: try parsedLabels(),
-                                  nodePool: nodePool, taints: taint, approvalTimeoutSeconds: approvalTimeout)
+                                  nodePool: nodePool, taints: taint, approvalTimeoutSeconds: approvalTimeout,
+                                  autonomy: autonomyValue)
         let answer = try await global.client.join(request)
         if answer.newlyJoined {
             Output.out("joined \(answer.server) as node \(answer.nodeName)\(answer.csrName.map { " (CSR \($0))" } ?? ""); certificate valid until \(answer.certificateNotAfter)\n")
+            Output.out("autonomy: \(autonomyValue.map { "node.openyurt.io/autonomy-duration=\($0) on the Node (\($0 == "0" ? "forever" : $0)); the cloud keeps the pods through an outage once the autonomy controller runs (deploy/autonomy-controller.yaml)" } ?? "off (--no-autonomy)")\n")
             Output.out("check with: kubectl get node \(answer.nodeName)\n")
         } else {
             Output.out("already joined \(answer.server) as node \(answer.nodeName); certificate valid until \(answer.certificateNotAfter)\n")
+            if autonomy != nil || noAutonomy {
+                Output.out("autonomy: kept for when edged registers the Node again; the Node's annotation stays as it is: change it with kubectl annotate node \(answer.nodeName) node.openyurt.io/autonomy-duration=DURATION --overwrite\n")
+            }
         }
     }
 }

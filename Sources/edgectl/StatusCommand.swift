@@ -60,6 +60,11 @@ enum StatusScreen {
         }
     }
 
+    /// "Autonomy:  on, forever (node.openyurt.io/autonomy-duration=0): the cloud keeps this node's pods ...".
+    static func autonomyLine(_ a: AutonomyReport, nodeName: String) -> String {
+        a.line(nodeName: nodeName) + "\n"
+    }
+
     /// "kubelet API 0.0.0.0:10250 · tunnel 1/1 server(s) at cloud.example:8132 · 2 streams".
     static func remoteAccessLine(_ k: KubeletAPIReport?, _ t: TunnelReport?) -> String {
         guard k != nil || t != nil else { return "" }
@@ -92,6 +97,7 @@ enum StatusScreen {
             if let until = c.certificateNotAfter { out += " · cert until \(until)" }
             out += "\n"
             if let e = c.lastError { out += "  last API error: \(e)\n" }
+            if let a = c.autonomy { out += autonomyLine(a, nodeName: r.nodeName) }
             if let h = c.hub { out += hubLine(h) }
             out += remoteAccessLine(c.kubeletAPI, c.tunnel)
         }

@@ -83,6 +83,19 @@ actor TestBackend: ControlBackend {
         report.healthy = healthy
     }
 
+    func setReport(_ report: StatusReport) {
+        self.report = report
+    }
+
+    /// Join requests as the daemon received them (answered as a first join).
+    var joins: [JoinRequest] = []
+
+    func join(_ request: JoinRequest) async throws -> JoinResponse {
+        joins.append(request)
+        return JoinResponse(nodeName: "gw-1", server: request.server, newlyJoined: true,
+                            certificateNotAfter: "2027-01-01T00:00:00Z", csrName: "node-csr-test")
+    }
+
     func throwingBoom() {}
 }
 
