@@ -43,6 +43,10 @@ public struct Bootstrapper: Sendable {
     /// `options` is what `edgectl join` sent; an empty `caCertHashes` trusts the CA that the token's signature on
     /// cluster-info vouches for (kubeadm's --discovery-token-unsafe-skip-ca-verification).
     public func join(_ options: JoinRequest) async throws(EdgedError) -> JoinOutcome {
+        // The autonomy value first: a bad one must not leave anything joined.
+        if let autonomy = options.autonomy, let problem = JoinRequest.autonomyProblem(autonomy) {
+            throw EdgedError(.invalidConfig, problem)
+        }
         let server = options.server.hasSuffix("/") ? String(options.server.dropLast()) : options.server
         guard server.hasPrefix("https://") else {
             throw EdgedError(.invalidConfig, "--server \(server) must be an https:// URL, e.g. https://10.0.0.1:6443")
@@ -57,7 +61,8 @@ public struct Bootstrapper: Sendable {
         }
         for t in options.taints { _ = try NodeRegistration.parseTaint(t) }
         for key in options.labels.keys.sorted() { try NodeRegistration.checkLabel(key) }
-        let registration = NodeRegistration(labels: options.labels, nodePool: options.nodePool, taints: options.taints)
+        let registration = NodeRegistration(labels: options.labels, nodePool: options.nodePool, taints: options.taints,
+                                            autonomy: options.autonomy?.trimmed)
 
         // Unreadable credentials (a corrupt file) are replaced by this join, like a first join.
         if let existing = (try? store.load()) ?? nil, let cluster = existing.cluster, let client = existing.client, existing.caPEM != nil {

@@ -7,6 +7,7 @@
 //   - rotates the client certificate at 70–90 % of its lifetime and asks for a serving certificate.
 // Every loop survives the API server going away: it retries with back-off and pods keep running.
 
+import EdgedControl
 import EdgedCore
 import EdgedCredentials
 import EdgedImages
@@ -48,6 +49,9 @@ public struct ClusterAgentConfig: Sendable {
     /// evictionHard's memory.available in bytes (nil: none). As in kubelet, MemoryPressure is True while the node's
     /// available memory is below it, and it is taken off allocatable memory.
     public var memoryEvictionThreshold: Int64? = 100 << 20
+    /// Seconds a pod bound to an autonomous node may lack the autonomy tolerations before `edgectl status` says no
+    /// autonomy controller reconciles them (time for the controller to do its work).
+    public var autonomyGraceSeconds: Int64 = 60
     /// Extended resources found on the host (nvidia.com/gpu), added to capacity and allocatable.
     public var extendedResources: @Sendable () -> [String: Quantity] = { [:] }
 
@@ -73,6 +77,8 @@ public struct ClusterState: Sendable, Equatable {
     public var eventsSent = 0
     /// Pod status writes the API server refused ("pod ns/name: <the API's message>"), newest view.
     public var refusedStatusWrites: [String] = []
+    /// Node autonomy from the Node's annotations and the bound pods as last seen; nil until the Node is seen.
+    public var autonomy: AutonomyReport?
 }
 
 public actor ClusterAgent {
@@ -114,7 +120,26 @@ public actor ClusterAgent {
         var s = state
         s.apiPods = known.count
         s.refusedStatusWrites = refusedStatus.values.map { "pod \($0.pod): \($0.message)" }.sorted()
+        if let apiNode {
+            let now = ContinuousClock.now
+            s.autonomy = AutonomyReport(annotations: apiNode.metadata.annotations, pods: Array(known.values),
+                                        ages: autonomyMismatchSince.mapValues { (now - $0).components.seconds },
+                                        graceSeconds: config.autonomyGraceSeconds)
+        }
         return s
+    }
+
+    /// When edged first saw each pod (by UID) that autonomy concerns without the autonomy tolerations, while the
+    /// node is autonomous; a pod leaves it as soon as it carries them (or goes away).
+    private var autonomyMismatchSince: [String: ContinuousClock.Instant] = [:]
+
+    /// Brings `autonomyMismatchSince` up to date with the Node's setting and the pods (after any change of either).
+    private func trackAutonomy() {
+        let autonomy = (try? NodeAutonomy(annotations: apiNode?.metadata.annotations)) ?? .off
+        let mismatched = Set(AutonomyReport.unreconciled(autonomy, pods: Array(known.values)).compactMap(\.metadata.uid))
+        autonomyMismatchSince = autonomyMismatchSince.filter { mismatched.contains($0.key) }
+        let now = ContinuousClock.now
+        for uid in mismatched where autonomyMismatchSince[uid] == nil { autonomyMismatchSince[uid] = now }
     }
 
     /// Whether credentials from `edgectl join` exist.
@@ -261,6 +286,7 @@ public actor ClusterAgent {
 
     private func apiNodeChanged(_ node: Node?) {
         apiNode = node
+        trackAutonomy()
         guard let node, lastNodeStatus != nil, Self.conditionsDiffer(api: node.status, ours: lastNodeStatus) else { return }
         // At once, but not more than once a second: a write the API keeps answering differently (another writer of
         // the same condition) must not become a loop; the 10 s tick still catches it.
@@ -294,9 +320,11 @@ public actor ClusterAgent {
     private func registerNode() async throws {
         guard let client else { return }
         let reg = try NodeRegistration.load(dir: config.credentialsDir) ?? NodeRegistration()
-        var meta = ObjectMeta(name: config.nodeName, labels: nodeLabels(reg),
-                              annotations: ["node.alpha.kubernetes.io/ttl": "0",
-                                            "volumes.kubernetes.io/controller-managed-attach-detach": "true"])
+        var annotations = ["node.alpha.kubernetes.io/ttl": "0", "volumes.kubernetes.io/controller-managed-attach-detach": "true"]
+        // Autonomy as joined, only on the Node edged creates: once the Node exists the annotation is the operator's
+        // (NodeRestriction restricts a node's own labels and taints, not its annotations).
+        if let autonomy = reg.autonomy { annotations[NodeAutonomy.durationAnnotation] = autonomy }
+        var meta = ObjectMeta(name: config.nodeName, labels: nodeLabels(reg), annotations: annotations)
         meta.name = config.nodeName
         let taints = try reg.taints.map { t throws(EdgedError) -> Taint in
             let p = try NodeRegistration.parseTaint(t)
@@ -306,11 +334,11 @@ public actor ClusterAgent {
         do {
             let created = try await client.create(.nodes, node)
             nodeUID = created.metadata.uid
-            logger.info("registered node \(config.nodeName)")
+            logger.info("registered node \(config.nodeName) (\(reg.autonomy.map { "\(NodeAutonomy.durationAnnotation)=\($0)" } ?? "not autonomous"))")
             await events?.nodeEvent(reason: "Starting", message: "Starting edged \(config.version).")
         } catch {
             guard let e = error as? KubeError, e.isAlreadyExists else { throw error }
-            // Already there (re-join, restart): make its labels ours, keep everything else.
+            // Already there (re-join, restart): make its labels ours, keep everything else (the autonomy annotation too).
             var labels: [(String, JSONValue)] = []
             for (k, v) in nodeLabels(reg).sorted(by: { $0.key < $1.key }) { labels.append((k, .string(v))) }
             let patched = try await client.patch(.nodes, name: config.nodeName,
@@ -470,6 +498,7 @@ public actor ClusterAgent {
             }
         }
         syncObjectWatches()
+        trackAutonomy()
         await applyPods()
         wakeStatus.yield()
     }

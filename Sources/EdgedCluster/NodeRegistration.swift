@@ -1,6 +1,7 @@
-// The node's registration choices from `edgectl join` (labels, node pool, taints), kept beside the credentials so
-// a reboot (with or without the cloud) comes back as the same node.
+// The node's registration choices from `edgectl join` (labels, node pool, taints, autonomy), kept beside the
+// credentials so a reboot (with or without the cloud) comes back as the same node.
 
+import EdgedControl
 import EdgedCore
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -14,11 +15,39 @@ public struct NodeRegistration: Codable, Sendable, Equatable {
     public var nodePool: String?
     /// "key=value:Effect" or "key:Effect", like kubelet's --register-with-taints.
     public var taints: [String]
+    /// The node.openyurt.io/autonomy-duration annotation the Node is created with ("0" forever, or a Go duration);
+    /// nil: none (`--no-autonomy`). Only when edged creates the Node: once it exists the annotation is the
+    /// operator's (`kubectl annotate node`), and edged never rewrites or removes it. A file from before this setting
+    /// has the default, "0".
+    public var autonomy: String?
 
-    public init(labels: [String: String] = [:], nodePool: String? = nil, taints: [String] = []) {
+    public init(labels: [String: String] = [:], nodePool: String? = nil, taints: [String] = [],
+                autonomy: String? = JoinRequest.defaultAutonomy) {
         self.labels = labels
         self.nodePool = nodePool
         self.taints = taints
+        self.autonomy = autonomy
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case labels, nodePool, taints, autonomy
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        labels = try c.decodeIfPresent([String: String].self, forKey: .labels) ?? [:]
+        nodePool = try c.decodeIfPresent(String.self, forKey: .nodePool)
+        taints = try c.decodeIfPresent([String].self, forKey: .taints) ?? []
+        // Absent (a file written before autonomy existed): the default; null: none.
+        autonomy = try c.contains(.autonomy) ? c.decodeIfPresent(String.self, forKey: .autonomy) : JoinRequest.defaultAutonomy
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(labels, forKey: .labels)
+        try c.encodeIfPresent(nodePool, forKey: .nodePool)
+        try c.encode(taints, forKey: .taints)
+        if let autonomy { try c.encode(autonomy, forKey: .autonomy) } else { try c.encodeNil(forKey: .autonomy) }
     }
 
     public static let fileName = "node.json"

@@ -74,6 +74,7 @@ public struct Daemon {
         agentConfig.leaseDurationSeconds = Int32(config.cluster.leaseDurationSeconds)
         agentConfig.nodeStatusReportInterval = .seconds(config.cluster.nodeStatusReportSeconds)
         agentConfig.volumeRefreshInterval = .seconds(config.cluster.volumeRefreshSeconds)
+        agentConfig.autonomyGraceSeconds = Int64(config.cluster.autonomyGraceSeconds)
         agentConfig.systemReserved = config.cluster.systemReserved.mapValues { Quantity($0) }
         agentConfig.extendedResources = { [gpus] in gpus.capacity() }
         let thresholds = try EvictionThresholds.parse(config.evictionHard, memoryTotal: Files.meminfo()["MemTotal"] ?? 0)

@@ -57,6 +57,10 @@ struct DaemonBackend: ControlBackend {
                     reasons.append("the tunnel to \(tunnel.server) has been down for \(downFor.components.seconds) s\(tunnel.lastError.map { ": \($0)" } ?? ""); kubectl logs/exec/port-forward cannot reach this node — check that outbound TCP to \(tunnel.server) is allowed and the tunnel server runs")
                 }
             }
+            if let autonomy = s.autonomy {
+                cluster?.autonomy = autonomy
+                reasons += autonomy.problems(nodeName: nodeName)
+            }
             for refused in s.refusedStatusWrites {
                 reasons.append("the API server refused the status of \(refused) — the pod runs here, but kubectl shows what the API accepted; pass this line to the cluster admin (an admission policy refuses it, or it is an edged bug)")
             }

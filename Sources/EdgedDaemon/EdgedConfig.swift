@@ -127,11 +127,15 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
         public var systemReserved: [String: String] = [:]
         /// Seconds between re-reads of configMap/secret volumes (watches deliver changes sooner). Default 60.
         public var volumeRefreshSeconds: Int = 60
+        /// Seconds a pod bound to an autonomous node may still lack the autonomy tolerations before `edgectl status`
+        /// says that no autonomy controller reconciles the node's pods (DEGRADED). Default 60.
+        public var autonomyGraceSeconds: Int = 60
 
         public init() {}
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case nodeIP, maxPods, leaseRenewSeconds, leaseDurationSeconds, nodeStatusReportSeconds, systemReserved, volumeRefreshSeconds
+            case nodeIP, maxPods, leaseRenewSeconds, leaseDurationSeconds, nodeStatusReportSeconds, systemReserved, volumeRefreshSeconds,
+                 autonomyGraceSeconds
         }
 
         public init(from decoder: Decoder) throws {
@@ -144,6 +148,7 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
             nodeStatusReportSeconds = try c.decodeIfPresent(Int.self, forKey: .nodeStatusReportSeconds) ?? d.nodeStatusReportSeconds
             systemReserved = try c.decodeIfPresent([String: String].self, forKey: .systemReserved) ?? d.systemReserved
             volumeRefreshSeconds = try c.decodeIfPresent(Int.self, forKey: .volumeRefreshSeconds) ?? d.volumeRefreshSeconds
+            autonomyGraceSeconds = try c.decodeIfPresent(Int.self, forKey: .autonomyGraceSeconds) ?? d.autonomyGraceSeconds
         }
     }
 
@@ -266,6 +271,9 @@ public struct EdgedConfig: Codable, Sendable, Equatable {
         guard cluster.maxPods > 0, cluster.leaseRenewSeconds > 0, cluster.leaseDurationSeconds > cluster.leaseRenewSeconds,
               cluster.nodeStatusReportSeconds > 0, cluster.volumeRefreshSeconds > 0 else {
             throw EdgedError(.invalidConfig, "\(source): cluster: maxPods, leaseRenewSeconds, nodeStatusReportSeconds and volumeRefreshSeconds must be positive, and leaseDurationSeconds longer than leaseRenewSeconds")
+        }
+        guard cluster.autonomyGraceSeconds >= 0 else {
+            throw EdgedError(.invalidConfig, "\(source): cluster.autonomyGraceSeconds must be 0 or more")
         }
         for (key, value) in cluster.systemReserved {
             do { _ = try Quantity(value).milliValue() } catch {
