@@ -165,8 +165,15 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
+        // The cloud-side autonomy controller (`edged autonomy-controller`): keeps the pods of autonomous edge nodes
+        // bound through long outages by setting their unreachable/not-ready NoExecute tolerations; Lease leader election.
+        .target(name: "EdgedAutonomy", dependencies: [
+            "EdgedCore", "EdgedKube",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
         .executableTarget(name: "edged", dependencies: [
-            "EdgedDaemon", "EdgedTunnel", "EdgedSystemd",
+            "EdgedDaemon", "EdgedTunnel", "EdgedSystemd", "EdgedAutonomy",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -209,6 +216,7 @@ let package = Package(
         ], exclude: ["Crashers"]),
         .testTarget(name: "EdgedTunnelTests", dependencies: ["EdgedTunnel", "EdgedCore", "EdgedTestSupport"]),
         .testTarget(name: "KubeAPIServerTests", dependencies: ["EdgedTestSupport", "EdgedCore"]),
+        .testTarget(name: "EdgedAutonomyTests", dependencies: ["EdgedAutonomy", "EdgedCore", "EdgedKube", "EdgedTestSupport"]),
         // Helpers only tests import: building busybox rootfs/images from Debian's busybox-static, temp dirs.
         // Also the test Kubernetes API server (TLS, client certs, resourceVersions, watch, CSR signing).
         .target(name: "EdgedTestSupport", dependencies: [

@@ -67,7 +67,7 @@ public enum NodeAutonomy: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Go's time.ParseDuration, in seconds: [-+]?([0-9]*(\.[0-9]*)?[a-z]+)+ with units ns us µs ms s m h, or "0".
-    static func parseGoDuration(_ s: String) -> Double? {
+    public static func parseGoDuration(_ s: String) -> Double? {
         var rest = Substring(s)
         var sign = 1.0
         if let c = rest.first, c == "-" || c == "+" { sign = c == "-" ? -1 : 1; rest = rest.dropFirst() }
