@@ -13,7 +13,7 @@ struct Edged: AsyncParsableCommand {
         commandName: "edged",
         abstract: "Turns this machine into a Kubernetes edge node: runs pods from static manifests, with edgectl for on-site checks.",
         version: EdgedVersion.string,
-        subcommands: [Run.self, DemoCommand.self, TunnelServerCommand.self],
+        subcommands: [Run.self, DemoCommand.self, TunnelServerCommand.self, AutonomyControllerCommand.self],
         defaultSubcommand: Run.self)
 }
 
