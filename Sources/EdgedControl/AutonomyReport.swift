@@ -87,7 +87,7 @@ extension AutonomyReport {
             let tolerations = pod.spec.tolerations ?? []
             return UnreconciledPod(namespace: pod.namespace, name: pod.name,
                                    tolerations: NodeAutonomy.describeTolerations(tolerations),
-                                   deletedAfterSeconds: Self.deletionDelay(tolerations, taintKey: NodeAutonomy.taintKeys[0]),
+                                   deletedAfterSeconds: NodeAutonomy.deletionDelay(tolerations, taintKey: NodeAutonomy.taintKeys[0]),
                                    forSeconds: pod.metadata.uid.flatMap { ages[$0] } ?? 0)
         }.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) }
     }
@@ -99,24 +99,6 @@ extension AutonomyReport {
             !NodeAutonomy.leavesAlone(pod.metadata, phase: pod.status?.phase?.rawValue)
                 && autonomy.tolerationsApplied(to: pod.spec.tolerations ?? []) != nil
         }
-    }
-
-    /// When the taint-eviction controller deletes a pod with `tolerations` after `taintKey`'s NoExecute taint (no
-    /// value) is put on its node: the first toleration that matches the taint decides (GetMatchingTolerations); none:
-    /// at once (0); one without tolerationSeconds: never (nil); else its seconds (at least 0).
-    static func deletionDelay(_ tolerations: [Toleration], taintKey: String) -> Int64? {
-        let match = tolerations.first { t in
-            let effect = t.effect ?? ""
-            let key = t.key ?? ""
-            guard effect.isEmpty || effect == "NoExecute", key.isEmpty || key == taintKey else { return false }
-            switch t.operator ?? "Equal" {
-            case "Exists": return true
-            case "Equal", "": return (t.value ?? "").isEmpty
-            default: return false
-            }
-        }
-        guard let match else { return 0 }
-        return match.tolerationSeconds.map { max($0, 0) }
     }
 
     /// The pods that have been unreconciled for longer than the grace period.

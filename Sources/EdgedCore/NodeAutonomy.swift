@@ -137,26 +137,51 @@ public enum NodeAutonomy: Sendable, Equatable, CustomStringConvertible {
 
     /// The pod's tolerations with autonomy applied, or nil when they already carry it: every NoExecute toleration
     /// of the two taints gets `tolerationSeconds` (nil = forever); a taint with none gets one appended
-    /// (operator Exists). Nothing else changes, and the order is kept. Only for an autonomous setting.
+    /// (operator Exists). The taint-eviction controller goes by the first toleration that matches a taint
+    /// (GetMatchingTolerations), so when another one that also matches comes earlier (a wildcard `operator: Exists`
+    /// with `effect: NoExecute`) and would have the pod deleted sooner, the autonomy toleration is moved in front of
+    /// it (pod update validation allows any order); an earlier one that keeps the pod longer stays first. Nothing
+    /// else changes. Only for an autonomous setting.
     public func tolerationsApplied(to tolerations: [Toleration]) -> [Toleration]? {
         guard isAutonomous else { return nil }
         var result = tolerations
-        var changed = false
         for key in Self.taintKeys {
             var found = false
             for i in result.indices where Self.isAutonomyToleration(result[i], key: key) {
                 found = true
-                if result[i].tolerationSeconds != tolerationSeconds {
-                    result[i].tolerationSeconds = tolerationSeconds
-                    changed = true
-                }
+                result[i].tolerationSeconds = tolerationSeconds
             }
             if !found {
                 result.append(Toleration(key: key, operator: "Exists", effect: "NoExecute", tolerationSeconds: tolerationSeconds))
-                changed = true
+            }
+            if let first = result.firstIndex(where: { Self.toleratesNoExecute($0, taintKey: key) }),
+               let ours = result.firstIndex(where: { Self.isAutonomyToleration($0, key: key) }), first < ours,
+               let sooner = result[first].tolerationSeconds, tolerationSeconds.map({ sooner < $0 }) ?? true {
+                result.insert(result.remove(at: ours), at: first)
             }
         }
-        return changed ? result : nil
+        return result == tolerations ? nil : result
+    }
+
+    /// Whether `t` tolerates the NoExecute taint `taintKey` (no value), as v1.Toleration.ToleratesTaint: an empty
+    /// effect matches every effect, `Exists` with an empty key every key, `Equal` (the default) needs the key and
+    /// an empty value.
+    public static func toleratesNoExecute(_ t: Toleration, taintKey: String) -> Bool {
+        let effect = t.effect ?? ""
+        guard effect.isEmpty || effect == "NoExecute" else { return false }
+        switch t.operator ?? "" {
+        case "Exists": return (t.key ?? "").isEmpty || t.key == taintKey
+        case "Equal", "": return t.key == taintKey && (t.value ?? "").isEmpty
+        default: return false
+        }
+    }
+
+    /// The seconds after which the taint-eviction controller deletes a pod with these tolerations once the node has
+    /// the NoExecute taint `taintKey`: 0 when nothing tolerates it, nil when the first matching toleration has no
+    /// tolerationSeconds (forever).
+    public static func deletionDelay(_ tolerations: [Toleration], taintKey: String) -> Int64? {
+        guard let match = tolerations.first(where: { toleratesNoExecute($0, taintKey: taintKey) }) else { return 0 }
+        return match.tolerationSeconds.map { max($0, 0) }
     }
 
     /// What the pod tolerates of `key`'s NoExecute taint through the tolerations autonomy sets: nil when it has

@@ -110,6 +110,21 @@ private let notReady = "node.kubernetes.io/not-ready"
         #expect(applied == [wildcard, anyEffect, noSchedule, t(unreachable), t(notReady)])
     }
 
+    @Test func anEarlierTolerationThatWouldDeleteThePodSoonerIsOvertaken() {
+        // The taint-eviction controller goes by the first matching toleration: a wildcard NoExecute toleration of
+        // 300 s before the autonomy ones would still delete the pod after 300 s, so they move in front of it.
+        let wildcard300 = t(nil, 300)
+        #expect(NodeAutonomy.forever.tolerationsApplied(to: [wildcard300, t(notReady, 300), t(unreachable, 300)])
+                == [t(unreachable), t(notReady), wildcard300])
+        #expect(NodeAutonomy.seconds(600).tolerationsApplied(to: [wildcard300]) == [t(unreachable, 600), t(notReady, 600), wildcard300])
+        #expect(NodeAutonomy.deletionDelay([t(unreachable), t(notReady), wildcard300], taintKey: unreachable) == nil)
+        // One that keeps the pod longer than the node's duration stays first.
+        let wildcard1d = t(nil, 86_400)
+        #expect(NodeAutonomy.seconds(600).tolerationsApplied(to: [wildcard1d]) == [wildcard1d, t(unreachable, 600), t(notReady, 600)])
+        // Already in front: nothing to do.
+        #expect(NodeAutonomy.forever.tolerationsApplied(to: [t(notReady), t(unreachable), wildcard300]) == nil)
+    }
+
     @Test func alreadyRightIsNil() {
         #expect(NodeAutonomy.forever.tolerationsApplied(to: [t(unreachable), t(notReady)]) == nil)
         #expect(NodeAutonomy.seconds(60).tolerationsApplied(to: [t(notReady, 60), t(unreachable, 60)]) == nil)

@@ -128,7 +128,7 @@ private let duration = NodeAutonomy.durationAnnotation
 
     @Test func deletionDelayIsTheFirstMatchingTolerations() throws {
         let key = "node.kubernetes.io/unreachable"
-        func delay(_ t: [Toleration]) -> Int64? { AutonomyReport.deletionDelay(t, taintKey: key) }
+        func delay(_ t: [Toleration]) -> Int64? { NodeAutonomy.deletionDelay(t, taintKey: key) }
         #expect(delay([]) == 0)
         #expect(delay([Toleration(operator: "Exists")]) == nil, "tolerates every taint forever")
         #expect(delay([Toleration(key: key, operator: "Exists", effect: "NoExecute", tolerationSeconds: 300)]) == 300)
