@@ -220,11 +220,32 @@ final class KubeAPIServerCore: @unchecked Sendable {
         }
     }
 
+    /// The DefaultTolerationSeconds admission plugin (plugin/pkg/admission/defaulttolerationseconds, on pod create
+    /// and update, not on subresources): a not-ready or unreachable NoExecute toleration is appended with
+    /// `seconds` unless one for that taint is there (same key or none, effect NoExecute or empty, any operator). So an
+    /// update that removes one gets it back, as on the real server.
+    static func withDefaultTolerations(_ spec: KJSON, seconds: Int) -> KJSON {
+        var s = spec
+        var tolerations = s["tolerations"]?.array ?? []
+        for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"]
+        where !tolerations.contains(where: { t in   // an existing toleration of that NoExecute taint wins
+            let k = t["key"]?.string ?? "", effect = t["effect"]?.string ?? ""
+            return (k == key || k.isEmpty) && (effect.isEmpty || effect == "NoExecute")   // the operator is not looked at
+        }) {
+            tolerations.append(.object(["key": .string(key), "operator": .string("Exists"),
+                                        "effect": .string("NoExecute"), "tolerationSeconds": .int(seconds)]))
+        }
+        s["tolerations"] = .array(tolerations)
+        return s
+    }
+
     /// The defaults kube-apiserver fills into a pod spec (SetDefaults_PodSpec/Container, requests defaulted from
     /// limits as SetDefaults_Pod does); `create` adds what admission plugins add at create only (priority and
     /// preemptionPolicy from the Priority plugin, the two tolerations of DefaultTolerationSeconds with
     /// `tolerationSeconds`, 300 unless Options.defaultTolerationSeconds says otherwise).
     /// serviceAccountName is the ServiceAccount plugin's (admitServiceAccount).
+    /// The DefaultTolerationSeconds plugin also runs on updates of pods (not of their subresources): see
+    /// withDefaultTolerations.
     static func defaultPodSpec(_ spec: KJSON, create: Bool, tolerationSeconds: Int = 300) -> KJSON {
         var s = spec
         var defaults: [(String, KJSON)] = [
@@ -235,18 +256,7 @@ final class KubeAPIServerCore: @unchecked Sendable {
         if create { defaults += [("priority", .int(0)), ("preemptionPolicy", .string("PreemptLowerPriority"))] }
         for (k, v) in defaults where s[k] == nil { s[k] = v }
         if s["serviceAccount"] == nil, let sa = s["serviceAccountName"] { s["serviceAccount"] = sa }
-        if create {
-            var tolerations = s["tolerations"]?.array ?? []
-            for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"]
-            where !tolerations.contains(where: { t in   // an existing toleration of that NoExecute taint wins
-                let k = t["key"]?.string ?? "", effect = t["effect"]?.string ?? ""
-                return (k == key || (k.isEmpty && t["operator"]?.string == "Exists")) && (effect.isEmpty || effect == "NoExecute")
-            }) {
-                tolerations.append(.object(["key": .string(key), "operator": .string("Exists"),
-                                            "effect": .string("NoExecute"), "tolerationSeconds": .int(tolerationSeconds)]))
-            }
-            s["tolerations"] = .array(tolerations)
-        }
+        if create { s = withDefaultTolerations(s, seconds: tolerationSeconds) }
         for field in ["containers", "initContainers"] {
             guard let list = s[field]?.array else { continue }
             s[field] = .array(list.map { c in
@@ -311,7 +321,10 @@ final class KubeAPIServerCore: @unchecked Sendable {
                 meta[k] = old[path: ["metadata", k]]
             }
             new["metadata"] = meta
-            if r.kind == "Pod" { new["spec"] = Self.defaultPodSpec(new["spec"] ?? .object([:]), create: false) }
+            if r.kind == "Pod" {
+                new["spec"] = Self.withDefaultTolerations(Self.defaultPodSpec(new["spec"] ?? .object([:]), create: false),
+                                                          seconds: options.defaultTolerationSeconds)
+            }
             if r.kind == "EndpointSlice" { try Self.validateEndpointSlice(new, old: old, name: name) }
             try prepareForUpdate(r, &new, old: old, name: name)   // apps/v1 and RBAC objects (+Apps, +RBAC)
             if new["spec"] != old["spec"] {

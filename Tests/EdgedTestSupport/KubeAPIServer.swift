@@ -29,9 +29,10 @@
 //   changes only status, /approval only status.conditions.
 // - Pod defaults that matter to a kubelet: restartPolicy, dnsPolicy, terminationGracePeriodSeconds,
 //   schedulerName, enableServiceLinks, imagePullPolicy (Always for :latest/untagged), terminationMessagePath/Policy,
-//   port protocol, requests defaulted from limits; at create only (admission): the two 300 s not-ready/unreachable
-//   tolerations (DefaultTolerationSeconds; Options.defaultTolerationSeconds), priority 0, status.phase Pending and qosClass (pkg/apis/core/helper/qos:
-//   cpu and memory only). Pod spec updates may change only images, activeDeadlineSeconds, tolerations and
+//   port protocol, requests defaulted from limits; at create and update (admission, not on subresources): the two
+//   300 s not-ready/unreachable tolerations when missing (DefaultTolerationSeconds; Options.defaultTolerationSeconds:
+//   an update that removes one gets it back); at create only: priority 0, status.phase Pending and qosClass
+//   (pkg/apis/core/helper/qos: cpu and memory only). Pod spec updates may change only images, activeDeadlineSeconds, tolerations and
 //   terminationGracePeriodSeconds (422 otherwise); tolerations are validated at create and update as
 //   ValidateTolerations and validateOnlyAddedTolerations do (+Tolerations.swift: existing ones may change only their
 //   tolerationSeconds, to any value or none; new ones may be added), through PUT and every PATCH type.

@@ -101,14 +101,14 @@ private func causes(_ json: [String: Any]) -> [[String: String]] {
             #expect(str(r.json, "message") == "Pod \"web\" is invalid: spec.tolerations: \(forbiddenMessage)", "\(what)")
             #expect(causes(r.json) == [["reason": "FieldValueForbidden", "field": "spec.tolerations", "message": forbiddenMessage]], "\(what)")
         }
-        // PUT changing the effect of one (NoExecute → NoSchedule, seconds dropped so the rest stays valid).
+        // PUT changing the value of the pod's own toleration.
         var pod = try #require(f.server.objectJSON(podPath))
-        pod["spec"] = (pod["spec"] as? [String: Any] ?? [:]).merging(["tolerations": edited(f, unreachable) {
-            $0["effect"] = "NoSchedule"; $0["tolerationSeconds"] = nil
+        pod["spec"] = (pod["spec"] as? [String: Any] ?? [:]).merging(["tolerations": edited(f, "example.com/dedicated") {
+            $0["value"] = "cloud"
         }]) { $1 }
-        expectForbidden(try f.request("PUT", podPath, pod), "PUT with a changed effect")
-        // Merge patch that leaves one out.
-        expectForbidden(try f.request("PATCH", podPath, ["spec": ["tolerations": before.filter { $0["key"] as? String != notReady }]],
+        expectForbidden(try f.request("PUT", podPath, pod), "PUT with a changed value")
+        // Merge patch that leaves the pod's own toleration out (DefaultTolerationSeconds brings back only its two).
+        expectForbidden(try f.request("PATCH", podPath, ["spec": ["tolerations": before.filter { $0["key"] as? String != "example.com/dedicated" }]],
                                       contentType: "application/merge-patch+json"), "merge patch without one")
         // Strategic merge patch changing a value.
         expectForbidden(try f.request("PATCH", podPath, ["spec": ["tolerations": edited(f, "example.com/dedicated") { $0["value"] = "cloud" }]],
@@ -117,13 +117,38 @@ private func causes(_ json: [String: Any]) -> [[String: String]] {
         let i = try #require(before.firstIndex { $0["key"] as? String == unreachable })
         expectForbidden(try f.request("PATCH", podPath, [["op": "replace", "path": "/spec/tolerations/\(i)/operator", "value": "Equal"]],
                                       contentType: "application/json-patch+json"), "json patch of the operator")
-        expectForbidden(try f.request("PATCH", podPath, [["op": "remove", "path": "/spec/tolerations/\(i)"]],
+        let own = try #require(before.firstIndex { $0["key"] as? String == "example.com/dedicated" })
+        expectForbidden(try f.request("PATCH", podPath, [["op": "remove", "path": "/spec/tolerations/\(own)"]],
                                       contentType: "application/json-patch+json"), "json patch removing one")
         // Replacing the whole list with a forever toleration of everything does not keep the old ones either.
         expectForbidden(try f.request("PATCH", podPath, ["spec": ["tolerations": [["operator": "Exists"]]]],
                                       contentType: "application/merge-patch+json"), "a catch-all instead")
         #expect(tolerations(f).count == before.count)
         #expect(str(f.server.objectJSON(podPath) ?? [:], "metadata.resourceVersion") == rv)
+    }
+
+    /// DefaultTolerationSeconds runs on updates too (admission.NewHandler(Create, Update)): an update that drops one
+    /// of the two default tolerations, or turns it into another, gets it back with the default seconds, so the old
+    /// toleration is still there and the update is accepted — as the real server answered (checked on v1.36).
+    @Test func anUpdateThatDropsADefaultTolerationGetsItBack() async throws {
+        let f = try await startWithPod()
+        defer { Task { await f.close() } }
+        let merge = try f.request("PATCH", podPath, ["spec": ["tolerations": tolerations(f).filter { $0["key"] as? String != notReady }]],
+                                  contentType: "application/merge-patch+json")
+        #expect(merge.code == 200)
+        #expect(seconds(f, notReady) == "300")
+        #expect(tolerations(f).last?["key"] as? String == notReady, "appended again at the end")
+        // The effect of the unreachable one changed to NoSchedule: a NoExecute one is added back beside it.
+        let changed = try f.request("PATCH", podPath, ["spec": ["tolerations": edited(f, unreachable) {
+            $0["effect"] = "NoSchedule"; $0["tolerationSeconds"] = nil
+        }]], contentType: "application/merge-patch+json")
+        #expect(changed.code == 200)
+        let unreachables = tolerations(f).filter { $0["key"] as? String == unreachable }
+        #expect(unreachables.map { $0["effect"] as? String ?? "" }.sorted() == ["NoExecute", "NoSchedule"], "\(unreachables)")
+        // Not on subresources: a status write leaves the spec alone.
+        #expect(try f.request("PATCH", podPath + "/status", ["status": ["phase": "Running"]],
+                              contentType: "application/merge-patch+json").code == 200)
+        #expect(tolerations(f).count == 4)
     }
 
     @Test func invalidTolerationsAreRefusedAtCreate() async throws {
