@@ -75,11 +75,14 @@ struct NodeStatusFidelityTests {
     /// On a real cluster 10 edged nodes stayed NotReady, with the unreachable taint whose eviction timers keep
     /// running, for 2.5 minutes after the API server was back: kube-controller-manager had set their conditions to
     /// Unknown, the Lease renewals alone do not undo that, and edged re-posted its status only at its 5-minute
-    /// report. Both ways of losing the cloud: the API server down (stop/resume) and a link that drops everything.
+    /// report. Three ways of losing the cloud: the API server down (stop/resume), a link that drops everything, and
+    /// the node's own link dropping packets with its open connections left silent afterwards (on a real cluster an
+    /// iptables DROP for 2 minutes: the watches' TCP connections got no reset and delivered again only when TCP
+    /// retransmitted, so the node was Ready 7–20 s after the link returned, or after minutes for longer outages).
     @Test func nodeIsReadyAgainWithinSecondsOfTheLinksReturn() async throws {
         var options = KubeAPIServer.Options()
         options.nodeLifecycle = .init(monitorPeriod: .milliseconds(500), gracePeriod: .seconds(4), startupGracePeriod: .seconds(30))
-        try await withCluster(name: "ready", subnet: "10.250.91.0/24", options: options) { f in
+        try await withCluster(name: "ready", subnet: "10.250.91.0/24", options: options, nodeLink: true) { f in
             try f.edged.start()
             try f.join()
             let nodePath = "/api/v1/nodes/\(f.node)"
@@ -109,14 +112,24 @@ struct NodeStatusFidelityTests {
                     .first { $0["type"] as? String == "Ready" }?["status"] as? String
             }
             _ = try await waitFor("pod beat Ready", timeout: 30) { podReady() == "True" }
-            for outage in ["API server down", "link dropping every packet"] {
-                if outage == "API server down" { try await f.api.stop() } else { f.api.setBlackhole(true) }
+            let link = try #require(f.nodeLink)
+            let silent = "node link dropping packets, its connections silent after"
+            for outage in ["API server down", "link dropping every packet", silent] {
+                switch outage {
+                case "API server down": try await f.api.stop()
+                case silent: link.setCut(true)
+                default: f.api.setBlackhole(true)
+                }
                 _ = try await waitFor("the node controller marking the node Unknown (\(outage))", timeout: 20) {
                     ready() == "Unknown" && taints().contains("node.kubernetes.io/unreachable:NoExecute")
                 }
                 #expect(podReady() == "False", "the node controller marks the pods of an unreachable node not ready")
                 try await Task.sleep(for: .seconds(2))
-                if outage == "API server down" { try await f.api.resume() } else { f.api.setBlackhole(false) }
+                switch outage {
+                case "API server down": try await f.api.resume()
+                case silent: link.setCut(false, keepStalledDead: true)
+                default: f.api.setBlackhole(false)
+                }
                 let back = try await waitFor("node Ready again after the \(outage) ended", timeout: 15) {
                     ready() == "True" && !taints().contains { $0.hasPrefix("node.kubernetes.io/unreachable") }
                 }

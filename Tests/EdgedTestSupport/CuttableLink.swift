@@ -55,9 +55,11 @@ public final class CuttableLink: Sendable {
         port = listener.localAddress?.port ?? 0
     }
 
-    /// Cut (true): every connection, open or new, drops all bytes. Restored (false): the stalled connections are
-    /// closed so that their clients reconnect.
-    public func setCut(_ cut: Bool) {
+    /// Cut (true): every connection, open or new, drops all bytes. Restored (false): new connections work; the
+    /// stalled ones are closed so that their clients reconnect, or with `keepStalledDead` stay silent for good, as
+    /// connections through a firewall that dropped packets for minutes do until TCP gives up on them (the client
+    /// sees no reset and must notice by itself).
+    public func setCut(_ cut: Bool, keepStalledDead: Bool = false) {
         let pairs: [LinkPair] = state.value.withLock { s in
             s.cut = cut
             return Array(s.pairs.values)
@@ -65,7 +67,7 @@ public final class CuttableLink: Sendable {
         for pair in pairs {
             if cut {
                 pair.stalled.withLock { $0 = true }
-            } else if pair.stalled.withLock({ $0 }) {
+            } else if pair.stalled.withLock({ $0 }), !keepStalledDead {
                 pair.closeBoth()
             }
         }

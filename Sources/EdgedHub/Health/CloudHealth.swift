@@ -52,6 +52,9 @@ public final class CloudHealth: Sendable {
         var successes = 0
         var nextWaiter = 0
         var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+        /// How many times the state went to offline, and who waits for the next time.
+        var outages = 0
+        var outageWaiters: [Int: CheckedContinuation<Void, Never>] = [:]
     }
     public let config: CloudHealthConfig
     private let state = Mutex(State())
@@ -97,6 +100,10 @@ public final class CloudHealth: Sendable {
             if s.state == .online {
                 resumed = Array(s.waiters.values)
                 s.waiters = [:]
+            } else if s.state == .offline {
+                s.outages += 1
+                resumed = Array(s.outageWaiters.values)
+                s.outageWaiters = [:]
             }
             return ((old, s.state), resumed)
         }
@@ -139,6 +146,34 @@ public final class CloudHealth: Sendable {
             }
         } onCancel: {
             let c = state.withLock { $0.waiters.removeValue(forKey: id) }
+            c?.resume()
+        }
+    }
+
+    /// How many times the cloud went offline so far (for `waitForOutage(after:)`).
+    public var outages: Int { state.withLock { $0.outages } }
+
+    /// Returns once the cloud has gone offline more than `count` times (at once if it has), or when the task is
+    /// cancelled. A forwarded watch waits for this: the connection it streams on went through the outage and may be
+    /// dead without anyone telling (a firewall that drops packets sends no reset).
+    public func waitForOutage(after count: Int) async {
+        let id: Int? = state.withLock { s in
+            if s.outages > count { return nil }
+            s.nextWaiter += 1
+            return s.nextWaiter
+        }
+        guard let id else { return }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLock { s -> Bool in
+                    if s.outages > count || Task.isCancelled { return true }
+                    s.outageWaiters[id] = c
+                    return false
+                }
+                if resumeNow { c.resume() }
+            }
+        } onCancel: {
+            let c = state.withLock { $0.outageWaiters.removeValue(forKey: id) }
             c?.resume()
         }
     }

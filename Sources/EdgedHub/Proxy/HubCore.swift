@@ -321,29 +321,32 @@ public final class HubCore: Sendable {
         let isWatch = tee?.verb == .watch || call.info?.verb == .watch
         let writer = HeadTrackingWriter(callerWriter)
         let progress = WatchProgress()
+        let outagesAtStart = health.outages
         do {
-            try await transport.streamResponse(request, idleTimeout: isWatch ? config.watchIdleTimeout : config.forwardTimeout) { head, chunks in
-                health.noteSync()
-                count { $0.forwarded += 1 }
-                let headers = HubCall.responseHeaders(head.headers)
-                if let info = tee, head.status == 200 {
-                    if info.verb == .watch {
-                        try await WatchTee(core: self, call: call, info: info, progress: progress).run(headers: headers, chunks: chunks, writer: writer)
-                        try await self.afterWatchEnded(call, info, writer, progress)
-                    } else {
-                        try await ReadTee(core: self, call: call, info: info).run(headers: headers, chunks: chunks, writer: writer)
+            try await Self.endingAtAnOutage(isWatch ? health : nil, after: outagesAtStart) {
+                try await transport.streamResponse(request, idleTimeout: isWatch ? self.config.watchIdleTimeout : self.config.forwardTimeout) { head, chunks in
+                    self.health.noteSync()
+                    self.count { $0.forwarded += 1 }
+                    let headers = HubCall.responseHeaders(head.headers)
+                    if let info = tee, head.status == 200 {
+                        if info.verb == .watch {
+                            try await WatchTee(core: self, call: call, info: info, progress: progress).run(headers: headers, chunks: chunks, writer: writer)
+                            try await self.afterWatchEnded(call, info, writer, progress)
+                        } else {
+                            try await ReadTee(core: self, call: call, info: info).run(headers: headers, chunks: chunks, writer: writer)
+                        }
+                        return
                     }
-                    return
-                }
-                try await writer.writeHead(status: head.status, headers: headers)
-                var body: [UInt8] = []
-                for try await chunk in chunks {
-                    if discoveryKey != nil, head.status == 200, body.count < 4 << 20 { body += chunk }
-                    try await writer.writeBody(chunk)
-                }
-                try await writer.finish()
-                if let key = discoveryKey, head.status == 200, (try? JSONValue.parse(body)) != nil {
-                    cacheWriter.submit(.put(StoredObject(key: key, resourceVersion: "", body: body)))
+                    try await writer.writeHead(status: head.status, headers: headers)
+                    var body: [UInt8] = []
+                    for try await chunk in chunks {
+                        if discoveryKey != nil, head.status == 200, body.count < 4 << 20 { body += chunk }
+                        try await writer.writeBody(chunk)
+                    }
+                    try await writer.finish()
+                    if let key = discoveryKey, head.status == 200, (try? JSONValue.parse(body)) != nil {
+                        self.cacheWriter.submit(.put(StoredObject(key: key, resourceVersion: "", body: body)))
+                    }
                 }
             }
         } catch {
@@ -367,6 +370,31 @@ public final class HubCore: Sendable {
                 return
             }
             throw ForwardError(underlying: error, responseStarted: false)
+        }
+    }
+
+    /// The cloud went offline while a forwarded watch was open.
+    struct UpstreamOutage: Error, CustomStringConvertible {
+        var description: String { "the API server became unreachable while the watch was open; its connection may be dead" }
+    }
+
+    /// Runs `body` (a forwarded watch); when `health` is given and the cloud goes offline meanwhile, `body` is
+    /// cancelled (closing its upstream connection) and this throws `UpstreamOutage`. A link that drops packets
+    /// without a reset leaves the watch's TCP connection silent: without this the watch would deliver nothing until
+    /// TCP retransmits or the idle timeout (minutes) ends it, and the node would see the Node the node controller
+    /// changed during the outage that much later. Ended here, the watch continues from the store and ends when the
+    /// cloud is back, and the client watches again on a new connection.
+    static func endingAtAnOutage(_ health: CloudHealth?, after outages: Int,
+                                 _ body: @escaping @Sendable () async throws -> Void) async throws {
+        guard let health else { return try await body() }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                await health.waitForOutage(after: outages)
+                if !Task.isCancelled { throw UpstreamOutage() }
+            }
+            try await group.next()
+            group.cancelAll()
         }
     }
 
