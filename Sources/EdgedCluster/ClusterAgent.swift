@@ -223,14 +223,29 @@ public actor ClusterAgent {
             do {
                 if nodeUID == nil { try await registerNode() }
                 try await updateNodeStatus()
+                // The node's own status went through: an error noted before (often the outage's 503s) is history;
+                // a write that still fails notes its error again when it next fails.
+                state.lastError = nil
                 delay = .milliseconds(500)
                 await sleepOrNodeWake(config.nodeStatusUpdateFrequency)
             } catch {
                 noteError("updating node \(config.nodeName)", error)
-                try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(30))
+                cloudReturned = false
+                await sleepOrNodeWake(delay)
+                // The back-off starts over once the cloud is back (cloudIsReachableAgain also cut the sleep short).
+                delay = cloudReturned ? .milliseconds(500) : min(delay * 2, .seconds(30))
             }
         }
+    }
+
+    /// Set by cloudIsReachableAgain while the node loop backs off after a failure.
+    private var cloudReturned = false
+
+    /// The edge hub saw the API server answer again after an outage: a registration or node status write that
+    /// failed meanwhile is retried now rather than after the rest of its back-off.
+    public func cloudIsReachableAgain() {
+        cloudReturned = true
+        wakeNodeLoop()
     }
 
     /// The Node object as the API server last showed it (a watch on this one object).

@@ -107,6 +107,15 @@ extension ClusterService {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await hub.run() }
             group.addTask { await HubWiring.feedPodIPs(hub, pods: pods) }
+            group.addTask {
+                // A registration or status write that failed while the cloud was away is retried as soon as it is
+                // back, not after the rest of its back-off (up to 30 s).
+                while !Task.isCancelled {
+                    await hub.waitForTheCloudToReturn()
+                    if Task.isCancelled { return }
+                    await agent.cloudIsReachableAgain()
+                }
+            }
             group.addTask { try await agent.run(transport: hub.transport(userAgent: userAgent)) }
             addRemoteAccess(to: &group, client: reviews)
             defer { group.cancelAll() }

@@ -91,6 +91,15 @@ public final class EdgeHub: Sendable {
                            lastLeaseRenewal: lastLease.withLock { $0 })
     }
 
+    /// Returns when the cloud is reachable again after an outage: the current one when it is offline now, else the
+    /// next (or when the task is cancelled).
+    public func waitForTheCloudToReturn() async {
+        if health.current != .offline {
+            await health.waitForOutage(after: health.outages)
+        }
+        await health.waitUntilOnline()
+    }
+
     /// Waits until every cache write submitted so far is stored (tests and the benchmark).
     public func drainCacheWrites() async { await core.cacheWriter.drain() }
 
