@@ -129,25 +129,7 @@ public final class CloudHealth: Sendable {
 
     /// Returns once the cloud is online (at once if it is), or when the task is cancelled.
     public func waitUntilOnline() async {
-        let id: Int? = state.withLock { s in
-            if s.state == .online { return nil }
-            s.nextWaiter += 1
-            return s.nextWaiter
-        }
-        guard let id else { return }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let resumeNow = state.withLock { s -> Bool in
-                    if s.state == .online || Task.isCancelled { return true }
-                    s.waiters[id] = c
-                    return false
-                }
-                if resumeNow { c.resume() }
-            }
-        } onCancel: {
-            let c = state.withLock { $0.waiters.removeValue(forKey: id) }
-            c?.resume()
-        }
+        await wait(in: \.waiters) { $0.state == .online }
     }
 
     /// How many times the cloud went offline so far (for `waitForOutage(after:)`).
@@ -157,8 +139,15 @@ public final class CloudHealth: Sendable {
     /// cancelled. A forwarded watch waits for this: the connection it streams on went through the outage and may be
     /// dead without anyone telling (a firewall that drops packets sends no reset).
     public func waitForOutage(after count: Int) async {
+        await wait(in: \.outageWaiters) { $0.outages > count }
+    }
+
+    /// Parks the task in `waiters` (resumed by `record` when the state changes) until `done` holds or the task is
+    /// cancelled.
+    private func wait(in waiters: WritableKeyPath<State, [Int: CheckedContinuation<Void, Never>]> & Sendable,
+                      until done: @escaping @Sendable (State) -> Bool) async {
         let id: Int? = state.withLock { s in
-            if s.outages > count { return nil }
+            if done(s) { return nil }
             s.nextWaiter += 1
             return s.nextWaiter
         }
@@ -166,14 +155,14 @@ public final class CloudHealth: Sendable {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                 let resumeNow = state.withLock { s -> Bool in
-                    if s.outages > count || Task.isCancelled { return true }
-                    s.outageWaiters[id] = c
+                    if done(s) || Task.isCancelled { return true }
+                    s[keyPath: waiters][id] = c
                     return false
                 }
                 if resumeNow { c.resume() }
             }
         } onCancel: {
-            let c = state.withLock { $0.outageWaiters.removeValue(forKey: id) }
+            let c = state.withLock { $0[keyPath: waiters].removeValue(forKey: id) }
             c?.resume()
         }
     }
