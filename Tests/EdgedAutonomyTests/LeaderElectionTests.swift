@@ -69,6 +69,7 @@ private func holder(_ f: AutonomyFixture) -> String? { leaseSpec(f)["holderIdent
         let b = RunningController(try f.client(user: "b"), testOptions("b", election: election("b", lease: .seconds(20), renew: .seconds(2))))
         defer { Task { await b.stop() } }
         try await eventually("p1 reconciled") { f.seconds("p1", "unreachable") == "forever" }
+        try await a.waitIdle()   // its Event follows the patch
         try await eventually("b has seen the lease") { b.controller.elector?.observedLeader == "a" }
         #expect(!b.controller.isLeading && holder(f) == "a")
         #expect(f.requests(by: "b", "PATCH", "/pods/").isEmpty && f.requests(by: "b", "POST", "/events").isEmpty)
@@ -85,6 +86,7 @@ private func holder(_ f: AutonomyFixture) -> String? { leaseSpec(f)["holderIdent
         #expect(holder(f) == "b" && leaseSpec(f)["leaseTransitions"] as? Int == 1)
         try f.pod("p2", node: "edge-1")
         try await eventually("p2 reconciled by b") { f.seconds("p2", "unreachable") == "forever" }
+        try await b.waitIdle()   // its Event follows the patch (under load the check came between them)
         #expect(f.requests(by: "b", "PATCH", "/pods/").count == 1)
         #expect(f.requests(by: "a", "PATCH", "/pods/").count == 1)
         let e = try #require(f.events(about: "p2", reason: "AutonomyTolerationsSet").first)
