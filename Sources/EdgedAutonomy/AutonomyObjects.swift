@@ -111,21 +111,20 @@ struct TolerationChange: Sendable, Equatable {
             guard let t = try? JSONObject(item).decode(as: Toleration.self) else { return nil }
             decoded.append(t)
         }
-        guard let applied = autonomy.tolerationsApplied(to: decoded) else { return nil }
+        guard let applied = autonomy.applied(to: decoded) else { return nil }
         var out: [JSONValue] = []
-        for (i, t) in applied.enumerated() {
-            if i < raw.count {
-                if t == decoded[i] {
-                    out.append(raw[i])
-                } else {
-                    out.append(raw[i].setting(["tolerationSeconds"], to: t.tolerationSeconds.map { .number(String($0)) }))
-                }
+        // Each entry goes back as read (it may have moved: see NodeAutonomy.applied), with only its seconds changed.
+        for a in applied {
+            if let i = a.from {
+                let t = a.toleration
+                out.append(t == decoded[i] ? raw[i]
+                           : raw[i].setting(["tolerationSeconds"], to: t.tolerationSeconds.map { .number(String($0)) }))
             } else {
-                guard let v = try? KubeJSON.value(of: t) else { return nil }
+                guard let v = try? KubeJSON.value(of: a.toleration) else { return nil }
                 out.append(v)
             }
         }
         return TolerationChange(tolerations: out, before: NodeAutonomy.describeTolerations(decoded),
-                                after: NodeAutonomy.describeTolerations(applied))
+                                after: NodeAutonomy.describeTolerations(applied.map(\.toleration)))
     }
 }

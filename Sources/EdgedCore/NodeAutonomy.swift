@@ -135,6 +135,13 @@ public enum NodeAutonomy: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// One entry of a toleration list with autonomy applied: the toleration as it should be, and the index in the
+    /// original list it comes from (nil: added), so a writer can send back the original entry as it was read.
+    public struct AppliedToleration: Sendable, Equatable {
+        public var from: Int?
+        public var toleration: Toleration
+    }
+
     /// The pod's tolerations with autonomy applied, or nil when they already carry it: every NoExecute toleration
     /// of the two taints gets `tolerationSeconds` (nil = forever); a taint with none gets one appended
     /// (operator Exists). The taint-eviction controller goes by the first toleration that matches a taint
@@ -142,25 +149,31 @@ public enum NodeAutonomy: Sendable, Equatable, CustomStringConvertible {
     /// with `effect: NoExecute`) and would have the pod deleted sooner, the autonomy toleration is moved in front of
     /// it (pod update validation allows any order); an earlier one that keeps the pod longer stays first. Nothing
     /// else changes. Only for an autonomous setting.
-    public func tolerationsApplied(to tolerations: [Toleration]) -> [Toleration]? {
+    public func applied(to tolerations: [Toleration]) -> [AppliedToleration]? {
         guard isAutonomous else { return nil }
-        var result = tolerations
+        var result = tolerations.enumerated().map { AppliedToleration(from: $0.offset, toleration: $0.element) }
         for key in Self.taintKeys {
             var found = false
-            for i in result.indices where Self.isAutonomyToleration(result[i], key: key) {
+            for i in result.indices where Self.isAutonomyToleration(result[i].toleration, key: key) {
                 found = true
-                result[i].tolerationSeconds = tolerationSeconds
+                result[i].toleration.tolerationSeconds = tolerationSeconds
             }
             if !found {
-                result.append(Toleration(key: key, operator: "Exists", effect: "NoExecute", tolerationSeconds: tolerationSeconds))
+                result.append(AppliedToleration(from: nil, toleration: Toleration(
+                    key: key, operator: "Exists", effect: "NoExecute", tolerationSeconds: tolerationSeconds)))
             }
-            if let first = result.firstIndex(where: { Self.toleratesNoExecute($0, taintKey: key) }),
-               let ours = result.firstIndex(where: { Self.isAutonomyToleration($0, key: key) }), first < ours,
-               let sooner = result[first].tolerationSeconds, tolerationSeconds.map({ sooner < $0 }) ?? true {
+            if let first = result.firstIndex(where: { Self.toleratesNoExecute($0.toleration, taintKey: key) }),
+               let ours = result.firstIndex(where: { Self.isAutonomyToleration($0.toleration, key: key) }), first < ours,
+               let sooner = result[first].toleration.tolerationSeconds, tolerationSeconds.map({ sooner < $0 }) ?? true {
                 result.insert(result.remove(at: ours), at: first)
             }
         }
-        return result == tolerations ? nil : result
+        return result.map(\.toleration) == tolerations ? nil : result
+    }
+
+    /// `applied(to:)` as a plain list.
+    public func tolerationsApplied(to tolerations: [Toleration]) -> [Toleration]? {
+        applied(to: tolerations)?.map(\.toleration)
     }
 
     /// Whether `t` tolerates the NoExecute taint `taintKey` (no value), as v1.Toleration.ToleratesTaint: an empty

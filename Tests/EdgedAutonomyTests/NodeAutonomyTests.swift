@@ -177,6 +177,25 @@ private let notReady = "node.kubernetes.io/not-ready"
         #expect(TolerationChange.compute(tolerations: hours.tolerations, autonomy: .seconds(259_200)) == nil)
     }
 
+    @Test func aMovedTolerationGoesBackAsReadAndTheOneItOvertakesIsUntouched() throws {
+        // A wildcard NoExecute toleration of 300 s comes first: the autonomy ones move in front of it (the first match
+        // decides), and every entry is still the one read, the wildcard byte-identical.
+        let raw = try parse("""
+            [{"operator":"Exists","effect":"NoExecute","tolerationSeconds":300,"futureField":1},
+             {"key":"node.kubernetes.io/not-ready","operator":"Exists","effect":"NoExecute","tolerationSeconds":300},
+             {"key":"node.kubernetes.io/unreachable","operator":"Exists","effect":"NoExecute","tolerationSeconds":300,"futureField":2}]
+            """)
+        let change = try #require(TolerationChange.compute(tolerations: raw, autonomy: .forever))
+        #expect(change.tolerations.map(\.jsonText) == [
+            #"{"key":"node.kubernetes.io/unreachable","operator":"Exists","effect":"NoExecute","futureField":2}"#,
+            #"{"key":"node.kubernetes.io/not-ready","operator":"Exists","effect":"NoExecute"}"#,
+            raw[0].jsonText,
+        ])
+        let decoded = try change.tolerations.map { try JSONObject($0).decode(as: Toleration.self) }
+        #expect(NodeAutonomy.deletionDelay(decoded, taintKey: unreachable) == nil)
+        #expect(TolerationChange.compute(tolerations: change.tolerations, autonomy: .forever) == nil)
+    }
+
     @Test func missingOnesAreAppended() throws {
         let change = try #require(TolerationChange.compute(tolerations: [], autonomy: .seconds(60)))
         let decoded = try change.tolerations.map { try JSONObject($0).decode(as: Toleration.self) }
