@@ -215,15 +215,8 @@ public final class AutonomyController: Sendable {
             counters.withLock { $0.patched += 1 }
             logger.info("pod \(podKey) on node \(facts.nodeName): NoExecute tolerations of unreachable/not-ready set to \(target) (were \(change.before)); node is autonomous (\(source))")
             let message = "Set the NoExecute tolerations of node.kubernetes.io/unreachable and node.kubernetes.io/not-ready to \(target) (before: \(change.before)) because node \(facts.nodeName) is autonomous (\(source)): the pod stays bound while the node is unreachable or not ready"
-            do {
-                try await events.pod(namespace: facts.namespace, name: facts.name, uid: facts.uid,
-                                     resourceVersion: updated.metadata.resourceVersion, type: "Normal",
-                                     reason: "AutonomyTolerationsSet", message: message)
-                counters.withLock { $0.events += 1 }
-            } catch {
-                if Task.isCancelled || error is CancellationError { return }
-                noteFailure(error, doing: "create an Event about pod \(podKey)", permission: "create and patch on events")
-            }
+            await podEvent(facts, podKey, resourceVersion: updated.metadata.resourceVersion, type: "Normal",
+                           reason: "AutonomyTolerationsSet", message: message)
         } catch let e as KubeError where e.isConflict {
             counters.withLock { $0.conflicts += 1 }
             let delay = await queue.retryLater(key)
@@ -238,20 +231,26 @@ public final class AutonomyController: Sendable {
             let apiMessage = e.status?.message ?? e.message
             logger.warning("pod \(podKey) on node \(facts.nodeName): the API server refused setting its NoExecute tolerations to \(target) (422): \(apiMessage); not retried until the pod changes")
             let message = "The API server refused setting the NoExecute tolerations of node.kubernetes.io/unreachable and node.kubernetes.io/not-ready to \(target) for autonomous node \(facts.nodeName) (\(source)): \(apiMessage). The pod keeps \(change.before) and may be evicted when the node is away for longer; fix what the message names (e.g. an admission webhook) and the next resync tries again"
-            do {
-                try await events.pod(namespace: facts.namespace, name: facts.name, uid: facts.uid,
-                                     resourceVersion: facts.resourceVersion, type: "Warning",
-                                     reason: "AutonomyTolerationsRefused", message: String(message.prefix(1024)))
-                counters.withLock { $0.events += 1 }
-            } catch {
-                if Task.isCancelled || error is CancellationError { return }
-                noteFailure(error, doing: "create an Event about pod \(podKey)", permission: "create and patch on events")
-            }
+            await podEvent(facts, podKey, resourceVersion: facts.resourceVersion, type: "Warning",
+                           reason: "AutonomyTolerationsRefused", message: String(message.prefix(1024)))
         } catch {
             if Task.isCancelled || error is CancellationError { return }
             noteFailure(error, doing: "patch pod \(podKey)", permission: "patch on pods (all namespaces)")
             let delay = await queue.retryLater(key)
             logger.debug("pod \(podKey): retrying in \(durationText(delay))")
+        }
+    }
+
+    /// An Event about the pod; a failure is counted and logged (the pod's write already happened or was refused).
+    private func podEvent(_ facts: PodFacts, _ podKey: String, resourceVersion: String?, type: String, reason: String,
+                          message: String) async {
+        do {
+            try await events.pod(namespace: facts.namespace, name: facts.name, uid: facts.uid,
+                                 resourceVersion: resourceVersion, type: type, reason: reason, message: message)
+            counters.withLock { $0.events += 1 }
+        } catch {
+            if Task.isCancelled || error is CancellationError { return }
+            noteFailure(error, doing: "create an Event about pod \(podKey)", permission: "create and patch on events")
         }
     }
 
