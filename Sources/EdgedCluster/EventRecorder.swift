@@ -1,6 +1,7 @@
 // core/v1 Events as kubelet sends them (source.component "kubelet", reportingInstance = node), with kubelet's
-// aggregation: a repeat of the same event within 10 minutes bumps `count` and `lastTimestamp` of the first one
-// instead of creating another object. Events wait in a bounded queue while the API server is away.
+// aggregation (EdgedKube's EventWriter): a repeat of the same event within 10 minutes bumps `count` and
+// `lastTimestamp` of the first one instead of creating another object. Events wait in a bounded queue while the
+// API server is away.
 
 import EdgedCore
 import EdgedKube
@@ -16,21 +17,21 @@ actor EventRecorder {
         var time: Timestamp
     }
 
-    private let client: KubeClient
     private let nodeName: String
     private let logger: Logger
     private var queue: [Pending] = []
     private var wake: AsyncStream<Void>.Continuation?
-    /// (involved uid, fieldPath, reason, message) → (event name, namespace, count, first seen).
-    private var seen: [String: (name: String, namespace: String, count: Int32, first: Timestamp)] = [:]
+    /// Creates or counts each Event (kubelet's aggregation).
+    private let writer: EventWriter
     static let queueLimit = 1000
     private(set) var sent = 0
     private(set) var dropped = 0
 
     init(client: KubeClient, nodeName: String, logger: Logger) {
-        self.client = client
         self.nodeName = nodeName
         self.logger = logger
+        writer = EventWriter(client: client, source: EventSource(component: "kubelet", host: nodeName),
+                             reportingComponent: "kubelet", reportingInstance: nodeName)
     }
 
     nonisolated func sink() -> PodEventSink {
@@ -112,31 +113,7 @@ actor EventRecorder {
     }
 
     private func send(_ p: Pending) async throws {
-        let key = "\(p.involved.uid ?? "")|\(p.involved.fieldPath ?? "")|\(p.reason)|\(p.message)"
-        let ns = p.involved.namespace ?? "default"
-        if let prior = seen[key], prior.first.seconds(until: p.time) < 600 {
-            let count = prior.count + 1
-            let patch = Patch.merge(.object([("count", .number(String(count))), ("lastTimestamp", .string(p.time.rfc3339))]))
-            do {
-                _ = try await client.patch(.events, namespace: prior.namespace, name: prior.name, patch)
-                seen[key] = (prior.name, prior.namespace, count, prior.first)
-                return
-            } catch {
-                guard let e = error as? KubeError, e.isNotFound else { throw error }
-                seen[key] = nil
-            }
-        }
-        var meta = ObjectMeta(name: "\(p.involved.name ?? nodeName).\(String(UInt64(p.time.nanoseconds), radix: 16))", namespace: ns)
-        meta.namespace = ns
-        var event = Event(metadata: meta, involvedObject: p.involved, reason: p.reason, message: p.message, type: p.kind)
-        event.source = EventSource(component: "kubelet", host: nodeName)
-        event.firstTimestamp = p.time.rfc3339
-        event.lastTimestamp = p.time.rfc3339
-        event.count = 1
-        event.reportingComponent = "kubelet"
-        event.reportingInstance = nodeName
-        let created = try await client.create(.events, namespace: ns, event)
-        seen[key] = (created.metadata.name ?? meta.name ?? "", ns, 1, p.time)
-        if seen.count > 4096 { seen.removeAll() }
+        try await writer.send(involved: p.involved, namespace: p.involved.namespace ?? "default", type: p.kind,
+                              reason: p.reason, message: p.message, time: p.time, fallbackName: nodeName)
     }
 }
