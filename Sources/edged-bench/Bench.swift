@@ -13,7 +13,7 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "edged-bench",
         abstract: "Measure edged's pod start latency (vs runc and podman), RSS, binary size, the edge hub and the tunnel. Needs root.",
-        subcommands: [StoreWriter.self, HubOnly.self, TunnelOnly.self, TunnelAgentProcess.self])
+        subcommands: [StoreWriter.self, HubOnly.self, TunnelOnly.self, TunnelAgentProcess.self, TestAPIServer.self])
 
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false

@@ -178,13 +178,23 @@ public final class KubeAPIServer: Sendable {
         /// to new pods (kube-apiserver's --default-not-ready-toleration-seconds and
         /// --default-unreachable-toleration-seconds, both 300).
         public var defaultTolerationSeconds: Int = 300
+        /// The address to listen on (an IPv4 or IPv6 address; "0.0.0.0" for every interface) and its port (0: an
+        /// ephemeral one). `url` uses 127.0.0.1 when listening on every interface.
+        public var listenHost: String = "127.0.0.1"
+        public var listenPort: Int = 0
+        /// More names (IP addresses or DNS names) for the serving certificate, besides 127.0.0.1, 10.96.0.1,
+        /// localhost and kubernetes.default…: the addresses clients outside this host use, e.g. 10.0.2.2 for a qemu
+        /// guest on user-mode networking. The first one is the host kube-public/cluster-info and discovery's
+        /// serverAddressByClientCIDRs advertise (as kubeadm's controlPlaneEndpoint); none: the listen address.
+        public var extraServingNames: [String] = []
 
         public init(autoApproveCSRs: Bool = true, certificateLifetime: Duration = .seconds(3600),
                     watchBookmarkInterval: Duration = .seconds(1), requestLog: Bool = false,
                     nodeAuthorizer: Bool = true, nodeRestriction: Bool = true, serviceAccounts: Bool = true,
                     extendServiceAccountTokenExpiration: Bool = true, podStatusValidation: Bool = true,
                     nodeLifecycle: NodeLifecycleOptions? = NodeLifecycleOptions(), taintEviction: Bool = true,
-                    defaultTolerationSeconds: Int = 300) {
+                    defaultTolerationSeconds: Int = 300, listenHost: String = "127.0.0.1", listenPort: Int = 0,
+                    extraServingNames: [String] = []) {
             self.autoApproveCSRs = autoApproveCSRs
             self.certificateLifetime = certificateLifetime
             self.watchBookmarkInterval = watchBookmarkInterval
@@ -197,6 +207,9 @@ public final class KubeAPIServer: Sendable {
             self.nodeLifecycle = nodeLifecycle
             self.taintEviction = taintEviction
             self.defaultTolerationSeconds = defaultTolerationSeconds
+            self.listenHost = listenHost
+            self.listenPort = listenPort
+            self.extraServingNames = extraServingNames
         }
     }
 
@@ -219,9 +232,13 @@ public final class KubeAPIServer: Sendable {
         public var description: String { "\(code) \(reason): \(message)" }
     }
 
-    /// "https://127.0.0.1:PORT".
+    /// "https://127.0.0.1:PORT" (the listen address when Options.listenHost is a specific one).
     public let url: String
     public let port: Int
+    /// Where the server listens (Options.listenHost).
+    public let host: String
+    /// The serving certificate's IP and DNS names.
+    let servingIPs: [String], servingDNS: [String]
     /// The cluster CA (it also signs CSRs).
     public let pki: TestPKI
     public var caPEM: String { pki.caPEM }
@@ -240,11 +257,14 @@ public final class KubeAPIServer: Sendable {
     /// The node lifecycle controller's timer (runs while stopped, ends with shutdown()).
     private let controllers: Mutex<Task<Void, Never>?>
 
-    private init(url: String, port: Int, pki: TestPKI, admin: TestKeyPair, core: KubeAPIServerCore,
+    private init(url: String, port: Int, host: String, servingIPs: [String], servingDNS: [String], pki: TestPKI, admin: TestKeyPair, core: KubeAPIServerCore,
                  group: MultiThreadedEventLoopGroup, sslContext: NIOSSLContext, connections: KubeConnections,
                  channel: Channel) {
         self.url = url
         self.port = port
+        self.host = host
+        self.servingIPs = servingIPs
+        self.servingDNS = servingDNS
         self.pki = pki
         self.adminCertPEM = admin.certPEM
         self.adminKeyPEM = admin.keyPEM
@@ -256,9 +276,9 @@ public final class KubeAPIServer: Sendable {
         self.controllers = Mutex(core.startNodeLifecycle())
     }
 
-    /// Binds the listening socket on 127.0.0.1:`port` (0: an ephemeral one). Each connection goes through the
+    /// Binds the listening socket on `host`:`port` (0: an ephemeral one). Each connection goes through the
     /// blackhole gate, then TLS, then HTTP/1.1.
-    private static func listen(group: MultiThreadedEventLoopGroup, port: Int, sslContext: NIOSSLContext,
+    private static func listen(group: MultiThreadedEventLoopGroup, host: String, port: Int, sslContext: NIOSSLContext,
                                core: KubeAPIServerCore, connections: KubeConnections) async throws -> Channel {
         try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
@@ -272,15 +292,25 @@ public final class KubeAPIServer: Sendable {
                     try ch.pipeline.syncOperations.addHandler(KubeAPIHTTPHandler(core: core))
                 }
             }
-            .bind(host: "127.0.0.1", port: port).get()
+            .bind(host: host, port: port).get()
     }
 
-    /// Starts a server on 127.0.0.1 with an ephemeral port, a fresh CA and the default objects.
+    /// Starts a server with a fresh CA and the default objects, on 127.0.0.1 with an ephemeral port unless
+    /// `options` name another listen address or port.
     public static func start(options: Options = .init()) async throws -> KubeAPIServer {
         let pki = try TestPKI.makeCA(commonName: "kubernetes")
-        let serving = try pki.issue(serverFor: "kube-apiserver", ips: ["127.0.0.1", "10.96.0.1"],
-                                    dns: ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                                          "kubernetes.default.svc.cluster.local"])
+        var ips = ["127.0.0.1", "10.96.0.1"]
+        var dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
+        let wildcard = options.listenHost == "0.0.0.0" || options.listenHost == "::"
+        for name in (wildcard ? [] : [options.listenHost]) + options.extraServingNames {
+            guard !name.isEmpty else { throw Failure(code: 400, reason: "BadRequest", message: "an empty serving certificate name: give an IP address or a DNS name") }
+            if (try? TestPKI.ipBytes(name)) != nil {
+                if !ips.contains(name) { ips.append(name) }
+            } else if !dns.contains(name) {
+                dns.append(name)
+            }
+        }
+        let serving = try pki.issue(serverFor: "kube-apiserver", ips: ips, dns: dns)
         let admin = try pki.issueClient(cn: "kubernetes-admin", orgs: ["system:masters"])
         let sslContext = try KubeAPITLS.context(serving: serving, ca: pki)
         let core = KubeAPIServerCore(pki: pki, options: options)
@@ -288,15 +318,19 @@ public final class KubeAPIServer: Sendable {
         let connections = KubeConnections()
         let channel: Channel
         do {
-            channel = try await listen(group: group, port: 0, sslContext: sslContext, core: core, connections: connections)
+            channel = try await listen(group: group, host: options.listenHost, port: options.listenPort, sslContext: sslContext,
+                                       core: core, connections: connections)
         } catch {
             try? await group.shutdownGracefully()
             throw error
         }
         let port = channel.localAddress?.port ?? 0
-        core.serverAddress = "127.0.0.1:\(port)"
+        func hostPort(_ host: String) -> String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+        let local = wildcard ? "127.0.0.1" : options.listenHost
+        core.serverAddress = hostPort(options.extraServingNames.first ?? local)
         try core.store.lock.withLock { try core.bootstrap() }
-        return KubeAPIServer(url: "https://127.0.0.1:\(port)", port: port, pki: pki, admin: admin, core: core,
+        return KubeAPIServer(url: "https://\(hostPort(local))", port: port, host: options.listenHost, servingIPs: ips,
+                             servingDNS: dns, pki: pki, admin: admin, core: core,
                              group: group, sslContext: sslContext, connections: connections, channel: channel)
     }
 
@@ -327,7 +361,7 @@ public final class KubeAPIServer: Sendable {
         let deadline = ContinuousClock.now + .seconds(2)
         while true {
             do {
-                let channel = try await Self.listen(group: group, port: port, sslContext: sslContext, core: core,
+                let channel = try await Self.listen(group: group, host: host, port: port, sslContext: sslContext, core: core,
                                                     connections: connections)
                 listener.withLock { $0 = channel }
                 return
@@ -337,7 +371,7 @@ public final class KubeAPIServer: Sendable {
                     continue
                 }
                 throw Failure(code: 503, reason: "ServiceUnavailable",
-                              message: "the test API server could not listen on 127.0.0.1:\(port) again: \(error)")
+                              message: "the test API server could not listen on \(host):\(port) again: \(error)")
             }
         }
     }
@@ -372,8 +406,8 @@ public final class KubeAPIServer: Sendable {
     public func setServingCertificate(validFrom notBefore: Date?) async throws {
         if let notBefore {
             let key = P256.Signing.PrivateKey()
-            var sans: [GeneralName] = ["localhost", "kubernetes", "kubernetes.default"].map { .dnsName($0) }
-            sans.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice(try TestPKI.ipBytes("127.0.0.1")))))
+            var sans: [GeneralName] = servingDNS.map { .dnsName($0) }
+            for ip in servingIPs { sans.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice(try TestPKI.ipBytes(ip))))) }
             let cert = try pki.sign(publicKey: .init(key.publicKey), subject: DistinguishedName { CommonName("kube-apiserver") },
                                     sans: sans, keyUsage: KeyUsage(digitalSignature: true, keyEncipherment: true),
                                     extendedKeyUsages: [.serverAuth], lifetime: 86400, notBefore: notBefore)
