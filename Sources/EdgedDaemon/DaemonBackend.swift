@@ -194,7 +194,3 @@ enum HealthCheck {
         return "cannot write the state dir \(stateDir): \(String(cString: strerror(err))) — check that it exists and belongs to root"
     }
 }
-
-public enum EdgedVersion {
-    public static let string = "0.1.0"
-}

@@ -8,8 +8,6 @@ import Glibc
 import Musl
 #endif
 
-let edgectlVersion = "0.1.0"
-
 /// The C exit, out of reach of ParsableCommand.exit inside the command types.
 func terminate(_ code: Int32) -> Never { exit(code) }
 
