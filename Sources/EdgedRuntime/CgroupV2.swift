@@ -10,8 +10,13 @@ import Musl
 /// tests: in a directory without cgroup.procs (not cgroupfs) control files are created as regular files.
 public struct CgroupV2: CgroupManager {
     public let root: String
+    /// Set when `root` is a systemd unit's delegated cgroup (see `makeHostCgroupManager`).
+    public let delegation: CgroupDelegation?
 
-    public init(root: String) { self.root = root }
+    public init(root: String, delegation: CgroupDelegation? = nil) {
+        self.root = root
+        self.delegation = delegation
+    }
 
     public func directories(path: String) -> [String] { ["\(root)/\(path)"] }
 

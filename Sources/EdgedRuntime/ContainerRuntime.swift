@@ -40,7 +40,7 @@ public actor ContainerRuntime {
         self.logger = logger
         try FileIO.mkdirP(config.stateDir, mode: 0o700)
         try FileIO.mkdirP(config.runDir, mode: 0o700)
-        cgroups = makeCgroupManager(root: config.cgroupFSRoot)
+        cgroups = try makeHostCgroupManager(root: config.cgroupFSRoot)
         monitorPath = config.monitorPath ?? ContainerRuntime.defaultMonitorPath()
         var found: [String: Record] = [:]
         for id in FileIO.listDir(config.stateDir).sorted() {

@@ -142,6 +142,8 @@ void child_main(const struct config *c, int syncfd, int errfd, int outfd, int er
     if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(outfd, 1) < 0 || dup2(errout, 2) < 0)
         fail("set up stdio: %s", strerror(errno));
     if (devnull > 2) close(devnull);
+    char oomerr[256];
+    if (set_oom_score_adj(c->oom_score_adj ? c->oom_score_adj : "0", oomerr, sizeof(oomerr)) < 0) fail("%s", oomerr);
     char go = 0;
     ssize_t n;
     do n = read(syncfd, &go, 1); while (n < 0 && errno == EINTR);

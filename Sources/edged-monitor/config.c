@@ -83,6 +83,7 @@ int config_load(const char *path, struct config *c, char *err, size_t errlen) {
         else if (!strcmp(key, "log")) c->log_path = v;
         else if (!strcmp(key, "logmax")) c->log_max_bytes = strtoll(v, NULL, 10);
         else if (!strcmp(key, "logfiles")) c->log_max_files = atoi(v);
+        else if (!strcmp(key, "oomScoreAdj")) c->oom_score_adj = v;
     }
     c->argv[c->argc] = NULL;
     c->env[c->envc] = NULL;

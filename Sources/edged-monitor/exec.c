@@ -63,6 +63,22 @@ int exec_main(int argc, char **argv) {
         fprintf(stderr, "%s\n", err);
         return 125;
     }
+    // The exec'd process gets the container's OOM score adjustment, not edged's (inherited through the monitor).
+    char adj[16] = "0";
+    snprintf(path, sizeof(path), "/proc/%d/oom_score_adj", pid);
+    int adjfd = open(path, O_RDONLY | O_CLOEXEC);
+    if (adjfd >= 0) {
+        ssize_t an = read(adjfd, adj, sizeof(adj) - 1);
+        close(adjfd);
+        adj[an > 0 ? an : 0] = 0;
+        if (an <= 0) snprintf(adj, sizeof(adj), "0");
+        char *nl = strchr(adj, '\n');
+        if (nl) *nl = 0;
+    }
+    if (set_oom_score_adj(adj, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return 125;
+    }
     for (int i = 0; i < 5; i++) {
         if (setns(fds[i], kinds[i].type) < 0) {
             fprintf(stderr, "setns %s of pid %d: %s\n", kinds[i].name, pid, strerror(errno));

@@ -86,6 +86,18 @@ unsigned long long proc_starttime(pid_t pid) {
     return strtoull(p, NULL, 10);
 }
 
+int set_oom_score_adj(const char *value, char *err, size_t errlen) {
+    int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    size_t len = strlen(value);
+    if (fd < 0 || write(fd, value, len) != (ssize_t)len) {
+        snprintf(err, errlen, "set oom_score_adj to %s: %s", value, strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
 int write_cgroup_procs(const struct config *c, pid_t pid, char *err, size_t errlen) {
     char path[4200], num[32];
     int len = snprintf(num, sizeof(num), "%d", (int)pid);

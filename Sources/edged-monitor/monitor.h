@@ -48,6 +48,9 @@ struct config {
     const char *log_path;
     long long log_max_bytes;
     int log_max_files;
+    // The container's /proc/self/oom_score_adj (-1000...1000); NULL: 0. The monitor keeps edged's value (the unit's
+    // OOMScoreAdjust=-999, like containerd's shims keep containerd's), which a container must not inherit.
+    const char *oom_score_adj;
 };
 
 // config.c
@@ -59,6 +62,8 @@ int write_file_atomic(const char *path, const char *data, size_t len);
 int mkdir_p(const char *path, mode_t mode);
 unsigned long long proc_starttime(pid_t pid);
 int write_cgroup_procs(const struct config *c, pid_t pid, char *err, size_t errlen);
+// Writes VALUE to /proc/self/oom_score_adj. Returns 0 or -1 with err set.
+int set_oom_score_adj(const char *value, char *err, size_t errlen);
 
 // log.c
 struct log_writer;
