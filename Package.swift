@@ -31,6 +31,9 @@ let package = Package(
         .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        // libsystemd: sd_notify, the watchdog, socket activation, writing and reading the journal. The host build links
+        // the shared library; the static cross build links sid's libsystemd.a (cross/README.md).
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
 
         // The per-container monitor: a tiny static C program (no Swift runtime) that sets up and reaps one container.
         .executableTarget(
@@ -151,8 +154,10 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
-        // systemd integration without libsystemd: sd_notify (READY/STATUS/WATCHDOG) and the journald log handler.
+        // systemd integration through libsystemd: sd_notify (READY/STATUS/WATCHDOG), socket activation (edged.socket)
+        // and the journald log handler.
         .target(name: "EdgedSystemd", dependencies: [
+            "CSystemd",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
@@ -178,7 +183,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "edgectl", dependencies: [
-            "EdgedControl", "EdgedCore",
+            "EdgedControl", "EdgedCore", "CSystemd",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // The benchmark; joined figures use the test API server from EdgedTestSupport.
@@ -197,7 +202,7 @@ let package = Package(
         .testTarget(name: "EdgedImagesTests", dependencies: ["EdgedImages", "EdgedCore", "EdgedTestSupport"]),
         .testTarget(name: "EdgedNodeTests", dependencies: ["EdgedNode", "EdgedCore", "EdgedTestSupport"]),
         .testTarget(name: "EdgedControlTests", dependencies: ["EdgedControl", "EdgedCore"]),
-        .testTarget(name: "EdgedSystemdTests", dependencies: ["EdgedSystemd"]),
+        .testTarget(name: "EdgedSystemdTests", dependencies: ["EdgedSystemd", "CSystemd", "EdgedTestSupport"]),
         .testTarget(name: "EdgedIntegrationTests", dependencies: ["EdgedCore", "EdgedControl", "EdgedDaemon", "EdgedNode", "EdgedTestSupport"]),
         .testTarget(name: "EdgedHubTests", dependencies: ["EdgedHub", "EdgedCore", "EdgedKube", "EdgedHTTP", "EdgedTestSupport"]),
         .testTarget(name: "EdgedKubeletAPITests", dependencies: ["EdgedKubeletAPI", "EdgedCore", "EdgedKube", "EdgedHTTP", "EdgedTestSupport"]),

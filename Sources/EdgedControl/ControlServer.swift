@@ -27,6 +27,9 @@ public final class ControlServer: Sendable {
         public var maxBodyBytes: Int
         /// How often `logs?follow=true` looks for new lines.
         public var logPollInterval: Duration
+        /// A listening Unix stream socket handed over by systemd (edged.socket, LISTEN_FDS): served as it is, never
+        /// bound, chmod'ed or removed here (the socket unit owns the file and its mode); nil = bind `socketPath`.
+        public var inheritedListener: Int32?
 
         public init(socketPath: String = Configuration.defaultSocketPath, groupID: UInt32? = nil,
                     maxBodyBytes: Int = 1 << 20, logPollInterval: Duration = .milliseconds(150)) {
@@ -61,6 +64,24 @@ public final class ControlServer: Sendable {
     /// - Throws: `ControlServerError` when the socket cannot be set up (already running, not a socket, I/O).
     public func run() async throws {
         let path = configuration.socketPath
+        if let fd = configuration.inheritedListener {
+            let server: NIOAsyncChannel<Connection, Never>
+            do {
+                server = try await ServerBootstrap(group: group)
+                    .serverChannelOption(.backlog, value: 64)
+                    .bind(fd) { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                            return try Connection(wrappingChannelSynchronously: channel)
+                        }
+                    }
+            } catch {
+                throw ControlServerError(kind: .io, socketPath: path,
+                                         message: "cannot serve the socket systemd passed for \(path) (fd \(fd)): \(error); check edged.socket (systemctl status edged.socket)")
+            }
+            try await serve(listener: server)
+            return
+        }
         try ControlSocket.prepare(path: path)
         // Bind at a temporary name, set the permissions, then rename into place: the socket is never reachable
         // with looser permissions, and it only appears once it is ready.
@@ -94,6 +115,11 @@ public final class ControlServer: Sendable {
             // Remove the socket file only if it is still ours.
             if let inode, ControlSocket.inode(of: path) == inode { unlink(path) }
         }
+        try await serve(listener: server)
+    }
+
+    /// Accepts and serves connections on `server` until cancelled or shut down.
+    private func serve(listener server: NIOAsyncChannel<Connection, Never>) async throws {
         let proceed = state.withLock { state -> Bool in
             if case .stopped = state { return false }
             state = .running(server.channel)

@@ -30,7 +30,9 @@ public struct Daemon {
     public func run() async throws {
         let started = Timestamp.now()
         let startedClock = ContinuousClock.now
-        let notifier = (try? SystemdNotifier()) ?? nil
+        let notifier: SystemdNotifier? = SystemdNotifier()
+        // edged.socket holds the control socket across restarts; without it (edged run by hand) edged binds it itself.
+        let passedSockets = SystemdSockets.take()
         for dir in [config.stateDir, config.runDir, config.manifestDir, config.logDir, "\(config.stateDir)/images/import"] {
             guard Files.makeDirectories(dir) else {
                 throw EdgedError(.io, "cannot create \(dir): \(String(cString: strerror(errno))) — check the path and that edged runs as root")
@@ -100,7 +102,21 @@ public struct Daemon {
         let backend = DaemonBackend(config: config, nodeName: nodeName, pods: pods, images: images, runtime: runtime,
                                     errors: errors, startedAt: started, startedClock: startedClock, membership: membership,
                                     remote: remote)
-        let control = ControlServer(configuration: .init(socketPath: config.socketPath, groupID: config.socketGroup), backend: backend)
+        var controlConfig = ControlServer.Configuration(socketPath: config.socketPath, groupID: config.socketGroup)
+        if let passed = SystemdSockets.unixListener(passedSockets, path: config.socketPath, name: "control") {
+            controlConfig.inheritedListener = passed.fd
+            let path = SystemdSockets.boundPath(passed.fd) ?? "an unnamed socket"
+            if path != config.socketPath {
+                logger.warning("edged.socket listens on \(path), not on socketPath \(config.socketPath) of the config: edgectl needs --socket \(path); make ListenStream= and socketPath the same")
+            }
+            controlConfig.socketPath = path
+            logger.info("control socket \(path) from systemd (edged.socket, fd \(passed.fd))")
+        }
+        for unused in passedSockets where unused.fd != controlConfig.inheritedListener {
+            logger.warning("systemd passed socket fd \(unused.fd) (\(unused.name)) that edged does not use: only a Unix stream socket (ListenStream=) for the control API is; closing it")
+            close(unused.fd)
+        }
+        let control = ControlServer(configuration: controlConfig, backend: backend)
         let source = ManifestSource(directory: config.manifestDir, nodeName: nodeName, rescanInterval: .seconds(max(config.manifestRescanSeconds, 1)))
 
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [

@@ -20,13 +20,25 @@ struct StatusCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        let report = try await global.client.status()
+        let report: StatusReport
+        do {
+            report = try await global.client.status()
+        } catch let error as ControlClientError where error.kind == .notRunning {
+            // edged is down: what it said last is the first clue.
+            if let warnings = JournalWarnings.read(), !warnings.isEmpty, !json {
+                Output.write(2, JournalWarnings.render(warnings))
+            }
+            throw error
+        }
+        let warnings = JournalWarnings.read()
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            Output.out(String(decoding: try encoder.encode(report), as: UTF8.self) + "\n")
+            let output = StatusOutput(report: report, journalWarnings: warnings?.map(JournalWarning.init))
+            Output.out(String(decoding: try encoder.encode(output), as: UTF8.self) + "\n")
         } else {
             Output.out(StatusScreen.render(report))
+            if let warnings, !warnings.isEmpty { Output.out("\n" + JournalWarnings.render(warnings)) }
         }
         if !report.healthy {
             for reason in report.reasons { Output.write(2, "DEGRADED: \(reason)\n") }
@@ -136,5 +148,65 @@ enum StatusScreen {
         let hundredths = Int((v * 100).rounded())
         let frac = hundredths % 100
         return "\(hundredths / 100).\(frac < 10 ? "0" : "")\(frac)"
+    }
+}
+
+/// `--json`: the report's own keys plus `journalWarnings` (absent when no journal is readable).
+struct StatusOutput: Encodable {
+    var report: StatusReport
+    var journalWarnings: [JournalWarning]?
+
+    enum CodingKeys: String, CodingKey { case journalWarnings }
+
+    func encode(to encoder: any Encoder) throws {
+        try report.encode(to: encoder)
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encodeIfPresent(journalWarnings, forKey: .journalWarnings)
+    }
+}
+
+/// One of edged's recent warnings or errors, as `--json` shows it.
+struct JournalWarning: Encodable, Equatable {
+    var ageSeconds: Int64
+    /// Seconds since the epoch.
+    var time: Int64
+    var priority: Int
+    var level: String
+    var message: String
+    var pod: String?
+    var container: String?
+    var image: String?
+
+    init(_ e: DaemonLogEntry) {
+        ageSeconds = DaemonLogFormat.ageSeconds(e)
+        time = Int64(e.timeMicroseconds / 1_000_000)
+        priority = e.priority
+        level = DaemonLogFormat.level(e.priority)
+        message = e.message
+        pod = e.pod
+        container = e.container
+        image = e.image
+    }
+}
+
+/// edged's three most recent warnings/errors from the journal, for `edgectl status`.
+enum JournalWarnings {
+    /// Newest first; nil when no journal is readable (edged run by hand, no journald, not root).
+    static func read(count: Int = 3) -> [DaemonLogEntry]? {
+        guard let journal = try? DaemonJournal() else { return nil }
+        return journal.recentWarnings(count: count)
+    }
+
+    /// "JOURNAL  edged's last warnings (edgectl logs --daemon)" and one line each: age, level, message.
+    static func render(_ entries: [DaemonLogEntry]) -> String {
+        var out = "JOURNAL  edged's last warnings and errors (all: edgectl logs --daemon)\n"
+        for e in entries {
+            let level = DaemonLogFormat.level(e.priority)
+            let shown = e.priority <= 3 ? Output.red(level) : Output.yellow(level)
+            var line = "  \(Output.duration(DaemonLogFormat.ageSeconds(e))) ago  \(shown)  \(e.message)"
+            if let pod = e.pod { line += " (pod \(pod))" }
+            out += line.split(separator: "\n", omittingEmptySubsequences: false).joined(separator: "\n    ") + "\n"
+        }
+        return out
     }
 }

@@ -2,74 +2,91 @@ import EdgedSystemd
 import Foundation
 import Testing
 
-@Suite struct SystemdNotifierTests {
+/// sd_notify and sd_watchdog_enabled read the process environment: serialized, each test sets what it needs.
+@Suite(.serialized) struct SystemdNotifierTests {
+    static let cleared: [String: String?] = ["NOTIFY_SOCKET": nil, "WATCHDOG_USEC": nil, "WATCHDOG_PID": nil]
+
     @Test func noSocketMeansNoOp() throws {
-        let notifier = try SystemdNotifier(environment: [:])
-        #expect(!notifier.isEnabled)
-        #expect(notifier.watchdogInterval == nil)
-        try notifier.ready(status: "up")  // does nothing, does not throw
+        try withEnvironment(Self.cleared) {
+            let notifier = SystemdNotifier()
+            #expect(!notifier.isEnabled)
+            #expect(notifier.socketPath == nil)
+            #expect(notifier.watchdogInterval == nil)
+            try notifier.ready(status: "up")  // does nothing, does not throw
+        }
     }
 
     @Test func readyStatusStoppingAndMainPIDArrive() throws {
         let receiver = try DatagramReceiver()
-        let notifier = try SystemdNotifier(environment: ["NOTIFY_SOCKET": receiver.path])
-        #expect(notifier.isEnabled)
-        try notifier.ready(status: "running 3 pods\nsecond line")
-        #expect(receiver.receiveText() == "READY=1\nSTATUS=running 3 pods second line")
-        try notifier.status("pulling busybox")
-        #expect(receiver.receiveText() == "STATUS=pulling busybox")
-        try notifier.mainPID(4242)
-        #expect(receiver.receiveText() == "MAINPID=4242")
-        try notifier.stopping()
-        #expect(receiver.receiveText() == "STOPPING=1")
-        try notifier.watchdog()
-        #expect(receiver.receiveText() == "WATCHDOG=1")
+        try withEnvironment(["NOTIFY_SOCKET": receiver.path]) {
+            let notifier = SystemdNotifier()
+            #expect(notifier.isEnabled)
+            #expect(notifier.socketPath == receiver.path)
+            try notifier.ready(status: "running 3 pods\nsecond line")
+            #expect(receiver.receiveText() == "READY=1\nSTATUS=running 3 pods second line")
+            try notifier.status("pulling busybox")
+            #expect(receiver.receiveText() == "STATUS=pulling busybox")
+            try notifier.mainPID(4242)
+            #expect(receiver.receiveText() == "MAINPID=4242")
+            try notifier.stopping(status: "exiting; pods keep running")
+            #expect(receiver.receiveText() == "STOPPING=1\nSTATUS=exiting; pods keep running")
+            try notifier.watchdog()
+            #expect(receiver.receiveText() == "WATCHDOG=1")
+        }
     }
 
     @Test func abstractSocketName() throws {
-        let name = "edged-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes: [UInt8] = [0] + Array(name.utf8)
-        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: bytes) }
-        let len = socklen_t(MemoryLayout<sockaddr_un>.offset(of: \.sun_path)! + bytes.count)
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        #expect(rc == 0)
-        let notifier = try SystemdNotifier(environment: ["NOTIFY_SOCKET": "@" + name])
-        try notifier.ready()
-        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        #expect(poll(&pfd, 1, 2000) == 1)
-        var buf = [UInt8](repeating: 0, count: 100)
-        let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-        #expect(String(decoding: buf[0..<max(n, 0)], as: UTF8.self) == "READY=1")
+        let receiver = try DatagramReceiver(abstract: "edged-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        try withEnvironment(["NOTIFY_SOCKET": receiver.path]) {
+            try SystemdNotifier().ready()
+            #expect(receiver.receiveText() == "READY=1")
+        }
     }
 
     @Test func sendingToAMissingSocketThrowsNamingIt() throws {
-        let notifier = try SystemdNotifier(environment: ["NOTIFY_SOCKET": "/tmp/edged-no-such-dir-\(getpid())/notify.sock"])
-        #expect(throws: SystemdSocketError.self) { try notifier.ready() }
-        do { try notifier.ready() } catch { #expect(error.description.contains("edged-no-such-dir")) }
+        let missing = "/tmp/edged-no-such-dir-\(getpid())/notify.sock"
+        try withEnvironment(["NOTIFY_SOCKET": missing]) {
+            let notifier = SystemdNotifier()
+            #expect(throws: SystemdError.self) { try notifier.ready() }
+            do {
+                try notifier.ready()
+            } catch {
+                #expect(String(describing: error) == "sd_notify to \(missing): No such file or directory")
+            }
+        }
     }
 
-    @Test func watchdogEnvironment() throws {
-        let mine = try SystemdNotifier(environment: ["NOTIFY_SOCKET": "/tmp/x.sock", "WATCHDOG_USEC": "30000000",
-                                                     "WATCHDOG_PID": String(getpid())])
-        #expect(mine.watchdogInterval == .seconds(30))
-        let other = try SystemdNotifier(environment: ["NOTIFY_SOCKET": "/tmp/x.sock", "WATCHDOG_USEC": "30000000",
-                                                      "WATCHDOG_PID": "1"])
-        #expect(other.watchdogInterval == nil)
-        let noPid = try SystemdNotifier(environment: ["NOTIFY_SOCKET": "/tmp/x.sock", "WATCHDOG_USEC": "2000000"])
-        #expect(noPid.watchdogInterval == .seconds(2))
-        let bad = try SystemdNotifier(environment: ["NOTIFY_SOCKET": "/tmp/x.sock", "WATCHDOG_USEC": "soon"])
-        #expect(bad.watchdogInterval == nil)
+    /// sd_watchdog_enabled: WATCHDOG_USEC, and WATCHDOG_PID naming this process or absent.
+    @Test func watchdogEnvironment() {
+        withEnvironment(["WATCHDOG_USEC": "30000000", "WATCHDOG_PID": String(getpid())]) {
+            #expect(SystemdNotifier().watchdogInterval == .seconds(30))
+        }
+        withEnvironment(["WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"]) {
+            #expect(SystemdNotifier().watchdogInterval == nil, "WATCHDOG_PID names another process")
+        }
+        withEnvironment(["WATCHDOG_USEC": "2000000", "WATCHDOG_PID": nil]) {
+            #expect(SystemdNotifier().watchdogInterval == .seconds(2))
+        }
+        withEnvironment(["WATCHDOG_USEC": "soon", "WATCHDOG_PID": nil]) {
+            #expect(SystemdNotifier().watchdogInterval == nil)
+        }
+        withEnvironment(Self.cleared) {
+            #expect(SystemdNotifier().watchdogInterval == nil)
+        }
     }
 
     @Test func watchdogPingsAtHalfTheInterval() async throws {
         let receiver = try DatagramReceiver()
-        // WatchdogSec=400ms → a ping every 200 ms.
-        let notifier = try SystemdNotifier(environment: ["NOTIFY_SOCKET": receiver.path, "WATCHDOG_USEC": "400000"])
-        let watchdog = SystemdWatchdog(notifier: notifier)
+        // WatchdogSec=400ms → a ping every 200 ms. The notifier reads the environment when made, sd_notify at each
+        // ping: the variables stay set until the pinger is cancelled.
+        setenv("NOTIFY_SOCKET", receiver.path, 1)
+        setenv("WATCHDOG_USEC", "400000", 1)
+        unsetenv("WATCHDOG_PID")
+        defer {
+            unsetenv("NOTIFY_SOCKET")
+            unsetenv("WATCHDOG_USEC")
+        }
+        let watchdog = SystemdWatchdog(notifier: SystemdNotifier())
         #expect(watchdog.period == .milliseconds(200))
         let task = Task { try await watchdog.run() }
         let start = ContinuousClock.now
@@ -90,7 +107,8 @@ import Testing
     }
 
     @Test func disabledWatchdogWaitsForCancellation() async throws {
-        let watchdog = SystemdWatchdog(notifier: try SystemdNotifier(environment: [:]))
+        let notifier = withEnvironment(Self.cleared) { SystemdNotifier() }
+        let watchdog = SystemdWatchdog(notifier: notifier)
         let task = Task { try await watchdog.run() }
         try await Task.sleep(for: .milliseconds(100))
         task.cancel()
