@@ -52,4 +52,20 @@ private func exposure(_ path: String) throws -> (Double?, String) {
             #expect(!settings.contains { $0.hasPrefix(forbidden + "=") }, "edged.service sets \(forbidden), which breaks containers")
         }
     }
+
+    /// edged.socket holds the control socket: edgectl's default path, root only, named as edged looks for it; and
+    /// edged.service pulls it in without depending on it (edged must start without it).
+    @Test func controlSocketUnit() throws {
+        let socket = try String(contentsOf: repository.appendingPathComponent("systemd/edged.socket"), encoding: .utf8)
+        let settings = Set(socket.split(separator: "\n").filter { !$0.hasPrefix("#") }.map(String.init))
+        for needed in ["ListenStream=/run/edged/edged.sock", "SocketMode=0600", "FileDescriptorName=control", "WantedBy=sockets.target"] {
+            #expect(settings.contains(needed), "edged.socket lacks \(needed)")
+        }
+        #expect(!settings.contains { $0.hasPrefix("Accept=yes") }, "edged serves one listening socket, not one connection per instance")
+        let service = try String(contentsOf: repository.appendingPathComponent("systemd/edged.service"), encoding: .utf8)
+        let lines = service.split(separator: "\n").filter { !$0.hasPrefix("#") }
+        #expect(lines.contains("Wants=edged.socket"))
+        #expect(!lines.contains { $0.hasPrefix("Requires=") && $0.contains("edged.socket") })
+        #expect(!lines.contains { $0.hasPrefix("BindsTo=") && $0.contains("edged.socket") })
+    }
 }
