@@ -21,7 +21,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
-out=$here/out
+out=${EDGED_CROSS_OUT:-$here/out}  # where cross/build.sh left <arch>/ (and where the .debs go)
 
 die() { echo "deb.sh: $*" >&2; exit 1; }
 log() { echo "deb.sh: $*" >&2; }
