@@ -111,12 +111,12 @@ edged_units=edged.service
 stage=$(mktemp -d "${TMPDIR:-/tmp}/edged-deb.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 
+for arch in "${archs[@]}"; do check_binaries "$arch"; done
 completion_arch=$(host_edgectl) ||
     die "cannot run any edgectl in $out on this $(uname -m) machine for the shell completions: build x86_64 too, or install qemu-user-static"
 
 for arch in "${archs[@]}"; do
     debarch=$(debarch_of "$arch")
-    check_binaries "$arch"
     root=$stage/$debarch
     rm -rf "$root"
     install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/usr/lib/systemd/system" "$root/usr/lib/tmpfiles.d" \
