@@ -148,16 +148,18 @@ final class DaemonJournal {
                               pod: field("POD"), container: field("CONTAINER"), image: field("IMAGE"))
     }
 
-    /// A field of the current entry, nil when absent. A field this edgectl cannot decompress (a static build has no
-    /// zstd/lz4/xz: journald compresses values over 512 bytes) reads as a note saying so.
+    /// A field of the current entry, nil when absent. A field this edgectl cannot read (e.g. compressed: journald
+    /// compresses values over 512 bytes, and the static build may have no decompressor) reads as a note saying so.
     private func field(_ name: String) -> String? {
         var data: UnsafeRawPointer?
         var length = 0
         let result = name.withCString { sd_journal_get_data(handle, $0, &data, &length) }
-        if result == -EPROTONOSUPPORT {
-            return "(compressed in the journal; this edgectl cannot decompress it: use journalctl -u edged)"
+        if result == -ENOENT { return nil }
+        if result < 0 {
+            // -EPROTONOSUPPORT/-EOPNOTSUPP: compressed with a library this binary does not have.
+            return "(this edgectl cannot read this field: \(String(cString: strerror(-result))); use journalctl -u edged)"
         }
-        guard result >= 0, let data, length > name.utf8.count else { return nil }
+        guard let data, length > name.utf8.count else { return nil }
         let bytes = UnsafeRawBufferPointer(start: data, count: length)
         return String(decoding: bytes.dropFirst(name.utf8.count + 1), as: UTF8.self)
     }

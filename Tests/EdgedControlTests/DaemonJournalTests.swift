@@ -188,6 +188,15 @@ struct DaemonJournalTests {
         #expect(none.stderr.contains("the journal has no entries of edged"))
     }
 
+    /// journald (and journal-remote) compress values over 512 bytes with zstd: the host build reads them whole.
+    @Test func longMessagesAreReadWhole() async throws {
+        let long = "stack: " + String(repeating: "frame ", count: 500) + "end"
+        let dir = try journalDir([edged(3, long, 5)])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try await edgectl(["logs", "--daemon"], environment: ["EDGECTL_JOURNAL_DIR": dir])
+        #expect(r.stdout.hasSuffix(" E edged[4242]: \(long)\n"), "\(r.stdout.prefix(200))")
+    }
+
     @Test func logsDaemonFollowPrintsNewEntries() throws {
         let dir = try journalDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
