@@ -16,6 +16,7 @@
 // Runs until SIGTERM or SIGINT.
 
 import ArgumentParser
+import EdgedDaemon
 import EdgedTestSupport
 import Foundation
 
@@ -36,11 +37,14 @@ struct TestAPIServer: AsyncParsableCommand {
     @Option(help: "Another name for the serving certificate, an IP address or DNS name (repeatable); the first is the host a node joins, e.g. 10.0.2.2 for a qemu guest on user-mode networking.")
     var san: [String] = []
 
-    @Option(help: "Directory for the CA, kubeconfig, token and ready files (created if missing).")
+    @Option(help: "Directory for the CA, kubeconfig, token and ready files (created if missing; its parent must exist).")
     var out: String
 
     @Flag(help: "Print one line per request to stdout.")
     var requestLog = false
+
+    @Option(help: ArgumentHelp("Also write the demo busybox image (\(Demo.imageReference), from this host's busybox-static, for this host's architecture) as an OCI archive to this file, for `edgectl images import`.", valueName: "file"))
+    var imageArchive: String?
 
     /// (host, port) of --listen.
     static func parseListen(_ text: String) throws -> (String, Int) {
@@ -76,6 +80,12 @@ struct TestAPIServer: AsyncParsableCommand {
         }
     }
 
+    /// A failure at run time: ArgumentParser prints it as "Error: <message>" without the usage text.
+    struct Problem: Error, CustomStringConvertible {
+        let description: String
+        init(_ message: String) { description = message }
+    }
+
     /// A bootstrap token "id.secret" ([a-z0-9]{6}.[a-z0-9]{16}) from the system's random source.
     static func randomToken() -> (id: String, secret: String) {
         let alphabet = Array("abcdefghijklmnopqrstuvwxyz0123456789")
@@ -87,9 +97,14 @@ struct TestAPIServer: AsyncParsableCommand {
     func run() async throws {
         let (host, port) = try Self.parseListen(listen)
         let fm = FileManager.default
-        do { try fm.createDirectory(atPath: out, withIntermediateDirectories: true) } catch {
-            throw ValidationError("cannot create --out \(out): \(error.localizedDescription)")
+        if mkdir(out, 0o755) != 0, errno != EEXIST {
+            throw Problem("cannot create --out \(out): \(String(cString: strerror(errno))); give a directory this user may write (its parent must exist)")
         }
+        var isDir: ObjCBool = false
+        guard fm.fileExists(atPath: out, isDirectory: &isDir), isDir.boolValue else {
+            throw Problem("--out \(out) is a file, not a directory: give a directory for the server's files")
+        }
+        if let imageArchive { try Demo.writeImageArchive(to: imageArchive) }
         let ready = "\(out)/ready"
         // A ready file from an earlier run would tell a waiting script that this one serves.
         if fm.fileExists(atPath: ready) { try fm.removeItem(atPath: ready) }
@@ -109,7 +124,7 @@ struct TestAPIServer: AsyncParsableCommand {
         let options = KubeAPIServer.Options(requestLog: requestLog, listenHost: host, listenPort: port, extraServingNames: san)
         let api: KubeAPIServer
         do { api = try await KubeAPIServer.start(options: options) } catch {
-            throw ValidationError("the test API server cannot listen on \(listen): \(error)")
+            throw Problem("the test API server cannot listen on \(listen): \(error); pick another port (0: a free one)")
         }
         let (id, secret) = Self.randomToken()
         try api.addBootstrapToken(id: id, secret: secret)
