@@ -40,6 +40,69 @@ config_accepted() {
     grep -q "must run as root" <<<"$output"
 }
 
+# Runs DEBIAN/<script> ARGS with logging stubs; prints the calls. $1: folder with DEBIAN/, $2: "systemd" or "none"
+# (whether /run/systemd/system exists), then the script and its arguments.
+run_script_with_stubs() {
+    local dir=$1 init=$2; shift 2
+    mkdir -p "$dir/stubs" && : >"$dir/calls"
+    local s
+    for s in deb-systemd-helper deb-systemd-invoke systemctl systemd-tmpfiles; do
+        printf '#!/bin/sh\necho "%s $*" >>%q\n[ "$1 $2" != "--quiet was-enabled" ] || exit 0\nexit 0\n' "$s" "$dir/calls" >"$dir/stubs/$s"
+        chmod 0755 "$dir/stubs/$s"
+    done
+    unshare -m --propagation private sh -c '
+        set -e
+        mount -t tmpfs edged-deb-check /run
+        [ "$1" = none ] || mkdir -p /run/systemd/system
+        shift
+        PATH="$0:/usr/sbin:/usr/bin:/sbin:/bin" sh "$@"' "$dir/stubs" "$init" "$@" || echo "EXIT $?" >>"$dir/calls"
+    cat "$dir/calls"
+}
+
+check_scripts() {
+    local dir=$1 calls d=$1/DEBIAN all edged_units
+    all=$(sed -n 's/^all_units="\(.*\)"$/\1/p' "$d/postinst")
+    edged_units=$(sed -n 's/^units="\(.*\)"$/\1/p' "$d/postinst")
+    expect_call() {  # expect_call ACTION CALLS PATTERN WHY
+        grep -qxF -- "$3" <<<"$2" || bad "$1: no \"$3\" ($4); the scripts called: $(tr '\n' ';' <<<"$2")"
+    }
+    refuse_call() {  # refuse_call ACTION CALLS REGEX WHY
+        if grep -qE -- "$3" <<<"$2"; then bad "$1: called \"$(grep -E -- "$3" <<<"$2" | head -n1)\" ($4)"; fi
+    }
+
+    calls=$(run_script_with_stubs "$dir" systemd "$d/postinst" configure)
+    refuse_call "install" "$calls" "^EXIT" "postinst failed"
+    expect_call "install" "$calls" "systemd-tmpfiles --create edged.conf" "edged's directories"
+    expect_call "install" "$calls" "deb-systemd-helper enable edged.service" "enable edged"
+    expect_call "install" "$calls" "deb-systemd-invoke start $edged_units" "start edged"
+    refuse_call "install" "$calls" "enable edged-(tunnel-server|autonomy-controller)" "control-plane services are opt-in"
+
+    calls=$(run_script_with_stubs "$dir" systemd "$d/postinst" configure 0.0.1)
+    refuse_call "upgrade" "$calls" "^EXIT" "postinst failed"
+    expect_call "upgrade" "$calls" "deb-systemd-invoke restart edged.service" "the new edged must run"
+    refuse_call "upgrade" "$calls" " stop | start |restart .*\.socket" "an upgrade restarts edged only: no stop, no socket restart"
+
+    calls=$(run_script_with_stubs "$dir" none "$d/postinst" configure)
+    refuse_call "install without systemd" "$calls" "^EXIT" "postinst failed"
+    expect_call "install without systemd" "$calls" "deb-systemd-helper enable edged.service" "enabled for the first boot"
+    refuse_call "install without systemd" "$calls" "^(systemctl|deb-systemd-invoke) " "nothing to start in a chroot"
+
+    calls=$(run_script_with_stubs "$dir" systemd "$d/prerm" upgrade 0.0.2)
+    refuse_call "prerm upgrade" "$calls" "." "an upgrade must not stop edged or its pods"
+
+    calls=$(run_script_with_stubs "$dir" systemd "$d/prerm" remove)
+    refuse_call "remove" "$calls" "^EXIT" "prerm failed"
+    local u first
+    for u in $all; do expect_call "remove" "$calls" "deb-systemd-invoke stop $u" "stop what the package runs"; done
+    first=$(grep -m1 'deb-systemd-invoke stop' <<<"$calls" || true)
+    case "$all" in *.socket*) [[ "$first" == *.socket ]] || bad "remove: the socket must stop first (else it restarts edged), first was: $first" ;; esac
+    refuse_call "remove" "$calls" "kill" "remove stops the daemon only, never pods"
+
+    calls=$(run_script_with_stubs "$dir" systemd "$d/postrm" remove)
+    refuse_call "postrm remove" "$calls" "^EXIT" "postrm failed"
+    expect_call "postrm remove" "$calls" "deb-systemd-helper mask $all" "keep the units' state for a reinstall"
+}
+
 check_deb() {
     deb=$1
     local tmp=$2 name version debarch arch machine
@@ -199,6 +262,16 @@ check_deb() {
         note "cannot run $arch binaries here (install qemu-user-static): versions and config.yaml not checked with edged"
     fi
 
+    # Maintainer scripts run with stub deb-systemd-helper/-invoke, systemctl and systemd-tmpfiles that only log
+    # their arguments, in a private mount namespace whose /run is a tmpfs (with or without /run/systemd/system):
+    # which units each dpkg action enables, starts, restarts and stops. purge is not run here (it deletes edged's
+    # directories); it was checked by hand in a namespace with tmpfs over them.
+    if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && [ -f "$tmp/DEBIAN/postinst" ]; then
+        check_scripts "$tmp"
+    else
+        note "not root (or no unshare): maintainer scripts not run with stubs"
+    fi
+
     # lintian, with the package's own overrides; every warning or error fails.
     if [ "${_DEB_CHECK_NO_LINTIAN:-}" = 1 ]; then
         :  # --self-test: only its lintian case runs lintian (10 s a run)
@@ -218,7 +291,8 @@ self_test() {
     local good=$1 tmp fails=0
     [ -f "$good" ] || { echo "deb-check: --self-test needs a good .deb, $good is missing" >&2; exit 1; }
     tmp=$(mktemp -d "${TMPDIR:-/tmp}/edged-deb-selftest.XXXXXX")
-    trap 'rm -rf "$tmp"' EXIT
+    selftest_tmp=$tmp
+    trap 'rm -rf "$selftest_tmp"' EXIT
     local base
     base=$(basename "$good")
     dpkg-deb -R "$good" "$tmp/good"
@@ -249,6 +323,10 @@ self_test() {
     breaks placeholder "still has a placeholder: @ALL_UNITS@" sed -i 's/^units=.*/units="@ALL_UNITS@"/' DEBIAN/postrm
     breaks unit-differs "differs from systemd/edged.service" sed -i '$a # changed' usr/lib/systemd/system/edged.service
     breaks pod-shipped "/etc/edged/manifests is not empty" touch etc/edged/manifests/pod.yaml
+    if [ "$(id -u)" = 0 ]; then
+        breaks stops-on-upgrade "prerm upgrade: called \"deb-systemd-invoke stop" sed -i 's/^remove)$/remove|upgrade)/' DEBIAN/prerm
+        breaks no-start "install: no \"deb-systemd-invoke start" sed -i 's/deb-systemd-invoke start/true/' DEBIAN/postinst
+    fi
     breaks depends "Depends: libc6" sed -i '/^Version:/a Depends: libc6' DEBIAN/control
     breaks lintian-override-gone "lintian found errors or warnings" sed -i '/embedded-library/d' usr/share/lintian/overrides/edged
     if command -v setpriv >/dev/null && run_arch "$(uname -m)" true 2>/dev/null && [[ "$base" == *_amd64.deb || -n "$(command -v qemu-aarch64-static)" ]]; then
