@@ -6,9 +6,9 @@
 #
 #   cross/deb.sh [--version V] [--no-check] [ARCH...]     ARCH: aarch64, x86_64 (default: those in cross/out)
 #
-# The version is --version, else $EDGED_VERSION, else what cross/stamp-version.sh --print says (VERSION plus
-# +git<commit date>.<hash>). It must be the version the binaries were built with (cross/build.sh stamps the same
-# one); deb.sh asks each edged and edgectl (natively, or under qemu-aarch64-static) and refuses a mismatch.
+# The version is --version, else $EDGED_VERSION, else the one the binaries report (cross/build.sh stamps
+# VERSION+git<commit date>.<hash>, or $EDGED_VERSION, into them: cross/stamp-version.sh). deb.sh asks each edged
+# and edgectl (natively, or under qemu-aarch64-static) and refuses a package whose binaries say otherwise.
 # Build a bumped pair:  EDGED_VERSION=0.1.0+vmtest2 cross/build.sh release && EDGED_VERSION=0.1.0+vmtest2 cross/deb.sh
 #
 # Package contents: /usr/bin/{edged,edgectl,edged-monitor} (edged runs edged-monitor from its own folder), every
@@ -39,9 +39,6 @@ while [ $# -gt 0 ]; do
         *) die "unknown argument \"$1\": usage: cross/deb.sh [--version V] [--no-check] [aarch64] [x86_64]" ;;
     esac
 done
-if [ -z "$version" ]; then version=$(bash "$here/stamp-version.sh" --print); fi
-[[ "$version" =~ ^[0-9][A-Za-z0-9.+~-]*$ ]] ||
-    die "version \"$version\" is not a Debian version: it must start with a digit and use only A-Z a-z 0-9 . + ~ -"
 if [ ${#archs[@]} -eq 0 ]; then
     for a in aarch64 x86_64; do [ -d "$out/$a" ] && archs+=("$a"); done
     [ ${#archs[@]} -gt 0 ] || die "no binaries in $out/aarch64 or $out/x86_64: run cross/build.sh release first"
@@ -111,6 +108,19 @@ edged_units=edged.service
 stage=$(mktemp -d "${TMPDIR:-/tmp}/edged-deb.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 
+# No version named: the one the binaries report (all the same), else what a build of this commit is stamped with.
+if [ -z "$version" ]; then
+    for arch in "${archs[@]}"; do
+        if [ -x "$out/$arch/edgectl" ] && v=$(run_arch "$arch" "$out/$arch/edgectl" --version 2>/dev/null); then
+            [ -z "$version" ] || [ "$v" = "$version" ] || die "the binaries disagree: $out/$arch/edgectl is $v, another" \
+                "architecture's is $version: rebuild both with one cross/build.sh run (or package one: cross/deb.sh $arch)"
+            version=$v
+        fi
+    done
+    [ -n "$version" ] || version=$(bash "$here/stamp-version.sh" --print)
+fi
+[[ "$version" =~ ^[0-9][A-Za-z0-9.+~-]*$ ]] ||
+    die "version \"$version\" is not a Debian version: it must start with a digit and use only A-Z a-z 0-9 . + ~ -"
 for arch in "${archs[@]}"; do check_binaries "$arch"; done
 completion_arch=$(host_edgectl) ||
     die "cannot run any edgectl in $out on this $(uname -m) machine for the shell completions: build x86_64 too, or install qemu-user-static"
