@@ -125,6 +125,7 @@ for arch in "${archs[@]}"; do check_binaries "$arch"; done
 completion_arch=$(host_edgectl) ||
     die "cannot run any edgectl in $out on this $(uname -m) machine for the shell completions: build x86_64 too, or install qemu-user-static"
 
+failed=()
 for arch in "${archs[@]}"; do
     debarch=$(debarch_of "$arch")
     root=$stage/$debarch
@@ -186,7 +187,6 @@ EOF
     dpkg-deb --root-owner-group -Zxz --build "$root" "$deb.tmp" >/dev/null
     mv "$deb.tmp" "$deb"
     log "built $deb ($(du -h "$deb" | cut -f1))"
-    if [ "$check" = 1 ]; then
-        bash "$here/deb-check.sh" "$deb"
-    fi
+    if [ "$check" = 1 ] && ! bash "$here/deb-check.sh" "$deb"; then failed+=("$deb"); fi
 done
+if [ ${#failed[@]} -gt 0 ]; then die "cross/deb-check.sh refused ${failed[*]} (see above)"; fi
