@@ -111,7 +111,8 @@ public actor ContainerRuntime {
             exit = record
         }
         let e = exit!
-        let oom = e.signal == SIGKILL && cgroups.oomKilled(path: cgroupPath)
+        // The monitor's verdict at reap time; the cgroup itself may be gone since (an older monitor wrote none).
+        let oom = e.oomKilled || (e.signal == SIGKILL && cgroups.oomKilled(path: cgroupPath))
         return .exited(exitCode: e.exitCode, signal: e.signal, oomKilled: oom,
                        startedAt: state?.startedAt ?? e.finishedAt, finishedAt: e.finishedAt, message: e.message)
     }

@@ -27,6 +27,8 @@ struct ExitRecord: Equatable {
     var signal: Int32?
     var finishedAt: Timestamp
     var message: String?
+    /// The monitor saw an OOM kill in the container's cgroup when it reaped it (`oomKilled=1`).
+    var oomKilled: Bool = false
 }
 
 /// Reads and writes one container's state directory.
@@ -66,12 +68,13 @@ struct ContainerStore {
         let msg = kv["message"] ?? ""
         return ExitRecord(exitCode: code, signal: sig == 0 ? nil : sig,
                           finishedAt: Timestamp(nanoseconds: kv["finishedAt"].flatMap { Int64($0) } ?? 0),
-                          message: msg.isEmpty ? nil : msg)
+                          message: msg.isEmpty ? nil : msg, oomKilled: kv["oomKilled"] == "1")
     }
 
     /// Records an exit edged determined itself (the monitor vanished), in the monitor's format.
     func writeExit(_ e: ExitRecord) throws {
         let msg = String((e.message ?? "").map { $0 == "\n" ? " " : $0 })
-        try FileIO.writeAtomic(exitPath, "exitCode=\(e.exitCode)\nsignal=\(e.signal ?? 0)\nfinishedAt=\(e.finishedAt.nanoseconds)\nmessage=\(msg)\n")
+        try FileIO.writeAtomic(exitPath, "exitCode=\(e.exitCode)\nsignal=\(e.signal ?? 0)\nfinishedAt=\(e.finishedAt.nanoseconds)\n"
+                                    + (e.oomKilled ? "oomKilled=1\n" : "") + "message=\(msg)\n")
     }
 }

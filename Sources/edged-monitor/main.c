@@ -121,13 +121,41 @@ static char state_dir[4096];
 // phase (MADV_DONTNEED on clean file pages just forgets them; they fault back in if ever needed).
 extern char __executable_start[], etext[];
 
+static struct config cfg;
+
 static void text_advise(int advice) {
     uintptr_t s = (uintptr_t)__executable_start & ~(uintptr_t)4095;
     uintptr_t e = ((uintptr_t)etext + 4095) & ~(uintptr_t)4095;
     madvise((void *)s, e - s, advice);
 }
 
-static void write_exit(int code, int sig, const char *msg) {
+// 1 when the kernel's OOM killer killed a process of the container: "oom_kill N" (N > 0) in a cgroup's
+// memory.events (v2) or memory.oom_control (v1). Read when the container is reaped and recorded in the exit file:
+// the cgroup may be gone by the time edged asks (systemd removes the empty cgroups below edged.service when edged
+// stops or restarts; a reboot removes them all).
+static int oom_killed(void) {
+    static const char *files[] = {"memory.events", "memory.oom_control"};
+    for (int i = 0; i < cfg.ncgroups; i++) {
+        for (int f = 0; f < 2; f++) {
+            char path[4200], buf[2048];
+            snprintf(path, sizeof(path), "%s/%s", cfg.cgroups[i], files[f]);
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0) continue;
+            ssize_t n = read(fd, buf, sizeof(buf) - 1);
+            close(fd);
+            if (n <= 0) continue;
+            buf[n] = 0;
+            for (char *line = buf; line && *line;) {
+                if (!strncmp(line, "oom_kill ", 9) && atol(line + 9) > 0) return 1;
+                char *nl = strchr(line, '\n');
+                line = nl ? nl + 1 : NULL;
+            }
+        }
+    }
+    return 0;
+}
+
+static void write_exit(int code, int sig, int oom, const char *msg) {
     char buf[2048], path[4200];
     char clean[1200] = {0};
     if (msg) {
@@ -135,13 +163,12 @@ static void write_exit(int code, int sig, const char *msg) {
         for (char *p = clean; *p; p++)
             if (*p == '\n') *p = ' ';
     }
-    int n = snprintf(buf, sizeof(buf), "exitCode=%d\nsignal=%d\nfinishedAt=%lld\nmessage=%s\n", code, sig,
-                     now_ns(), clean);
+    int n = snprintf(buf, sizeof(buf), "exitCode=%d\nsignal=%d\nfinishedAt=%lld\n%smessage=%s\n", code, sig,
+                     now_ns(), oom ? "oomKilled=1\n" : "", clean);
     snprintf(path, sizeof(path), "%s/exit", state_dir);
     write_file_atomic(path, buf, (size_t)n);
 }
 
-static struct config cfg;
 
 static int run_main(const char *dir) {
     snprintf(state_dir, sizeof(state_dir), "%s", dir);
@@ -166,7 +193,7 @@ static int run_main(const char *dir) {
     char err[1024], path[4200];
     snprintf(path, sizeof(path), "%s/config", dir);
     if (config_load(path, &cfg, err, sizeof(err)) < 0) {
-        write_exit(128, 0, err);
+        write_exit(128, 0, 0, err);
         if (write(verdict[1], "1", 1) < 0) return 1;
         return 1;
     }
@@ -252,12 +279,13 @@ static int run_main(const char *dir) {
     log_pump(outp[0], errout[0]);
     int status = 0;
     while (waitpid(child, &status, 0) < 0 && errno == EINTR) {}
-    if (WIFSIGNALED(status)) write_exit(128 + WTERMSIG(status), WTERMSIG(status), NULL);
-    else write_exit(WEXITSTATUS(status), 0, NULL);
+    if (WIFSIGNALED(status))
+        write_exit(128 + WTERMSIG(status), WTERMSIG(status), WTERMSIG(status) == SIGKILL && oom_killed(), NULL);
+    else write_exit(WEXITSTATUS(status), 0, 0, NULL);
     return 0;
 
 failed:
-    write_exit(128, 0, err);
+    write_exit(128, 0, 0, err);
     if (write(verdict[1], "1", 1) < 0) return 1;
     return 1;
 }
