@@ -20,7 +20,8 @@
 #   vm_restart NAME                 boots again on the same overlay after vm_poweroff_hard (or a guest poweroff)
 #   vm_stop NAME                    clean poweroff from inside, waits, removes the run folder
 #   vm_port NAME / vm_serial_log NAME / vm_running NAME / vm_accel NAME (kvm|tcg)
-#   vm_cleanup_all                  hard-stops every VM this shell started (installed on EXIT when sourced)
+#   vm_cleanup_all                  hard-stops every VM this shell started (installed on EXIT when sourced;
+#                                   a watcher process also kills a VM's qemu within 2 s once the script is gone)
 #
 # Environment: EDGED_CROSS_CACHE (default /var/cache/edged-cross; images in its vm/ folder),
 #   EDGED_VM_RUN (default /tmp/edged-vm), EDGED_VM_MIRROR (default http://deb.debian.org/debian),
@@ -326,7 +327,22 @@ vm_start() {
         -pidfile "$dir/qemu.pid" -daemonize)
     printf '%q ' "${cmd[@]}" >"$dir/qemu.cmd"
     VM_STARTED+=("$name")
-    vm__boot "$name"
+    vm__boot "$name" || return 1
+    vm__watch "$name"
+}
+
+# A watcher per VM kills its qemu once the script that started it is gone, even when the EXIT trap did not run
+# (the script replaced it, or was killed with SIGKILL). It checks every 2 s and holds none of the script's
+# output open.
+vm__watch() {
+    local name=$1 owner=$$ dir
+    dir=$(vm__dir "$name")
+    (
+        trap '' INT TERM HUP
+        while kill -0 "$owner" 2>/dev/null; do sleep 2; done
+        if vm_running "$name"; then kill -9 "$(cat "$dir/qemu.pid")"; fi
+    ) </dev/null >/dev/null 2>&1 &
+    disown $! 2>/dev/null || true
 }
 
 vm__boot() {
