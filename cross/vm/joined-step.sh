@@ -42,6 +42,8 @@ JOINED_CNI_SUBNET=${JOINED_CNI_SUBNET:-10.88.0.0/16}
 JOINED_API_PID=
 
 joined_log() { echo "joined: $*"; }
+# What a guest command's exit status says, for FAIL lines (124: coreutils timeout ended it).
+joined_why() { [ "$1" = 124 ] && echo "no answer within $JOINED_TIMEOUT s (is edged up and serving its socket?)" || echo "exit $1"; }
 joined_fail() { echo "joined: FAIL $*" >&2; return 1; }
 joined_now() { date +%s.%N; }
 joined_since() { awk -v a="$1" -v b="$(joined_now)" 'BEGIN { printf "%.1f s", b - a }'; }
@@ -120,7 +122,7 @@ joined_pod_running() {
 }
 
 joined_pod_gone_in_vm() {
-    ! vm_ssh "$1" "$JOINED_EDGECTL pods" | grep -q "$JOINED_POD"
+    ! vm_ssh "$1" "timeout $JOINED_TIMEOUT $JOINED_EDGECTL pods" </dev/null | grep -q "$JOINED_POD"
 }
 
 # joined_step VM: the step itself (joined_api_start must have run).
@@ -138,11 +140,12 @@ joined_step() {
         else
             vm_ssh "$vm" "cat > $remote" <"$JOINED_IMAGE_ARCHIVE" || { joined_fail "copying $JOINED_IMAGE_ARCHIVE into the VM"; return 1; }
         fi
-        out=$(vm_ssh "$vm" "$JOINED_EDGECTL images import $remote; rc=\$?; rm -f $remote; exit \$rc" 2>&1) || {
-            joined_fail "edgectl images import in the VM: $out"; return 1; }
+        out=$(vm_ssh "$vm" "timeout $JOINED_TIMEOUT $JOINED_EDGECTL images import $remote; rc=\$?; rm -f $remote; exit \$rc" </dev/null 2>&1) || {
+            joined_fail "edgectl images import in the VM, $(joined_why $?): $out"; return 1; }
         joined_log "image imported in $(joined_since "$t"): $out"
     fi
-    out=$(vm_ssh "$vm" "$JOINED_EDGECTL images" 2>&1)
+    out=$(vm_ssh "$vm" "timeout $JOINED_TIMEOUT $JOINED_EDGECTL images" </dev/null 2>&1) || {
+        joined_fail "edgectl images in the VM, $(joined_why $?): $out"; return 1; }
     if ! grep -qF "$JOINED_IMAGE" <<<"$out"; then
         joined_fail "image $JOINED_IMAGE is not in the VM's edged (edgectl images: $out); import it first (JOINED_IMAGE_ARCHIVE) or set JOINED_IMAGE"
         return 1
@@ -150,10 +153,10 @@ joined_step() {
 
     # A Ready node needs a pod network (kubelet's NetworkReady, as edged reports it): the VM's own CNI config, else a
     # bridge network written here when the VM has the plugins (Debian's containernetworking-plugins).
-    out=$(vm_ssh "$vm" "ls $JOINED_CNI_DIR 2>/dev/null | grep -E '[.](conflist|conf|json)\$' | head -1")
+    out=$(vm_ssh "$vm" "ls $JOINED_CNI_DIR 2>/dev/null | grep -E '[.](conflist|conf|json)\$' | head -1" </dev/null)
     if [ -n "$out" ]; then
         joined_log "pod network: the VM's $JOINED_CNI_DIR/$out"
-    elif vm_ssh "$vm" "test -x /usr/lib/cni/bridge -o -x /opt/cni/bin/bridge"; then
+    elif vm_ssh "$vm" "test -x /usr/lib/cni/bridge -o -x /opt/cni/bin/bridge" </dev/null; then
         local ipam_dir=
         [ -z "${JOINED_CNI_IPAM_DIR:-}" ] || ipam_dir="\"dataDir\":\"$JOINED_CNI_IPAM_DIR\","
         vm_ssh "$vm" "mkdir -p $JOINED_CNI_DIR && cat > $JOINED_CNI_DIR/10-edged-joined.conflist" <<CNI || { joined_fail "writing a CNI config into the VM's $JOINED_CNI_DIR"; return 1; }
@@ -170,8 +173,8 @@ CNI
 
     # 1. edgectl join in the VM, with the token and CA pin the server wrote.
     t=$(joined_now)
-    out=$(vm_ssh "$vm" "$JOINED_EDGECTL join --server $EDGED_API_SERVER --token $EDGED_API_TOKEN --ca-cert-hash $EDGED_API_CA_CERT_HASH" 2>&1) || {
-        joined_fail "edgectl join --server $EDGED_API_SERVER in the VM: $out"; return 1; }
+    out=$(vm_ssh "$vm" "timeout $JOINED_TIMEOUT $JOINED_EDGECTL join --server $EDGED_API_SERVER --token $EDGED_API_TOKEN --ca-cert-hash $EDGED_API_CA_CERT_HASH" </dev/null 2>&1) || {
+        joined_fail "edgectl join --server $EDGED_API_SERVER in the VM, $(joined_why $?): $out"; return 1; }
     node=$(sed -n 's/^joined .* as node \([^ ]*\).*/\1/p; s/^already joined .* as node \([^ ;]*\).*/\1/p' <<<"$out" | head -1)
     [ -n "$node" ] || { joined_fail "edgectl join did not say which node it joined as: $out"; return 1; }
     joined_log "edgectl join: node $node in $(joined_since "$t")"
@@ -200,11 +203,11 @@ spec:
 EOF
     joined_wait "pod $JOINED_POD Running with its container ready (kubectl on the host)" joined_pod_running || {
         joined_kubectl get pod "$JOINED_POD" -o yaml 2>&1 | sed -n '/^status:/,$p' >&2
-        vm_ssh "$vm" "$JOINED_EDGECTL pods" >&2; return 1; }
+        vm_ssh "$vm" "timeout $JOINED_TIMEOUT $JOINED_EDGECTL pods" </dev/null >&2; return 1; }
     local ips
     ips=$(joined_kubectl get pod "$JOINED_POD" -o jsonpath='hostIP {.status.hostIP}, podIP {.status.podIP}')
     joined_log "pod $JOINED_POD Running on $node ($ips) in $(joined_since "$t"), status read on the host"
-    vm_ssh "$vm" "$JOINED_EDGECTL pods" | grep -q "$JOINED_POD" || {
+    vm_ssh "$vm" "timeout $JOINED_TIMEOUT $JOINED_EDGECTL pods" </dev/null | grep -q "$JOINED_POD" || {
         joined_fail "kubectl says $JOINED_POD runs but edgectl pods in the VM does not list it"; return 1; }
 
     # 4. Deleting it through the API stops it in the VM.
