@@ -4,9 +4,10 @@
 #
 #   cross/build.sh [debug|release]          (default release; needs root: debootstrap, chroot, mount)
 #
-# aarch64: the host Swift has no aarch64 Linux SDK, so Debian sid's swiftlang (6.2.x) runs in a minbase sid
-# chroot and builds against a dedicated aarch64 sysroot + Swift SDK bundle made from sid's arm64 packages.
-# x86_64: the host toolchain, with -static-executable and the static Swift stdlib.
+# Both architectures build in a minbase Debian sid chroot with sid's swiftlang (6.2.x), because both link
+# libsystemd statically and only sid's libsystemd-dev ships libsystemd.a (bookworm's, the host's, does not):
+# aarch64: cross, against a dedicated aarch64 sysroot + Swift SDK bundle made from sid's arm64 packages.
+# x86_64: natively in the chroot, with sid's amd64 development packages, -static-executable and the static stdlib.
 #
 # Everything downloaded or built is cached outside the clone, in $EDGED_CROSS_CACHE (default
 # /var/cache/edged-cross): the chroot is keyed by this script's recipe, the SDK bundle by the exact versions of
@@ -42,6 +43,9 @@ CHROOT_RECIPE=1
 CHROOT_PACKAGES="swiftlang libc6-dev pkgconf git rsync ca-certificates"
 # arm64 development packages the sysroot is made of (gcc's major version is appended at run time).
 ARM64_DEV_PACKAGES="libc6-dev libyaml-dev libseccomp-dev zlib1g-dev libsqlite3-dev"
+# Installed on top of the cached chroot (its own stamp, so adding one does not mean a new debootstrap), for both
+# architectures: amd64 for the native x86_64 build, arm64 for the sysroot.
+CHROOT_LAYER_PACKAGES="libsystemd-dev libyaml-dev libseccomp-dev zlib1g-dev libsqlite3-dev"
 SDK_RECIPE=4
 SDK_ID=edged-aarch64
 
@@ -133,6 +137,25 @@ ensure_chroot() {
     rm -rf "$CHROOT"
     mv "$partial" "$CHROOT"
     log "chroot: ready"
+}
+
+# The packages of CHROOT_LAYER_PACKAGES, amd64 and arm64, installed once per list (stamped in the chroot).
+ensure_chroot_layer() {
+    local key stamp p pkgs=()
+    key=$(echo "$CHROOT_LAYER_PACKAGES" | short_hash)
+    stamp=$CHROOT/.edged-layer-$key
+    if [ -f "$stamp" ]; then
+        log "chroot: packages $CHROOT_LAYER_PACKAGES (amd64, arm64): installed"
+        return
+    fi
+    for p in $CHROOT_LAYER_PACKAGES; do pkgs+=("$p:amd64" "$p:arm64"); done
+    log "chroot: installing ${pkgs[*]}"
+    in_chroot "$CHROOT" apt-get update -q >/dev/null
+    in_chroot "$CHROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${pkgs[@]}" >/dev/null
+    in_chroot "$CHROOT" apt-get clean
+    [ -f "$CHROOT/usr/lib/x86_64-linux-gnu/libsystemd.a" ] && [ -f "$CHROOT/usr/lib/aarch64-linux-gnu/libsystemd.a" ] \
+        || die "chroot: sid's libsystemd-dev has no libsystemd.a (amd64 or arm64): the static build cannot link libsystemd"
+    touch "$stamp"
 }
 
 # The aarch64 sysroot + Swift SDK bundle, keyed by the versions of every package it is made of.
@@ -295,24 +318,26 @@ build_aarch64() {
 }
 
 build_x86_64() {
-    [ "$(uname -m)" = x86_64 ] || die "x86_64 binaries come from the host toolchain; this host is $(uname -m)"
-    log "x86_64: swift build -c $CONFIG ($(swift --version 2>/dev/null | head -n1))"
-    local p ld toolchain
-    toolchain=$(dirname "$(dirname "$(readlink -f "$(command -v swift)")")")
-    ld=$(noeh_linker "$CACHE/tools/ld-noeh" "$CACHE/tools/ld-noeh" "$toolchain/bin/ld.lld" "$(host_objcopy)" \
-        "$CACHE/noeh-x86_64-$CONFIG" "$toolchain/lib/swift_static/linux")
+    [ "$(uname -m)" = x86_64 ] || die "x86_64 binaries are built natively in the sid chroot; this host is $(uname -m)"
+    log "x86_64: swift build -c $CONFIG (Swift $(in_chroot "$CHROOT" dpkg-query -W -f '${Version}' swiftlang), in the sid chroot)"
+    sync_sources
+    local p ld
+    ld=$(noeh_linker "$CHROOT/work/tools/ld-noeh-x86_64" /work/tools/ld-noeh-x86_64 /usr/libexec/swift/bin/ld.lld \
+        /usr/libexec/swift/bin/llvm-objcopy "/work/noeh-x86_64-$CONFIG$SCRATCH_SUFFIX" /usr/libexec/swift/lib/swift_static/linux)
     for p in "${PRODUCTS[@]}"; do
-        nice -n 19 swift build --package-path "$ROOT" -c "$CONFIG" -j "$JOBS" \
-            --scratch-path "$CACHE/build-x86_64-$CONFIG" \
-            --static-swift-stdlib -Xswiftc -static-executable "${SIZE_FLAGS[@]}" $ld \
-            --product "$p"
+        in_chroot "$CHROOT" nice -n 19 swift build --package-path /work/src -c "$CONFIG" -j "$JOBS" \
+            --scratch-path "/work/build-x86_64-$CONFIG$SCRATCH_SUFFIX" \
+            --static-swift-stdlib -Xswiftc -static-executable "${SIZE_FLAGS[@]}" $ld $EXTRA_FLAGS \
+            --product "$p" \
+            || die "x86_64 build of $p failed with sid's Swift 6.2 (older than the host's): see cross/README.md, 'Keeping the arm64 build green'"
     done
     local bin objcopy
-    bin=$(swift build --package-path "$ROOT" -c "$CONFIG" --scratch-path "$CACHE/build-x86_64-$CONFIG" --show-bin-path)
+    bin=$(in_chroot "$CHROOT" swift build --package-path /work/src -c "$CONFIG" \
+        --scratch-path "/work/build-x86_64-$CONFIG$SCRATCH_SUFFIX" --show-bin-path)
     objcopy=$(host_objcopy)
     mkdir -p "$OUT/x86_64"
     for p in "${PRODUCTS[@]}"; do
-        "$objcopy" --strip-all "$bin/$p" "$OUT/x86_64/$p.tmp"
+        "$objcopy" --strip-all "$CHROOT$bin/$p" "$OUT/x86_64/$p.tmp"
         mv "$OUT/x86_64/$p.tmp" "$OUT/x86_64/$p"
     done
 }
@@ -355,8 +380,8 @@ main() {
     local start=$SECONDS arch
     for arch in $ARCHS; do
         case "$arch" in
-            aarch64) ensure_chroot; ensure_sdk; build_aarch64 ;;
-            x86_64) build_x86_64 ;;
+            aarch64) ensure_chroot; ensure_chroot_layer; ensure_sdk; build_aarch64 ;;
+            x86_64) ensure_chroot; ensure_chroot_layer; build_x86_64 ;;
             *) die "unknown architecture $arch" ;;
         esac
         check_binaries "$arch"
