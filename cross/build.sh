@@ -268,6 +268,8 @@ sync_sources() {
         cd /work/src
         find . -type f -not -path "./.build*" -not -name Package.resolved | sed "s|^\./||" | sort >/tmp/have
         sort /tmp/src-files | comm -23 /tmp/have - | xargs -r rm -f'
+    # Stamp the build's version (EDGED_VERSION, else VERSION+git<commit date>.<hash>) into the copy, never the clone.
+    bash "$ROOT/cross/stamp-version.sh" "$CHROOT/work/src"
 }
 
 host_objcopy() { command -v llvm-objcopy || echo "$(dirname "$(readlink -f "$(command -v swift)")")/llvm-objcopy"; }
