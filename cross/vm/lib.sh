@@ -95,12 +95,21 @@ vm__ensure_binfmt_aarch64() {
 vm__package_versions() {
     local darch=$1 idx="$VM_CACHE/index/$VM_SUITE-$1-Packages.xz"
     mkdir -p "$VM_CACHE/index"
-    if ! curl -fsS -z "$idx" -o "$idx.new" -R "$VM_MIRROR/dists/$VM_SUITE/main/binary-$darch/Packages.xz" 2>"$VM_CACHE/index/curl.err"; then
+    # Asked again at most every 10 minutes (a script calls vm_start several times).
+    if [ -f "$idx" ] && [ -n "$(find "$idx.checked" -mmin -10 2>/dev/null)" ]; then
+        :
+    elif ! curl -fsS -z "$idx" -o "$idx.new" -R "$VM_MIRROR/dists/$VM_SUITE/main/binary-$darch/Packages.xz" 2>"$VM_CACHE/index/curl.err"; then
         [ -f "$idx" ] || { vm_die "cannot fetch the $VM_SUITE package index from $VM_MIRROR: $(cat "$VM_CACHE/index/curl.err")"; return 1; }
         vm_log "image: mirror unreachable, using the cached package index ($idx)"
     fi
     [ -s "$idx.new" ] && mv "$idx.new" "$idx"
     rm -f "$idx.new"
+    touch "$idx.checked"
+    # The versions are kept next to the index (unpacking it takes seconds); the recipe's package list is part
+    # of the file name.
+    local vfile
+    vfile=$idx.$(echo "$VM_PACKAGES" | sha256sum | cut -c1-8).versions
+    if [ -s "$vfile" ] && [ "$vfile" -nt "$idx" ]; then cat "$vfile"; return 0; fi
     xz -dc "$idx" | awk -v want="$VM_PACKAGES linux-image-$darch" '
         BEGIN { n = split(want, w, " "); for (i = 1; i <= n; i++) need[w[i]] = 1 }
         /^Package: / { p = $2 }
@@ -110,7 +119,9 @@ vm__package_versions() {
             for (p in need) print p, v[p]
             k = "linux-image-'"$darch"'"
             if (match(d[k], /linux-image-[0-9][^ ,]*/)) { kp = substr(d[k], RSTART, RLENGTH); print kp, v[kp] }
-        }' | sort
+        }' | sort >"$vfile.$$"
+    mv "$vfile.$$" "$vfile"
+    cat "$vfile"
 }
 
 vm__in_root() {
@@ -542,6 +553,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     case "${1:-}" in
         image)
             vm_image "${2:?usage: $0 image x86_64|aarch64}"
+            cat "$VM_IMAGE_DIR/versions" >&2
             echo "$VM_IMAGE_DIR" ;;
         boot)
             arch=${2:?usage: $0 boot x86_64|aarch64 [NAME]}
