@@ -27,7 +27,8 @@ struct Edgectl: AsyncParsableCommand {
     /// Parses, runs, and exits with edgectl's exit codes (ArgumentParser's own usage code is 64; ours is 2).
     static func runAndExit() async -> Never {
         do {
-            var command = try parseAsRoot(rewritingBareAutonomy(Array(CommandLine.arguments.dropFirst())))
+            let arguments = rewritingLeadingGlobalOptions(Array(CommandLine.arguments.dropFirst()))
+            var command = try parseAsRoot(rewritingBareAutonomy(arguments))
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
@@ -54,6 +55,33 @@ struct Edgectl: AsyncParsableCommand {
 }
 
 extension Edgectl {
+    /// `edgectl --socket PATH status`, as kubectl users type global flags: ArgumentParser only knows options after the
+    /// subcommand that declares them (every subcommand has GlobalOptions), so global options in front of the first
+    /// subcommand word move behind the whole command line (in front of a `--`, which ends the options). A command line
+    /// that starts with anything else, or has no subcommand after the global options (`edgectl --socket PATH` runs the
+    /// default status as it is), is left alone, and so is a `--socket` missing its value (the parser says so).
+    static func rewritingLeadingGlobalOptions(_ arguments: [String]) -> [String] {
+        var globals: [String] = []
+        var index = 0
+        while index < arguments.count {
+            let arg = arguments[index]
+            if arg.hasPrefix("--socket=") {
+                globals.append(arg)
+                index += 1
+            } else if arg == "--socket", index + 1 < arguments.count, !arguments[index + 1].hasPrefix("-") {
+                globals += [arg, arguments[index + 1]]
+                index += 2
+            } else {
+                break
+            }
+        }
+        guard !globals.isEmpty, index < arguments.count, !arguments[index].hasPrefix("-") else { return arguments }
+        var rest = Array(arguments[index...])
+        let end = rest.firstIndex(of: "--") ?? rest.endIndex
+        rest.insert(contentsOf: globals, at: end)
+        return rest
+    }
+
     /// `edgectl join --autonomy` without a value means forever: ArgumentParser has no options with an optional value,
     /// so a bare `--autonomy` of the join subcommand becomes `--autonomy=0` before parsing, unless the next argument is
     /// its value (`--autonomy 72h`: join has no positional arguments, so a word that is not an option can only be

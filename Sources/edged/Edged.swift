@@ -92,10 +92,14 @@ struct DemoCommand: AsyncParsableCommand {
         commandName: "demo",
         abstract: "Run edged standalone with a demo pod (busybox from this host's busybox-static; no registry needed).")
     @OptionGroup var options: DaemonOptions
+    @Flag(help: "Leave the demo pod running when the demo exits (default: Ctrl-C stops it, as a newcomer expects).")
+    var keepPods = false
 
     func run() async throws {
         var config = try options.load(configRequired: false)
         if options.manifestDir == nil { config.manifestDir = "\(config.stateDir)/demo-manifests" }
+        // A demo cleans up after itself; `edged run` keeps its rule (pods outlive edged) for restarts and upgrades.
+        if !keepPods { config.stopPodsOnExit = true }
         do {
             try Demo.writeImageArchive(to: "\(config.stateDir)/images/import/edged-demo-busybox.tar")
             try Demo.write("\(config.manifestDir)/demo.yaml", Array(Demo.manifest.utf8))
@@ -109,7 +113,7 @@ struct DemoCommand: AsyncParsableCommand {
               sudo edgectl\(ctl) status              # one-screen health
               sudo edgectl\(ctl) logs demo -c ticker -f
               curl http://127.0.0.1:8080/            # the demo web container
-            Stop with Ctrl-C (pods keep running; add --stop-pods-on-exit to stop them too).
+            Stop with Ctrl-C: the demo pod stops too\(keepPods ? " — not this time: --keep-pods leaves it running" : " (--keep-pods leaves it running)").
             """)
         fflush(nil)  // all streams: the how-to goes out before the daemon's log lines, not at exit
         try await startDaemon(config)

@@ -118,6 +118,37 @@ func edgectl(_ args: [String], environment: [String: String] = [:]) async throws
         #expect(bad.stderr.contains("POD must be NAME or NAMESPACE/NAME"))
     }
 
+    /// `edgectl --socket PATH status`: the global flag before the subcommand, as kubectl users type it, for every
+    /// subcommand and nested one, in both spellings; `--` still ends the options; nothing else moves.
+    @Test func socketBeforeTheSubcommand() async throws {
+        let served = try await ServedControl.start(healthy: true)
+        let status = try await edgectl(["--socket", served.socketPath, "status"])
+        #expect(status.status == 0, "\(status.stderr)")
+        #expect(status.stdout.hasPrefix("HEALTHY"))
+        let json = try await edgectl(["--socket=\(served.socketPath)", "status", "--json"])
+        #expect(json.status == 0, "\(json.stderr)")
+        #expect(json.stdout.hasPrefix("{"))
+        let nested = try await edgectl(["--socket", served.socketPath, "images", "list"])
+        #expect(nested.status == 0, "\(nested.stderr)")
+        #expect(nested.stdout.contains("docker.io/library/busybox:latest"))
+        let logs = try await edgectl(["--socket", served.socketPath, "logs", "-n", "kube-system", "nope"])
+        #expect(logs.status == 1)
+        #expect(logs.stderr == "edgectl: pod kube-system/nope not found\n")
+        // No subcommand: the default (status) with the global flag, as before.
+        let bare = try await edgectl(["--socket", served.socketPath])
+        #expect(bare.status == 0, "\(bare.stderr)")
+        // Still the socket it names: a missing one is reported as such, before or after.
+        let missing = "/tmp/edged-edgectl-none-\(getpid())/edged.sock"
+        let before = try await edgectl(["--socket", missing, "pods"])
+        #expect(before.status == 2)
+        #expect(before.stderr.contains("no socket at \(missing)"))
+        // A --socket without its value is the parser's usage error, not a rewrite.
+        let noValue = try await edgectl(["--socket"])
+        #expect(noValue.status == 2)
+        #expect(noValue.stderr.contains("--socket"))
+        await served.stop()
+    }
+
     @Test func podsImagesAndLogs() async throws {
         let served = try await ServedControl.start()
         let socket = ["--socket", served.socketPath]

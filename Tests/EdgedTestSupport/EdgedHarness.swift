@@ -25,6 +25,8 @@ public final class EdgedInstance: @unchecked Sendable {
     private var logHandle: FileHandle?
     public var logFile: String { root.sub("edged.log") }
     public var extraEnvironment: [String: String] = [:]
+    /// edged's subcommand (`["demo"]`); none runs the default, `run`.
+    public var subcommand: [String] = []
 
     /// Creates the dirs (nothing runs yet). `name` keeps cgroups and node names apart between parallel tests.
     public init(name: String) throws {
@@ -50,7 +52,7 @@ public final class EdgedInstance: @unchecked Sendable {
         }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "\(buildBinDir)/edged")
-        p.arguments = arguments + extraArgs
+        p.arguments = subcommand + arguments + extraArgs
         var env = ProcessInfo.processInfo.environment
         env["NOTIFY_SOCKET"] = nil
         env["JOURNAL_STREAM"] = nil
@@ -159,6 +161,7 @@ public final class EdgedInstance: @unchecked Sendable {
         if let files = try? FileManager.default.contentsOfDirectory(atPath: manifestDir) {
             for f in files { unlink("\(manifestDir)/\(f)") }
         }
+        subcommand = []  // a plain `edged run`: the demo would write its manifest again
         if (try? start(extraArgs: ["--stop-pods-on-exit"])) != nil {
             let deadline = Date().addingTimeInterval(40)
             while Date() < deadline, let pods = try? status()["pods"] as? [[String: Any]], !pods.isEmpty {
