@@ -142,13 +142,17 @@ ensure_chroot() {
 # The packages of CHROOT_LAYER_PACKAGES, amd64 and arm64, installed once per list (stamped in the chroot).
 ensure_chroot_layer() {
     local key stamp p pkgs=()
-    key=$(echo "$CHROOT_LAYER_PACKAGES" | short_hash)
+    key=$(echo "$CHROOT_LAYER_PACKAGES libstdc++-dev:amd64" | short_hash)
     stamp=$CHROOT/.edged-layer-$key
     if [ -f "$stamp" ]; then
         log "chroot: packages $CHROOT_LAYER_PACKAGES (amd64, arm64): installed"
         return
     fi
+    # The native x86_64 build compiles C++ (BoringSSL) too: amd64 libstdc++/libgcc of sid's gcc.
+    local gcc_major
+    gcc_major=$(in_chroot "$CHROOT" gcc -dumpversion | cut -d. -f1)
     for p in $CHROOT_LAYER_PACKAGES; do pkgs+=("$p:amd64" "$p:arm64"); done
+    pkgs+=("libstdc++-$gcc_major-dev:amd64" "libgcc-$gcc_major-dev:amd64")
     log "chroot: installing ${pkgs[*]}"
     in_chroot "$CHROOT" apt-get update -q >/dev/null
     in_chroot "$CHROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${pkgs[@]}" >/dev/null
