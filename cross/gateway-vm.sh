@@ -256,6 +256,7 @@ step_install() {
         vm_scp_to "$VM" "$REPO/systemd/edged.service" /usr/lib/systemd/system/edged.service || return 1
         [ -f "$REPO/systemd/edged.socket" ] && vm_scp_to "$VM" "$REPO/systemd/edged.socket" /usr/lib/systemd/system/edged.socket
         vm_scp_to "$VM" "$REPO/systemd/edged.tmpfiles.conf" /usr/lib/tmpfiles.d/edged.conf || return 1
+        g mkdir -p /etc/edged && vm_scp_to "$VM" "$REPO/cross/deb/config.yaml" /etc/edged/config.yaml || return 1
         g 'chmod 755 /usr/bin/edged /usr/bin/edgectl /usr/bin/edged-monitor && mkdir -p /etc/edged/manifests &&
            systemd-tmpfiles --create /usr/lib/tmpfiles.d/edged.conf && systemctl daemon-reload && systemctl enable --now edged' 2>&1
     else
