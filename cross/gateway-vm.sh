@@ -446,6 +446,10 @@ step_reboot() {
         || { fail "$FAIL_MSG"; return 1; }
     ok "rebooted (boot id $(boot_id))"
     after_boot || return 1
+    # The reboot removed every cgroup: the OOM verdict comes from the monitor's exit record.
+    [ "$(cinfo gw-oom hog | cut -d' ' -f1,2)" = "terminated OOMKilled" ] \
+        || { fail "expected gw-oom/hog still terminated OOMKilled after the reboot, saw $(cinfo gw-oom hog)"; return 1; }
+    ok "gw-oom/hog still OOMKilled after the reboot"
 }
 
 # After any boot: systemd started edged, the static pod runs again.
