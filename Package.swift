@@ -153,6 +153,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),
         // systemd integration through libsystemd: sd_notify (READY/STATUS/WATCHDOG), socket activation (edged.socket)
         // and the journald log handler.

@@ -1,5 +1,6 @@
 // The client side of the control API, for edgectl: one HTTP/1.1 request per connection over the Unix socket.
 
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -17,7 +18,8 @@ import Musl
 /// Why edgectl could not talk to edged at all (as opposed to edged answering with an error, a `ControlError`).
 public struct ControlClientError: Error, Sendable, Equatable, CustomStringConvertible {
     public enum Kind: Sendable, Equatable {
-        /// No socket, or nothing listening on it.
+        /// No socket, nothing listening on it, or nothing answering on it (edged.socket holds the socket while edged
+        /// is down, starting or hung: the connection is accepted and then nobody answers).
         case notRunning
         /// The socket is there but this user may not use it.
         case permissionDenied
@@ -34,11 +36,16 @@ public struct ControlClientError: Error, Sendable, Equatable, CustomStringConver
 public struct ControlClient: Sendable {
     public let socketPath: String
     private let group: any EventLoopGroup
+    /// How long edged may take to start answering a request (not to finish a followed log stream). With edged.socket
+    /// systemd accepts connections for edged while it is down or hung, so without a limit edgectl would wait forever.
+    public let answerTimeout: Duration
 
     public init(socketPath: String = ControlServer.Configuration.defaultSocketPath,
-                eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+                eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                answerTimeout: Duration = .seconds(30)) {
         self.socketPath = socketPath
         self.group = eventLoopGroup
+        self.answerTimeout = answerTimeout
     }
 
     public func status() async throws -> StatusReport { try await getJSON("/v1/status") }
@@ -58,7 +65,9 @@ public struct ControlClient: Sendable {
     }
 
     public func join(_ request: JoinRequest) async throws -> JoinResponse {
-        try await sendJSON(.POST, "/v1/join", body: request)
+        // edged answers a join once the CSR is approved (or the approval timeout passes).
+        try await sendJSON(.POST, "/v1/join", body: request,
+                           answerTimeout: answerTimeout + .seconds(max(request.approvalTimeoutSeconds, 0)))
     }
 
     public func pruneImages() async throws -> [String] {
@@ -78,10 +87,13 @@ public struct ControlClient: Sendable {
         try await sendJSON(.GET, uri, body: nil as ImageRequest?)
     }
 
-    private func sendJSON<T: Decodable, B: Encodable>(_ method: HTTPMethod, _ uri: String, body: B?) async throws -> T {
+    private func sendJSON<T: Decodable, B: Encodable>(_ method: HTTPMethod, _ uri: String, body: B?,
+                                                      answerTimeout: Duration? = nil) async throws -> T {
         let bodyBytes = try body.map { Array(try JSONEncoder().encode($0)) }
         let collected = Collected()
-        _ = try await perform(method, uri, body: bodyBytes) { bytes in await collected.append(bytes) }
+        _ = try await perform(method, uri, body: bodyBytes, answerTimeout: answerTimeout) { bytes in
+            await collected.append(bytes)
+        }
         let data = await collected.bytes
         do {
             return try JSONDecoder().decode(T.self, from: Data(data))
@@ -97,10 +109,31 @@ public struct ControlClient: Sendable {
     }
 
     /// Sends one request; passes a 2xx body to `onBody`, turns a non-2xx answer into `ControlError`.
-    private func perform(_ method: HTTPMethod, _ uri: String, body: [UInt8]?,
+    private func perform(_ method: HTTPMethod, _ uri: String, body: [UInt8]?, answerTimeout: Duration? = nil,
                          onBody: @escaping @Sendable ([UInt8]) async throws -> Void) async throws -> HTTPResponseStatus {
         let channel = try await connect()
-        return try await channel.executeThenClose { inbound, outbound in
+        let limit = answerTimeout ?? self.answerTimeout
+        // No response head within the limit: close the connection, and say why instead of "closed the connection".
+        let timedOut = NIOLockedValueBox(false)
+        let (seconds, attoseconds) = limit.components
+        let timer = channel.channel.eventLoop.scheduleTask(in: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)) {
+            timedOut.withLockedValue { $0 = true }
+            channel.channel.close(promise: nil)
+        }
+        defer { timer.cancel() }
+        do {
+            return try await exchange(channel, method, uri, body: body, timer: timer, onBody: onBody)
+        } catch where timedOut.withLockedValue({ $0 }) {
+            throw ControlClientError(kind: .notRunning, message:
+                "edged did not answer on \(socketPath) within \(seconds) s: it is starting, hung or restarting " +
+                "(edged.socket keeps the socket open while edged is down). Check: systemctl status edged; edgectl logs --daemon")
+        }
+    }
+
+    private func exchange(_ channel: ClientChannel, _ method: HTTPMethod, _ uri: String, body: [UInt8]?,
+                          timer: Scheduled<Void>,
+                          onBody: @escaping @Sendable ([UInt8]) async throws -> Void) async throws -> HTTPResponseStatus {
+        try await channel.executeThenClose { inbound, outbound in
             var headers = HTTPHeaders()
             headers.add(name: "host", value: "edged")
             headers.add(name: "user-agent", value: "edgectl")
@@ -120,6 +153,7 @@ public struct ControlClient: Sendable {
             for try await part in inbound {
                 switch part {
                 case .head(let head):
+                    timer.cancel()
                     status = head.status
                 case .body(let buffer):
                     guard let status else { continue }

@@ -65,10 +65,10 @@ extension Edgectl {
         var index = 0
         while index < arguments.count {
             let arg = arguments[index]
-            if arg.hasPrefix("--socket=") {
+            if GlobalOptions.names.contains(where: { arg.hasPrefix("\($0)=") }) {
                 globals.append(arg)
                 index += 1
-            } else if arg == "--socket", index + 1 < arguments.count, !arguments[index + 1].hasPrefix("-") {
+            } else if GlobalOptions.names.contains(arg), index + 1 < arguments.count, !arguments[index + 1].hasPrefix("-") {
                 globals += [arg, arguments[index + 1]]
                 index += 2
             } else {
@@ -114,11 +114,22 @@ struct GlobalOptions: ParsableArguments {
                                             valueName: "path"))
     var socket: String?
 
+    @Option(name: .long, help: ArgumentHelp("Seconds to wait for edged to start answering (join adds its approval timeout).",
+                                            valueName: "seconds"))
+    var requestTimeout: Int = 30
+
+    /// The options that may also come before the subcommand.
+    static let names = ["--socket", "--request-timeout"]
+
+    func validate() throws {
+        guard requestTimeout > 0 else { throw ValidationError("--request-timeout must be at least 1 (seconds)") }
+    }
+
     var socketPath: String {
         if let socket, !socket.isEmpty { return socket }
         if let env = getenv("EDGED_SOCKET"), env.pointee != 0 { return String(cString: env) }
         return ControlServer.Configuration.defaultSocketPath
     }
 
-    var client: ControlClient { ControlClient(socketPath: socketPath) }
+    var client: ControlClient { ControlClient(socketPath: socketPath, answerTimeout: .seconds(requestTimeout)) }
 }

@@ -149,6 +149,37 @@ func edgectl(_ args: [String], environment: [String: String] = [:]) async throws
         await served.stop()
     }
 
+    /// A socket that takes connections but never answers (edged.socket while edged is down or hung): edgectl gives
+    /// up after --request-timeout with a message saying what to check, instead of waiting forever.
+    @Test func silentSocketTimesOut() async throws {
+        let dir = try makeTempDir("edgectl-silent")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = "\(dir)/edged.sock"
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, byte) in path.utf8.enumerated() { raw[i] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        #expect(bound == 0)
+        #expect(listen(fd, 16) == 0)  // connections queue in the backlog; nobody accepts or answers
+        let started = Date()
+        let r = try await edgectl(["--socket", path, "--request-timeout", "1", "status"])
+        #expect(r.status == 2, "\(r.stderr)")
+        #expect(r.stderr.contains("edged did not answer on \(path) within 1 s"), "\(r.stderr)")
+        #expect(r.stderr.contains("systemctl status edged"))
+        #expect(Date().timeIntervalSince(started) < 15)
+        let pods = try await edgectl(["pods", "--socket", path, "--request-timeout=1"])
+        #expect(pods.status == 2 && pods.stderr.contains("did not answer"), "\(pods.stderr)")
+        let zero = try await edgectl(["status", "--socket", path, "--request-timeout", "0"])
+        #expect(zero.status == 2 && zero.stderr.contains("--request-timeout must be at least 1"), "\(zero.stderr)")
+    }
+
     @Test func podsImagesAndLogs() async throws {
         let served = try await ServedControl.start()
         let socket = ["--socket", served.socketPath]
