@@ -32,16 +32,21 @@
 # The guest reaches the host's 127.0.0.1 as 10.0.2.2 (qemu user-mode networking). At run time nothing in the
 # guest talks to anything else: no apt timers, no time sync, no DNS.
 # Needs root (debootstrap, chroot) and the host packages: debootstrap qemu-system-x86 qemu-system-arm qemu-utils
-# qemu-user-static e2fsprogs openssh-client socat curl xz-utils.
+# qemu-user-static e2fsprogs openssh-client socat curl xz-utils cpio.
 
 VM_SUITE=trixie
 # Bump when the recipe below (or a file under cross/vm/guest/) changes; the image key is derived from it,
 # the package list and the versions of those packages in the mirror's index.
-VM_RECIPE=1
-VM_PACKAGES="systemd-sysv udev openssh-server iproute2 procps kmod sqlite3 ca-certificates e2fsprogs initramfs-tools zstd"
+VM_RECIPE=2
+# containernetworking-plugins: the pod network of the joined step (bridge, host-local, loopback in /usr/lib/cni).
+VM_PACKAGES="systemd-sysv udev openssh-server iproute2 procps kmod sqlite3 ca-certificates e2fsprogs containernetworking-plugins"
+# Unpacked on the host, never run under emulation: the kernel (its .deb, no maintainer scripts: the guest needs no
+# initramfs-tools) and the static busybox of the initrd made on the host.
+VM_HOST_PACKAGES="busybox-static"
 VM_DISK_SIZE=4G
-# Modules the initrd needs to find and mount /dev/vda: MODULES=list keeps the initrd small (TCG boots faster).
-VM_INITRD_MODULES="virtio_pci virtio_mmio virtio_blk virtio_net virtio_rng ext4 crc32c_generic"
+# Modules the host-made initrd loads (with their dependencies, from modules.dep) to mount /dev/vda; built-in ones
+# are skipped. udev in the booted system loads the rest.
+VM_INITRD_MODULES="virtio_pci virtio_mmio virtio_blk ext4 crc32c_generic"
 VM_TIMERS_OFF="apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer fstrim.timer man-db.timer"
 
 VM_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -108,9 +113,9 @@ vm__package_versions() {
     # The versions are kept next to the index (unpacking it takes seconds); the recipe's package list is part
     # of the file name.
     local vfile
-    vfile=$idx.$(echo "$VM_PACKAGES" | sha256sum | cut -c1-8).versions
+    vfile=$idx.$(echo "$VM_PACKAGES $VM_HOST_PACKAGES" | sha256sum | cut -c1-8).versions
     if [ -s "$vfile" ] && [ "$vfile" -nt "$idx" ]; then cat "$vfile"; return 0; fi
-    xz -dc "$idx" | awk -v want="$VM_PACKAGES linux-image-$darch" '
+    xz -dc "$idx" | awk -v want="$VM_PACKAGES $VM_HOST_PACKAGES linux-image-$darch" '
         BEGIN { n = split(want, w, " "); for (i = 1; i <= n; i++) need[w[i]] = 1 }
         /^Package: / { p = $2 }
         /^Version: / { v[p] = $2 }
@@ -151,10 +156,6 @@ vm__configure_root() {
     install -m 600 "$pub" "$root/root/.ssh/authorized_keys"
     mkdir -p "$root/etc/ssh/sshd_config.d"
     printf 'UseDNS no\nPasswordAuthentication no\n' >"$root/etc/ssh/sshd_config.d/10-edged-vm.conf"
-    # A small initrd with what finds and mounts /dev/vda.
-    mkdir -p "$root/etc/initramfs-tools/conf.d"
-    printf 'MODULES=list\nCOMPRESS=zstd\n' >"$root/etc/initramfs-tools/conf.d/10-edged-vm"
-    printf '%s\n' $VM_INITRD_MODULES >>"$root/etc/initramfs-tools/modules"
     # apt needs no lists at run time (apt install ./x.deb of a package whose dependencies are installed).
     printf 'APT::Install-Recommends "false";\nAPT::Periodic::Enable "0";\n' >"$root/etc/apt/apt.conf.d/10-edged-vm"
     echo 'do_symlinks = yes' >"$root/etc/kernel-img.conf"
@@ -170,9 +171,9 @@ vm_image() {
     if grep -qE ' $' <<<"$versions"; then
         vm_die "packages missing from $VM_SUITE/$darch: $(grep -E ' $' <<<"$versions" | tr '\n' ' ')"; return 1
     fi
-    guest_hash=$( (declare -f vm__configure_root vm__build_image
+    guest_hash=$( (declare -f vm__configure_root vm__build_image vm__make_initrd vm__fetch_deb
         if [ -d "$VM_LIB_DIR/guest" ]; then find "$VM_LIB_DIR/guest" -type f | sort | xargs cat; fi) | sha256sum | cut -c1-12)
-    key=$(printf '%s\n' "$VM_RECIPE $VM_SUITE $VM_PACKAGES $VM_DISK_SIZE $VM_INITRD_MODULES $VM_TIMERS_OFF $guest_hash" "$versions" | sha256sum | cut -c1-12)
+    key=$(printf '%s\n' "$VM_RECIPE $VM_SUITE $VM_PACKAGES $VM_HOST_PACKAGES $VM_DISK_SIZE $VM_INITRD_MODULES $VM_TIMERS_OFF $guest_hash" "$versions" | sha256sum | cut -c1-12)
     VM_IMAGE_DIR=$VM_CACHE/$VM_SUITE-$arch-$key
     if [ -f "$VM_IMAGE_DIR/.ready" ]; then
         vm_log "image $arch: cached ($VM_IMAGE_DIR, $(vm__since "$t0") s)"
@@ -194,41 +195,137 @@ vm_image() {
     vm_log "image $arch: built in $(vm__since "$t0") s: $VM_IMAGE_DIR ($(du -sh --apparent-size "$VM_IMAGE_DIR/base.raw" | cut -f1) sparse, $(du -sh "$VM_IMAGE_DIR/base.raw" | cut -f1) used)"
 }
 
+# Downloads PKG of DARCH (the version in the cached index) into DIR, checks its SHA256; prints the file's path.
+vm__fetch_deb() {
+    local darch=$1 pkg=$2 dir=$3 meta file sum
+    meta=$(xz -dc "$VM_CACHE/index/$VM_SUITE-$darch-Packages.xz" | awk -v p="$pkg" '
+        /^Package: / { on = ($2 == p) } on && /^Filename: / { f = $2 } on && /^SHA256: / { h = $2 } END { print f, h }')
+    file=${meta% *}; sum=${meta#* }
+    [ -n "$file" ] && [ -n "$sum" ] || { vm_die "$pkg ($darch) is not in the cached $VM_SUITE index"; return 1; }
+    curl -fsS -o "$dir/${file##*/}" "$VM_MIRROR/$file" || { vm_die "cannot download $VM_MIRROR/$file"; return 1; }
+    echo "$sum  $dir/${file##*/}" | sha256sum -c --quiet >/dev/null \
+        || { vm_die "$dir/${file##*/}: SHA256 differs from the $VM_SUITE index (broken download or mirror)"; return 1; }
+    echo "$dir/${file##*/}"
+}
+
+# The initrd, made on the host: the guest arch's static busybox, the modules that mount the root disk (and what
+# they depend on, in load order) and an /init that loads them, mounts /dev/vda read-only and hands over to
+# systemd. No udev in it: a TCG boot spends its time elsewhere.
+vm__make_initrd() {
+    local root=$1 kver=$2 busybox=$3 out=$4 ird=$5
+    local mdir=$root/usr/lib/modules/$kver
+    rm -rf "$ird"; mkdir -p "$ird"/{bin,dev,proc,sys,newroot,lib/modules}
+    install -m 755 "$busybox" "$ird/bin/busybox"
+    local m order=() seen=" " line deps d
+    vm__initrd_add() {  # depth first: a module's dependencies load before it
+        local path=$1 dep
+        case "$seen" in *" $path "*) return 0 ;; esac
+        seen+="$path "
+        for dep in $(awk -v p="$path:" '$1 == p { $1 = ""; print }' "$mdir/modules.dep"); do vm__initrd_add "$dep"; done
+        order+=("$path")
+    }
+    for m in $VM_INITRD_MODULES; do
+        line=$(awk -v m="$m" '{ f = $1; sub(/:$/, "", f); n = f; sub(/.*\//, "", n); sub(/\.ko.*/, "", n); gsub(/-/, "_", n)
+            if (n == m) { print f; exit } }' "$mdir/modules.dep")
+        if [ -n "$line" ]; then vm__initrd_add "$line"
+        elif grep -qE "/${m//_/[-_]}\.ko\$" "$mdir/modules.builtin"; then :
+        else vm_die "module $m is neither in $mdir/modules.dep nor built into kernel $kver"; return 1
+        fi
+    done
+    local n=0 f
+    : >"$ird/lib/modules/order"
+    for f in "${order[@]}"; do
+        n=$((n + 1))
+        case "$f" in
+            *.ko.xz) xz -dc "$mdir/$f" >"$ird/lib/modules/$n.ko" ;;
+            *.ko.zst) zstd -qdc "$mdir/$f" >"$ird/lib/modules/$n.ko" ;;
+            *.ko.gz) gzip -dc "$mdir/$f" >"$ird/lib/modules/$n.ko" ;;
+            *) cp "$mdir/$f" "$ird/lib/modules/$n.ko" ;;
+        esac || { vm_die "cannot unpack $mdir/$f"; return 1; }
+        echo "$n.ko ${f##*/}" >>"$ird/lib/modules/order"
+    done
+    cat >"$ird/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t devtmpfs devtmpfs /dev
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+while read -r ko name; do
+    insmod "/lib/modules/$ko" || echo "initrd: insmod $name failed" >/dev/console
+done </lib/modules/order
+i=0
+while [ ! -b /dev/vda ]; do
+    i=$((i + 1))
+    if [ "$i" -gt 300 ]; then echo "initrd: /dev/vda did not appear in 30 s; dropping to a shell" >/dev/console; exec sh </dev/console >/dev/console 2>&1; fi
+    sleep 0.1
+done
+mount -t ext4 -o ro /dev/vda /newroot || { echo "initrd: cannot mount /dev/vda; dropping to a shell" >/dev/console; exec sh </dev/console >/dev/console 2>&1; }
+umount /proc /sys
+mount --move /dev /newroot/dev
+exec switch_root /newroot /sbin/init
+INIT
+    chmod 755 "$ird/init"
+    (cd "$ird" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | gzip -1 >"$out" \
+        || { vm_die "making the initrd failed"; return 1; }
+}
+
 vm__build_image() {
     local arch=$1 darch=$2 versions=$3
     local partial=$VM_IMAGE_DIR.partial
     local root=$partial/root log=$partial/build.log
+    command -v cpio >/dev/null || { vm_die "cpio missing (it packs the VM's initrd): apt-get install cpio"; return 1; }
     rm -rf "$partial"
-    mkdir -p "$partial"
+    mkdir -p "$partial/debs"
     printf '%s\n' "$versions" >"$partial/versions"
     [ "$arch" = aarch64 ] && { vm__ensure_binfmt_aarch64 || return 1; }
     ssh-keygen -q -t ed25519 -N '' -C "edged-vm-$arch" -f "$partial/id_ed25519"
-    local inc
+    local inc t
     inc=$(tr ' ' ',' <<<"$VM_PACKAGES")
+    t=$(vm__now)
+    # dpkg's fsyncs cost much of the build under qemu-user; a power cut during the build throws the build away
+    # anyway (it has no .ready). The file is in place before debootstrap runs dpkg in the target. Not --foreign:
+    # its second stage runs debootstrap's own perl over the package index under emulation (minutes per call).
+    mkdir -p "$root/etc/dpkg/dpkg.cfg.d"
+    echo force-unsafe-io >"$root/etc/dpkg/dpkg.cfg.d/zz-edged-vm-build"
     vm_log "image $arch: debootstrap --variant=minbase $VM_SUITE ($darch) from $VM_MIRROR (log: $log)"
     debootstrap --variant=minbase --arch="$darch" --include="$inc" \
         --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
         "$VM_SUITE" "$root" "$VM_MIRROR" >"$log" 2>&1 \
         || { tail -n 20 "$log" >&2; vm_die "debootstrap failed (log: $log)"; return 1; }
+    rm -f "$root/etc/dpkg/dpkg.cfg.d/zz-edged-vm-build"
+    vm_log "image $arch: debootstrap $(vm__since "$t") s"
     vm__configure_root "$root" "$darch" "$partial/id_ed25519.pub"
-    vm_log "image $arch: installing linux-image-$darch"
-    { vm__in_root "$root" apt-get update -q \
-        && vm__in_root "$root" apt-get install -y -q --no-install-recommends "linux-image-$darch" \
-        && vm__in_root "$root" apt-get clean; } >>"$log" 2>&1 \
-        || { tail -n 20 "$log" >&2; vm_die "installing the kernel failed (log: $log)"; return 1; }
+    # The kernel: unpacked from its .deb on the host (its maintainer scripts would build an initramfs under
+    # emulation); the guest's depmod writes modules.dep (the initrd's load order, udev's modprobe).
+    local kpkg kdeb bbdeb kver
+    kpkg=$(awk '$1 ~ /^linux-image-[0-9]/ { print $1 }' <<<"$versions")
+    [ -n "$kpkg" ] || { vm_die "no versioned kernel package behind linux-image-$darch in the index"; return 1; }
+    vm_log "image $arch: $kpkg and busybox-static unpacked on the host"
+    kdeb=$(vm__fetch_deb "$darch" "$kpkg" "$partial/debs") || return 1
+    bbdeb=$(vm__fetch_deb "$darch" busybox-static "$partial/debs") || return 1
+    mkdir -p "$partial/kernel" "$partial/busybox"
+    dpkg-deb -x "$kdeb" "$partial/kernel" && dpkg-deb -x "$bbdeb" "$partial/busybox" \
+        || { vm_die "dpkg-deb -x failed on $kdeb or $bbdeb"; return 1; }
+    kver=$(ls "$partial/kernel/usr/lib/modules" 2>/dev/null | sort -V | tail -n1)
+    [ -n "$kver" ] && [ -f "$partial/kernel/boot/vmlinuz-$kver" ] \
+        || { vm_die "$kdeb holds no /boot/vmlinuz and /usr/lib/modules"; return 1; }
+    mkdir -p "$root/usr/lib/modules" "$root/boot"
+    cp -a "$partial/kernel/usr/lib/modules/$kver" "$root/usr/lib/modules/"
+    cp "$partial/kernel/boot/config-$kver" "$root/boot/" 2>/dev/null || true
+    vm__in_root "$root" depmod -a "$kver" >>"$log" 2>&1 || { vm_die "depmod -a $kver in the image failed (log: $log)"; return 1; }
+    cp "$partial/kernel/boot/vmlinuz-$kver" "$partial/vmlinuz"
+    local bb=$partial/busybox/usr/bin/busybox
+    [ -x "$bb" ] || bb=$partial/busybox/bin/busybox
+    [ -x "$bb" ] || { vm_die "$bbdeb holds no busybox binary"; return 1; }
+    vm__make_initrd "$root" "$kver" "$bb" "$partial/initrd.img" "$partial/initrd" || return 1
+    echo "$kver" >"$partial/kernel-version"
+    rm -rf "$partial/debs" "$partial/kernel" "$partial/busybox" "$partial/initrd"
     # Units: networkd for DHCP; nothing that wakes up on its own and eats CPU or reaches the network.
     systemctl --root="$root" enable systemd-networkd.service >>"$log" 2>&1
-    local t
     for t in $VM_TIMERS_OFF; do systemctl --root="$root" mask "$t" >>"$log" 2>&1; done
-    rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin
+    rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb "$root/debootstrap"
     : >"$root/etc/machine-id"   # a fresh one on first boot (systemd's firstboot logic)
-    local kver
-    kver=$(ls "$root/lib/modules" | sort -V | tail -n1)
-    [ -n "$kver" ] && [ -f "$root/boot/vmlinuz-$kver" ] && [ -f "$root/boot/initrd.img-$kver" ] \
-        || { vm_die "no kernel/initrd in $root/boot after installing linux-image-$darch"; return 1; }
-    cp "$root/boot/vmlinuz-$kver" "$partial/vmlinuz"
-    cp "$root/boot/initrd.img-$kver" "$partial/initrd.img"
-    echo "$kver" >"$partial/kernel-version"
     vm_log "image $arch: kernel $kver; mkfs.ext4 -d ($VM_DISK_SIZE sparse)"
     truncate -s "$VM_DISK_SIZE" "$partial/base.raw"
     mkfs.ext4 -q -F -L edged-root -d "$root" "$partial/base.raw" >>"$log" 2>&1 \
@@ -296,7 +393,8 @@ vm_start() {
         fwd+=",hostfwd=tcp:127.0.0.1:$hp-:$gp"
     done
     local mem=${EDGED_VM_MEM:-1024} smp=${EDGED_VM_SMP:-2} accel qemu console machine=() cpu
-    local append="root=LABEL=edged-root ro systemd.unified_cgroup_hierarchy=1 fsck.repair=yes"
+    # loglevel=4: the kernel's warnings stay on the serial log, its chatter (slow on an emulated UART) does not.
+    local append="root=LABEL=edged-root ro systemd.unified_cgroup_hierarchy=1 fsck.repair=yes loglevel=4"
     if [ "$arch" = x86_64 ]; then
         qemu=qemu-system-x86_64 console=ttyS0
         accel=${EDGED_VM_ACCEL:-}
@@ -317,7 +415,8 @@ vm_start() {
                 vm_log "VM $name: /dev/kvm is not usable here: x86_64 runs under TCG (emulated, about 10x slower; use longer timeouts)"
             fi
         fi
-        machine=(-M q35)
+        # No VGA, CD-ROM, floppy or parallel port: their drivers cost seconds of every TCG boot.
+        machine=(-M q35 -nodefaults)
         # -cpu host without arch-capabilities: this nested KVM refuses to set MSR 0x10a (ARCH_CAPABILITIES) and
         # qemu 7.2 then aborts at start.
         cpu=${EDGED_VM_X86_CPU:-$([ "$accel" = kvm ] && echo host,-arch-capabilities || echo max)}

@@ -81,5 +81,29 @@ fi
 vm__ensure_binfmt_aarch64 2>/dev/null && vm__ensure_binfmt_aarch64 2>/dev/null && grep -q '^flags: .*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 \
     && ok "qemu-aarch64 binfmt registration (F flag) is idempotent" || bad "binfmt registration"
 
+# The initrd made on the host: modules in dependency order, built-in ones skipped, unknown ones refused.
+fr=$EDGED_VM_RUN/fakeroot; md=$fr/usr/lib/modules/9.9
+mkdir -p "$md/kernel"
+printf 'kernel/vblk.ko.xz: kernel/vcore.ko.xz\nkernel/vcore.ko.xz:\n' >"$md/modules.dep"
+echo kernel/fs/ext4.ko >"$md/modules.builtin"
+echo vcore-bytes | xz >"$md/kernel/vcore.ko.xz"; echo vblk-bytes | xz >"$md/kernel/vblk.ko.xz"
+cp /bin/true "$EDGED_VM_RUN/busybox"
+if (VM_INITRD_MODULES="vblk ext4"; vm__make_initrd "$fr" 9.9 "$EDGED_VM_RUN/busybox" "$EDGED_VM_RUN/i.img" "$EDGED_VM_RUN/i.d") 2>/dev/null \
+    && [ "$(cat "$EDGED_VM_RUN/i.d/lib/modules/order")" = "$(printf '1.ko vcore.ko.xz\n2.ko vblk.ko.xz')" ] \
+    && [ "$(cat "$EDGED_VM_RUN/i.d/lib/modules/1.ko")" = vcore-bytes ] \
+    && zcat "$EDGED_VM_RUN/i.img" | cpio -t --quiet 2>/dev/null | grep -qx init; then
+    ok "the initrd loads a module's dependencies first (decompressed), skips built-in ones, has /init"
+else
+    bad "initrd module order: $(cat "$EDGED_VM_RUN/i.d/lib/modules/order" 2>&1)"
+fi
+expect_fail "an initrd module the kernel lacks is refused" "module nosuch is neither in .*modules.dep nor built into kernel 9.9" \
+    bash -c 'source "$1"; VM_INITRD_MODULES=nosuch; vm__make_initrd "$2" 9.9 "$3" "$4/x.img" "$4/x.d"' _ "$VM_LIB_DIR/lib.sh" "$fr" "$EDGED_VM_RUN/busybox" "$EDGED_VM_RUN"
+zcat "$img/initrd.img" | cpio -t --quiet 2>/dev/null | grep -q '^lib/modules/[0-9]*\.ko$' && grep -q virtio_blk <(zcat "$img/initrd.img" | cpio -i --to-stdout --quiet lib/modules/order 2>/dev/null) \
+    && ok "the cached image's initrd carries virtio_blk" || bad "the cached image's initrd lacks virtio_blk"
+expect_fail "a package missing from the index is reported" "nosuch-pkg \(amd64\) is not in the cached trixie index" \
+    vm__fetch_deb amd64 nosuch-pkg "$EDGED_VM_RUN"
+expect_fail "a build without cpio says what to install" "cpio missing .*apt-get install cpio" \
+    env PATH=/nonexistent /bin/bash -c 'source "$1" 2>/dev/null; VM_IMAGE_DIR=$2/never; vm__build_image x86_64 amd64 ""' _ "$VM_LIB_DIR/lib.sh" "$EDGED_VM_RUN"
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
