@@ -28,6 +28,8 @@ JOBS=${EDGED_CROSS_JOBS:-$(nproc)}
 ARCHS=${EDGED_CROSS_ARCHS:-aarch64 x86_64}
 OUT=$ROOT/cross/out
 read -r -a PRODUCTS <<<"${EDGED_CROSS_PRODUCTS:-edged edgectl edged-monitor}"
+# The version every binary of this run reports (EDGED_VERSION, else VERSION+git<commit date>.<hash>).
+BUILD_VERSION=$(bash "$ROOT/cross/stamp-version.sh" --print)
 # Extra swift build flags for size experiments (e.g. "-Xswiftc -Osize"); they get a build folder of their own.
 EXTRA_FLAGS=${EDGED_CROSS_EXTRA_FLAGS:-}
 # The shipped binaries are optimised for size (cross/README.md, "Size"): -Osize, and a linker that leaves out
@@ -272,8 +274,9 @@ sync_sources() {
         cd /work/src
         find . -type f -not -path "./.build*" -not -name Package.resolved | sed "s|^\./||" | sort >/tmp/have
         sort /tmp/src-files | comm -23 /tmp/have - | xargs -r rm -f'
-    # Stamp the build's version (EDGED_VERSION, else VERSION+git<commit date>.<hash>) into the copy, never the clone.
-    bash "$ROOT/cross/stamp-version.sh" "$CHROOT/work/src"
+    # Stamp the build's version into the copy, never the clone: one version for every architecture of this run,
+    # fixed at its start (a commit made while the first architecture builds must not give the second another one).
+    bash "$ROOT/cross/stamp-version.sh" "$CHROOT/work/src" "$BUILD_VERSION"
 }
 
 host_objcopy() { command -v llvm-objcopy || echo "$(dirname "$(readlink -f "$(command -v swift)")")/llvm-objcopy"; }
