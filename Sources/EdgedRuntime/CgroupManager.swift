@@ -108,14 +108,19 @@ public struct CgroupDelegation: Sendable, Equatable {
 
     public init(unit: String) { self.unit = unit }
 
-    /// From /proc/self/cgroup's v2 line ("0::/system.slice/edged.service[/supervisor]"): the unit's cgroup when
-    /// systemd started this process as a service (INVOCATION_ID is set) and the process sits in the unit's own
-    /// cgroup or in its supervisor leaf; nil otherwise (a login session's scope, a container, the root).
+    /// From /proc/self/cgroup's v2 line ("0::/system.slice/edged.service/supervisor"): the unit's cgroup when
+    /// systemd started this process as a service (INVOCATION_ID is set) in the unit's supervisor leaf, which only
+    /// systemd >= 254 does (`DelegateSubgroup=supervisor`); nil otherwise (a login session's scope, a container,
+    /// the root, and a service started in the unit's own cgroup). The last is older systemd (Debian 12 has 252):
+    /// there a restarted edged would be put into the unit's cgroup, which the kernel refuses (EBUSY) once pods with
+    /// controllers exist below it, so edged keeps its pods in its own tree at the hierarchy's root instead, as
+    /// kubelet's cgroupfs driver does.
     public static func find(procSelfCgroup: String, environment: [String: String]) -> CgroupDelegation? {
         guard environment["INVOCATION_ID"].map({ !$0.isEmpty }) == true else { return nil }
         guard let line = procSelfCgroup.split(separator: "\n").first(where: { $0.hasPrefix("0::/") }) else { return nil }
         var parts = line.dropFirst(3).split(separator: "/").map(String.init)
-        if parts.last == supervisorLeaf { parts.removeLast() }
+        guard parts.last == supervisorLeaf else { return nil }
+        parts.removeLast()
         guard let last = parts.last, last.hasSuffix(".service") else { return nil }
         return CgroupDelegation(unit: "/" + parts.joined(separator: "/"))
     }

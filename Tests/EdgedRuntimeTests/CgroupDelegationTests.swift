@@ -13,14 +13,15 @@ struct CgroupDelegationTests {
     private let systemd = ["INVOCATION_ID": "0123456789abcdef0123456789abcdef"]
 
     @Test func findsTheUnitCgroupOfASystemdService() {
-        #expect(CgroupDelegation.find(procSelfCgroup: "0::/system.slice/edged.service\n", environment: systemd)
-                == CgroupDelegation(unit: "/system.slice/edged.service"))
-        // Started by systemd >= 254 in DelegateSubgroup=supervisor, or after edged moved itself: the same unit.
+        // Started by systemd >= 254 in DelegateSubgroup=supervisor.
         #expect(CgroupDelegation.find(procSelfCgroup: "0::/system.slice/edged.service/supervisor\n", environment: systemd)
                 == CgroupDelegation(unit: "/system.slice/edged.service"))
         // Hybrid hosts list the v1 hierarchies first.
-        #expect(CgroupDelegation.find(procSelfCgroup: "4:memory:/system.slice/edged.service\n1:name=systemd:/system.slice/edged.service\n0::/system.slice/edged.service\n",
+        #expect(CgroupDelegation.find(procSelfCgroup: "4:memory:/system.slice/edged.service\n1:name=systemd:/system.slice/edged.service\n0::/system.slice/edged.service/supervisor\n",
                                       environment: systemd)?.unit == "/system.slice/edged.service")
+        // systemd < 254 ignores DelegateSubgroup= and starts edged in the unit's own cgroup: no delegation (a
+        // restarted edged could not be put back into a cgroup with pods below it), pods in edged's own tree.
+        #expect(CgroupDelegation.find(procSelfCgroup: "0::/system.slice/edged.service\n", environment: systemd) == nil)
         #expect(CgroupDelegation(unit: "/system.slice/edged.service").supervisor == "/system.slice/edged.service/supervisor")
     }
 
@@ -70,7 +71,14 @@ struct CgroupDelegationTests {
         try "\(pid)".write(toFile: fsRoot + unit + "/cgroup.procs", atomically: false, encoding: .utf8)
         let tmp = try TempDir("cgdeleg")
         defer { tmp.remove() }
+        // systemd < 254 starts edged in the unit's own cgroup: nothing is moved, pods go to edged's tree at the root.
         try "0::\(unit)\n".write(toFile: tmp.sub("self-cgroup"), atomically: true, encoding: .utf8)
+        let old = try #require(try makeHostCgroupManager(root: fsRoot, procSelfCgroup: tmp.sub("self-cgroup"), environment: systemd) as? CgroupV2)
+        #expect(old.root == fsRoot && old.delegation == nil)
+        #expect(!FileManager.default.fileExists(atPath: fsRoot + unit + "/supervisor"))
+        // systemd >= 254 starts edged in the supervisor leaf; a process an older edged left in the unit's own
+        // cgroup (the sleeper, standing in for a monitor) is moved into the leaf.
+        try "0::\(unit)/supervisor\n".write(toFile: tmp.sub("self-cgroup"), atomically: true, encoding: .utf8)
 
         let m = try makeHostCgroupManager(root: fsRoot, procSelfCgroup: tmp.sub("self-cgroup"), environment: systemd)
         let v2 = try #require(m as? CgroupV2)
