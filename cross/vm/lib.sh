@@ -449,10 +449,21 @@ vm__watch() {
     dir=$(vm__dir "$name")
     (
         trap '' INT TERM HUP
+        vm__close_fds
         while kill -0 "$owner" 2>/dev/null; do sleep 2; done
         if vm_running "$name"; then kill -9 "$(cat "$dir/qemu.pid")"; fi
     ) </dev/null >/dev/null 2>&1 &
     disown $! 2>/dev/null || true
+}
+
+# Closes every descriptor above 2 in the current (sub)shell, before it execs something long-lived.
+vm__close_fds() {
+    local fd
+    for fd in /proc/$BASHPID/fd/*; do
+        fd=${fd##*/}
+        [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-" 2>/dev/null
+    done
+    return 0
 }
 
 vm__boot() {
@@ -466,7 +477,11 @@ vm__boot() {
         mv "$dir/serial.log" "$dir/serial.log.$n"
     fi
     vm__now >"$dir/boot-start"
-    bash -c "$(cat "$dir/qemu.cmd")" >"$dir/qemu.err" 2>&1 \
+    # qemu -daemonize keeps every descriptor it inherits: without closing them, a caller's pipe (e.g. a step's
+    # output through `> >(tee log)`) never reaches EOF while the VM runs, and the caller waits forever.
+    local cmd
+    cmd=$(cat "$dir/qemu.cmd")
+    ( vm__close_fds; exec bash -c "$cmd" ) </dev/null >"$dir/qemu.err" 2>&1 \
         || { vm_die "qemu did not start for VM $name: $(cat "$dir/qemu.err")"; return 1; }
     vm_log "VM $name ($(cat "$dir/arch"), $(cat "$dir/accel")): qemu pid $(cat "$dir/qemu.pid"), ssh on 127.0.0.1:$(cat "$dir/ssh-port"), serial log $dir/serial.log"
 }
