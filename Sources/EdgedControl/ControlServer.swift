@@ -60,6 +60,17 @@ public final class ControlServer: Sendable {
 
     private typealias Connection = NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
 
+    /// The listener's bootstrap, for a passed socket and for one bound here alike.
+    private var bootstrap: ServerBootstrap { ServerBootstrap(group: group).serverChannelOption(.backlog, value: 64) }
+
+    /// Each accepted connection: HTTP/1.1 server pipeline, wrapped for async iteration.
+    private static func connection(_ channel: any Channel) -> EventLoopFuture<Connection> {
+        channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+            return try Connection(wrappingChannelSynchronously: channel)
+        }
+    }
+
     /// Binds and serves until cancelled or shut down.
     /// - Throws: `ControlServerError` when the socket cannot be set up (already running, not a socket, I/O).
     public func run() async throws {
@@ -67,14 +78,7 @@ public final class ControlServer: Sendable {
         if let fd = configuration.inheritedListener {
             let server: NIOAsyncChannel<Connection, Never>
             do {
-                server = try await ServerBootstrap(group: group)
-                    .serverChannelOption(.backlog, value: 64)
-                    .bind(fd) { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                            return try Connection(wrappingChannelSynchronously: channel)
-                        }
-                    }
+                server = try await bootstrap.bind(fd) { ControlServer.connection($0) }
             } catch {
                 throw ControlServerError(kind: .io, socketPath: path,
                                          message: "cannot serve the socket systemd passed for \(path) (fd \(fd)): \(error); check edged.socket (systemctl status edged.socket)")
@@ -89,14 +93,7 @@ public final class ControlServer: Sendable {
         unlink(bindPath)
         let server: NIOAsyncChannel<Connection, Never>
         do {
-            server = try await ServerBootstrap(group: group)
-                .serverChannelOption(.backlog, value: 64)
-                .bind(unixDomainSocketPath: bindPath) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                        return try Connection(wrappingChannelSynchronously: channel)
-                    }
-                }
+            server = try await bootstrap.bind(unixDomainSocketPath: bindPath) { ControlServer.connection($0) }
         } catch {
             throw ControlServerError(kind: .io, socketPath: path, message: "cannot listen on \(path): \(error)")
         }
