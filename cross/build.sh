@@ -16,7 +16,8 @@
 #
 # Environment: EDGED_CROSS_CACHE, EDGED_CROSS_JOBS (default: number of cores),
 #   EDGED_CROSS_ARCHS (default "aarch64 x86_64"), EDGED_CROSS_MIRROR (default: the host's Debian mirror),
-#   EDGED_CROSS_PRODUCTS, EDGED_CROSS_EXTRA_FLAGS, EDGED_CROSS_UNWIND_TABLES=keep (see cross/README.md).
+#   EDGED_CROSS_PRODUCTS, EDGED_CROSS_EXTRA_FLAGS, EDGED_CROSS_UNWIND_TABLES=keep (see cross/README.md),
+#   EDGED_SIZE_LIMIT_BYTES (the aarch64 edged's size budget, default 31457280 = 30 MiB: cross/size-guard.sh).
 set -euo pipefail
 
 CONFIG=${1:-release}
@@ -365,6 +366,25 @@ check_binaries() {
     done
 }
 
+# The size budget of the shipped arm64 edged (issue 17): the stripped static binary stays <= 30 MiB
+# (EDGED_SIZE_LIMIT_BYTES), else the build fails with cross/size-guard.sh's per-part table (cross/README.md,
+# "Size"). Under the limit that is one stat and one line; the table costs a relink with a map (~12 s) only over it.
+size_guard() {
+    local arch=$1 rc=0
+    [ "$arch" = aarch64 ] && [[ " ${PRODUCTS[*]} " == *" edged "* ]] || return 0
+    if [ "$CONFIG" != release ] || [ "$UNWIND_TABLES" != drop ]; then
+        log "size guard: skipped for a $CONFIG build with unwind tables ($UNWIND_TABLES): it measures the shipped binary only"
+        return 0
+    fi
+    bash "$ROOT/cross/size-guard.sh" --chroot "$CHROOT" --scratch "/work/build-aarch64-$CONFIG$SCRATCH_SUFFIX" \
+        "$OUT/aarch64/edged" || rc=$?
+    case "$rc" in
+        0) ;;
+        1) die "aarch64 edged is over its size budget: the table above shows where the bytes go (cross/README.md, 'Size')" ;;
+        *) die "the size guard of aarch64 edged could not run (above)" ;;
+    esac
+}
+
 package() {
     local arch=$1 version name stage
     version=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo dev)
@@ -394,6 +414,7 @@ main() {
             *) die "unknown architecture $arch" ;;
         esac
         check_binaries "$arch"
+        size_guard "$arch"
         package "$arch"
     done
     for arch in $ARCHS; do
