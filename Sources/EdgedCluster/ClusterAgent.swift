@@ -79,6 +79,8 @@ public struct ClusterState: Sendable, Equatable {
     public var refusedStatusWrites: [String] = []
     /// Node autonomy from the Node's annotations and the bound pods as last seen; nil until the Node is seen.
     public var autonomy: AutonomyReport?
+    /// The kubelet-serving CSR that waits for approval (nil when none does: issued, or between tries).
+    public var servingCSR: String?
 }
 
 public actor ClusterAgent {
@@ -201,6 +203,7 @@ public actor ClusterAgent {
             group.addTask { await self.podStatusLoop() }
             group.addTask { await self.objectWatchLoop() }
             group.addTask { await self.rotationLoop(caPEM: ca) }
+            group.addTask { await self.servingCertificateLoop() }
             await group.waitForAll()
         }
     }
@@ -841,15 +844,11 @@ public actor ClusterAgent {
     // MARK: - Certificates
 
     /// Rotates the client certificate at its deadline (70–90 % of its lifetime, jittered); on failure keeps the
-    /// current one and retries. Also asks once for a serving certificate when there is none.
+    /// current one and retries.
     private func rotationLoop(caPEM: String) async {
         var retry = Duration.seconds(30)
         while !Task.isCancelled {
             guard let contents = try? store.load(), let pair = contents.client else { return }
-            if contents.serving == nil, !servingRequested {
-                servingRequested = true
-                Task { await self.requestServingCertificate() }
-            }
             let deadline = pair.info.rotationDeadline()
             let wait = deadline.timeIntervalSinceNow
             if wait > 0 {
@@ -870,8 +869,6 @@ public actor ClusterAgent {
         }
     }
 
-    private var servingRequested = false
-
     func rotateClient(caPEM: String) async throws {
         guard let client else { return }
         let key = NodeKey.generate()
@@ -886,20 +883,39 @@ public actor ClusterAgent {
         logger.info("rotated the client certificate (valid until \(Bootstrapper.rfc3339(info.notAfter)))")
     }
 
-    /// The kubelet serving certificate (signer kubernetes.io/kubelet-serving) for the kubelet API of issue [5].
-    func requestServingCertificate() async {
+    /// How long one kubelet-serving CSR is waited for before a new one is made (kubelet's certificateWaitTimeout).
+    static let servingCSRWait = Duration.seconds(900)
+
+    /// The kubelet serving certificate (signer kubernetes.io/kubelet-serving), asked for until one is issued, as
+    /// kubelet's certificate manager does with serverTLSBootstrap: a new key and CSR per try, each waited for
+    /// 15 min with a watch of that one CSR (CSRFlow), then a new try after a back-off of 2 s doubling to 32 s.
+    /// Meanwhile the kubelet API serves its self-signed certificate; `state.servingCSR` names the CSR to approve.
+    private func servingCertificateLoop() async {
         guard let client else { return }
-        do {
-            let key = NodeKey.generate()
-            var ips = NodeFacts.internalIPs(configured: config.nodeIP)
-            for ip in config.extraServingIPs where !ips.contains(ip) { ips.append(ip) }
-            let csr = try NodeCSR.serving(nodeName: config.nodeName, key: key, dnsNames: [config.nodeName],
-                                          ipAddresses: ips)
-            let (_, pem) = try await CSRFlow.request(client, csr: csr, timeoutSeconds: 3600, what: "serving certificate", logger: logger)
-            _ = try store.save(.serving, certificatePEM: pem, key: key)
-            logger.info("stored the kubelet serving certificate")
-        } catch {
-            noteError("getting a serving certificate", error)
+        var backoff = CSRBackoff(initial: .seconds(2), max: .seconds(32))
+        while !Task.isCancelled {
+            if (try? store.loadPair(.serving)) != nil { return }
+            do {
+                let key = NodeKey.generate()
+                var ips = NodeFacts.internalIPs(configured: config.nodeIP)
+                for ip in config.extraServingIPs where !ips.contains(ip) { ips.append(ip) }
+                let csr = try NodeCSR.serving(nodeName: config.nodeName, key: key, dnsNames: [config.nodeName], ipAddresses: ips)
+                let what = "serving certificate"
+                let (name, uid) = try await CSRFlow.create(client, csr: csr, what: what, logger: logger)
+                state.servingCSR = name
+                defer { state.servingCSR = nil }
+                let pem = try await CSRFlow.waitForCertificate(
+                    client, name: name, uid: uid, options: CSRWaitOptions(timeout: Self.servingCSRWait), what: what,
+                    nextStep: "edged then asks again with a new CSR (until then the kubelet API serves a self-signed certificate)",
+                    logger: logger)
+                _ = try store.save(.serving, certificatePEM: pem, key: key)
+                logger.notice("stored the kubelet serving certificate issued for CSR \(name)")
+                return
+            } catch {
+                if Task.isCancelled { return }
+                noteError("getting a serving certificate", error)
+            }
+            try? await Task.sleep(for: backoff.pause())
         }
     }
 }

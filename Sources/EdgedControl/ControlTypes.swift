@@ -327,12 +327,32 @@ public struct HubReport: Codable, Sendable, Equatable {
 public struct KubeletAPIReport: Codable, Sendable, Equatable {
     /// "0.0.0.0:10250" once listening; nil before.
     public var listening: String?
-    /// Why it is not serving (no serving certificate yet, port in use...); nil when it serves.
+    /// Why it is not serving (port in use, unreadable certificate...); nil when it serves.
     public var problem: String?
+    /// The certificate it presents: "issued" (by the cluster's kubelet-serving signer) or "self-signed" (made on the
+    /// node, kubelet's default, until a kubelet-serving CSR is approved); nil when not serving.
+    public var servingCertificate: String?
+    /// While self-signed: the kubelet-serving CSR that waits for approval (nil between tries).
+    public var servingCSR: String?
 
-    public init(listening: String? = nil, problem: String? = nil) {
+    public init(listening: String? = nil, problem: String? = nil, servingCertificate: String? = nil, servingCSR: String? = nil) {
         self.listening = listening
         self.problem = problem
+        self.servingCertificate = servingCertificate
+        self.servingCSR = servingCSR
+    }
+
+    /// True while the self-signed certificate is served.
+    public var selfSigned: Bool { servingCertificate == "self-signed" }
+
+    /// "(self-signed serving certificate: the kubelet-serving CSR node-csr-x waits for approval — kubectl certificate
+    /// approve node-csr-x)"; nil for an issued certificate.
+    public var servingNote: String? {
+        guard selfSigned else { return nil }
+        guard let csr = servingCSR else {
+            return "self-signed serving certificate until a kubelet-serving CSR is approved (kubectl get csr)"
+        }
+        return "self-signed serving certificate: the kubelet-serving CSR \(csr) waits for approval — kubectl certificate approve \(csr)"
     }
 }
 

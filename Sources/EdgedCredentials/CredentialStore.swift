@@ -13,6 +13,8 @@ import Glibc
 ///     kubelet-client-2026-01-02-15-04-05.pem   certificate chain + private key, 0600
 ///     kubelet-client-current.pem -> kubelet-client-2026-01-02-15-04-05.pem
 ///     kubelet-server-<timestamp>.pem, kubelet-server-current.pem   the same for the serving certificate
+///     kubelet.crt, kubelet.key                 the self-signed serving pair used until a serving certificate is
+///                                              issued (see `SelfSignedServing`)
 ///     ca.crt                                   the pinned cluster CA, 0644
 ///     cluster.json                             {"server": ..., "nodeName": ...}, 0600
 ///
@@ -111,6 +113,12 @@ public struct CredentialStore: Sendable {
         try replaceLink(currentPath(kind), target: name)
         prune(kind)
         return path
+    }
+
+    /// Stores `bytes` as `name` in the directory, crash-safely (the self-signed serving pair, kubelet.crt/.key).
+    public func saveFile(_ name: String, _ bytes: [UInt8], mode: mode_t) throws(CredentialError) {
+        try prepareDirectory()
+        try writeAtomically(bytes, to: "\(directory)/\(name)", mode: mode)
     }
 
     // MARK: Loading

@@ -49,7 +49,7 @@ struct DaemonBackend: ControlBackend {
                     reasons.append("the cloud (API server \(s.server)) has been unreachable for \(age) s (since \(hub.cloud.since.rfc3339))\(hub.cloud.lastError.map { ": \($0)" } ?? ""); pods keep running from the hub's cache and \(hub.queuedWrites) write(s) wait to be sent — check the uplink")
                 }
             }
-            cluster?.kubeletAPI = await remote.kubeletAPI
+            cluster?.kubeletAPI = await remote.kubeletAPIReport(servingCSR: s.servingCSR)
             if let (tunnel, downFor) = await remote.tunnelReport() {
                 cluster?.tunnel = tunnel
                 // A short gap is a reconnect; a minute without any server means kubectl logs/exec cannot reach us.

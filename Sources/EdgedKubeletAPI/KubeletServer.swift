@@ -38,10 +38,18 @@ public final class KubeletServer: Sendable, ServiceLifecycle.Service {
         self.config = config
         self.logger = logger
         self.group = eventLoopGroup
+        let fallback = config.fallbackCertPath.flatMap { c in config.fallbackKeyPath.map { (certPath: c, keyPath: $0) } }
         self.tls = ServingTLS(certPath: config.certPath, keyPath: config.keyPath, clientCAPath: config.clientCAPath,
-                              logger: logger)
+                              fallback: fallback, logger: logger)
         self.api = KubeletAPIHandler(config: config, backend: backend, client: client, metrics: KubeletServerMetrics(),
                                      logger: logger)
+    }
+
+    /// The certificate new connections get: loads the issued one as soon as its file exists (the switch from the
+    /// self-signed fallback happens here or at the next connection, whichever comes first). nil when nothing loads.
+    public func servingCertificate() -> ServingCertificateSource? {
+        _ = try? tls.context()
+        return tls.source
     }
 
     /// The port actually bound (the one to use with port 0); nil before `run()` has bound it and after it returned.

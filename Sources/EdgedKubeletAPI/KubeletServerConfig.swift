@@ -16,6 +16,11 @@ public struct KubeletServerConfig: Sendable {
     public var keyPath: String
     /// The cluster CA that client certificates must chain to (PEM, one or more certificates).
     public var clientCAPath: String
+    /// A self-signed certificate chain and key served while `certPath` does not exist yet (kubelet's kubelet.crt and
+    /// kubelet.key while the kubelet-serving CSR waits for approval); nil: nothing is served until `certPath` exists.
+    /// As soon as `certPath` appears, new connections get it, without a restart.
+    public var fallbackCertPath: String?
+    public var fallbackKeyPath: String?
     /// This node's name: the `name` of every SubjectAccessReview (resource nodes).
     public var nodeName: String
     /// How long a TokenReview answer is kept (kubelet's authentication.webhook.cacheTTL, 2 min). A refused token is
@@ -36,12 +41,15 @@ public struct KubeletServerConfig: Sendable {
     public init(host: String = "0.0.0.0", port: Int = 10250, certPath: String, keyPath: String, clientCAPath: String,
                 nodeName: String, authenticationCacheTTL: Duration = .seconds(120),
                 authorizedCacheTTL: Duration = .seconds(300), unauthorizedCacheTTL: Duration = .seconds(30),
-                anonymous: Bool = false, cacheSize: Int = 1024, logPollInterval: Duration = .milliseconds(150)) {
+                anonymous: Bool = false, cacheSize: Int = 1024, logPollInterval: Duration = .milliseconds(150),
+                fallbackCertPath: String? = nil, fallbackKeyPath: String? = nil) {
         self.host = host
         self.port = port
         self.certPath = certPath
         self.keyPath = keyPath
         self.clientCAPath = clientCAPath
+        self.fallbackCertPath = fallbackCertPath
+        self.fallbackKeyPath = fallbackKeyPath
         self.nodeName = nodeName
         self.authenticationCacheTTL = authenticationCacheTTL
         self.authorizedCacheTTL = authorizedCacheTTL

@@ -9,8 +9,18 @@ import NIOSSL
 import Synchronization
 import X509
 
+/// Which serving certificate the kubelet API presents.
+public enum ServingCertificateSource: String, Sendable, Equatable {
+    /// The one the cluster issued (`certPath`).
+    case issued
+    /// The self-signed fallback, while `certPath` does not exist yet.
+    case selfSigned = "self-signed"
+}
+
 /// Builds the server's TLS context from the certificate, key and client CA files, and builds it again when one of
-/// them changes on disk (size, mtime or inode), so a rotated serving certificate reaches new connections.
+/// them changes on disk (size, mtime or inode), so a rotated serving certificate reaches new connections. While the
+/// certificate file does not exist, the fallback pair (self-signed) is served; once it appears, new connections get
+/// it and connections already open keep theirs.
 ///
 /// Client certificates are optional at the TLS level (bearer-token callers present none) but verified against the
 /// CA when presented: a certificate from another CA fails the handshake.
@@ -25,20 +35,27 @@ final class ServingTLS: Sendable {
     private struct Loaded {
         var stamps: [FileStamp?]
         var context: NIOSSLContext
+        var source: ServingCertificateSource
     }
 
     let certPath: String
     let keyPath: String
     let clientCAPath: String
+    let fallback: (certPath: String, keyPath: String)?
     private let logger: Logger
     private let loaded = Mutex<Loaded?>(nil)
 
-    init(certPath: String, keyPath: String, clientCAPath: String, logger: Logger) {
+    init(certPath: String, keyPath: String, clientCAPath: String, fallback: (certPath: String, keyPath: String)? = nil,
+         logger: Logger) {
         self.certPath = certPath
         self.keyPath = keyPath
         self.clientCAPath = clientCAPath
+        self.fallback = fallback
         self.logger = logger
     }
+
+    /// The certificate the context built last presents; nil before one was built.
+    var source: ServingCertificateSource? { loaded.withLock { $0?.source } }
 
     /// The context for a new connection: the one built last, or a new one when the files changed.
     ///
@@ -46,13 +63,21 @@ final class ServingTLS: Sendable {
     /// not yet), the previous context stays in use and the next connection tries again.
     /// - Throws: `KubeletServerError` `.tls` when there is no usable context at all.
     func context() throws(KubeletServerError) -> NIOSSLContext {
-        let stamps = [certPath, keyPath, clientCAPath].map(Self.stamp)
+        var paths = [certPath, keyPath, clientCAPath]
+        if let fallback { paths += [fallback.certPath, fallback.keyPath] }
+        let stamps = paths.map(Self.stamp)
         let previous = loaded.withLock { $0 }
         if let previous, previous.stamps == stamps { return previous.context }
+        // The issued certificate once its file exists (a half-written one is retried below); the fallback before.
+        let source: ServingCertificateSource = fallback != nil && stamps[0] == nil ? .selfSigned : .issued
         do {
-            let context = try build()
-            loaded.withLock { $0 = Loaded(stamps: stamps, context: context) }
-            if previous != nil {
+            let context = source == .issued ? try build(certPath: certPath, keyPath: keyPath)
+                : try build(certPath: fallback!.certPath, keyPath: fallback!.keyPath)
+            loaded.withLock { $0 = Loaded(stamps: stamps, context: context, source: source) }
+            if let previous, previous.source != source {
+                logger.notice("kubelet API: now serving the \(source == .issued ? "issued" : "self-signed") certificate",
+                              metadata: ["cert": "\(source == .issued ? certPath : fallback!.certPath)"])
+            } else if previous != nil {
                 logger.info("kubelet API: serving certificate reloaded", metadata: ["cert": "\(certPath)"])
             }
             return context
@@ -64,7 +89,7 @@ final class ServingTLS: Sendable {
         }
     }
 
-    private func build() throws(KubeletServerError) -> NIOSSLContext {
+    private func build(certPath: String, keyPath: String) throws(KubeletServerError) -> NIOSSLContext {
         let chain: [NIOSSLCertificate]
         do { chain = try NIOSSLCertificate.fromPEMFile(certPath) } catch {
             throw KubeletServerError(.tls, "the kubelet serving certificate \(certPath) does not load (\(error)); check that the file exists and holds a PEM certificate")

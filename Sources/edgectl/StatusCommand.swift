@@ -82,7 +82,7 @@ enum StatusScreen {
         guard k != nil || t != nil else { return "" }
         var parts: [String] = []
         if let k {
-            if let l = k.listening { parts.append("kubelet API \(l)") }
+            if let l = k.listening { parts.append("kubelet API \(l)\(k.servingNote.map { " (\($0))" } ?? "")") }
             else { parts.append("kubelet API \(Output.red("not serving"))\(k.problem.map { ": \($0)" } ?? "")") }
         }
         if let t {

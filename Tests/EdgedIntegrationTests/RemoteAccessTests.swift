@@ -85,7 +85,10 @@ func waitForRemoteAccess(_ f: ClusterFixture, timeout: TimeInterval = 40) async 
         last = try clusterStatus(f)
         let kubelet = last["kubeletAPI"] as? [String: Any]
         let tunnel = last["tunnel"] as? [String: Any]
-        if kubelet?["listening"] != nil, (tunnel?["connectedServers"] as? Int ?? 0) >= 1 { return }
+        // The issued serving certificate: the test API server verifies it (--kubelet-certificate-authority), while
+        // the self-signed one that is served until the kubelet-serving CSR is approved would fail its dial.
+        if kubelet?["listening"] != nil, kubelet?["servingCertificate"] as? String == "issued",
+           (tunnel?["connectedServers"] as? Int ?? 0) >= 1 { return }
         try await Task.sleep(for: .milliseconds(250))
     }
     throw TestFailure("kubelet API or tunnel not up within \(Int(timeout)) s: \(last)")

@@ -1,7 +1,8 @@
 // Fault injection for tests of clients that must survive a bad upstream (the edge hub's bad-input paths). Not
 // kube-apiserver behaviour: a test arms a fault for the next request(s) to one path, and the server answers them
-// with a body that is not JSON, a watch stream cut off in the middle of an event, or an object padded to a huge size.
-// The request itself is served normally (its changes, if any, happen); only what goes back on the wire is damaged.
+// with a body that is not JSON, a watch stream cut off in the middle of an event, an object padded to a huge size, or
+// a watch refused with an error status. The request itself is served normally (its changes, if any, happen); only
+// what goes back on the wire is damaged (a refused watch is closed at once).
 
 import Foundation
 import NIOCore
@@ -19,12 +20,16 @@ extension KubeAPIServer {
         /// A 200 answer of a get, or the first item of a list, gets an annotation "test.edged.io/padding" of
         /// `bytes` characters, so the object is about that big.
         case hugeObject(bytes: Int)
+        /// A watch refused with this status code and a Status body (405 MethodNotAllowed from a proxy that passes no
+        /// watches, 403 from a stricter authorizer); no watch is opened.
+        case refusedWatch(code: Int)
 
         public var description: String {
             switch self {
             case .malformedBody: return "malformed body"
             case .truncatedWatch(let n): return "watch truncated after \(n) events"
             case .hugeObject(let bytes): return "object padded to \(bytes) bytes"
+            case .refusedWatch(let code): return "watch refused with \(code)"
             }
         }
 
@@ -32,6 +37,7 @@ extension KubeAPIServer {
         func applies(method: String, isWatch: Bool) -> Bool {
             guard method == "GET" else { return false }
             if case .truncatedWatch = self { return isWatch }
+            if case .refusedWatch = self { return isWatch }
             return !isWatch
         }
     }
@@ -89,6 +95,7 @@ extension KubeAPIServerCore {
 extension Optional where Wrapped == KubeAPIServer.Fault {
     /// The watch sink to use: the normal one, or one that cuts the stream.
     func watchSink(_ sink: @escaping @Sendable (Data) -> Void, channel: Channel) -> @Sendable (Data) -> Void {
+        if case .refusedWatch? = self { return { _ in } }   // nothing of the refused watch reaches the wire
         guard case .truncatedWatch(let n)? = self else { return sink }
         let cutter = WatchCutter(remaining: n, sink: sink, channel: channel)
         if n <= 0 {
@@ -98,9 +105,17 @@ extension Optional where Wrapped == KubeAPIServer.Fault {
         return { data in cutter.send(data) }
     }
 
-    /// The answer to send: the normal one, or a damaged copy.
-    func damage(_ reply: APIReply) -> APIReply {
+    /// The answer to send: the normal one, or a damaged copy. A refused watch is closed in `core`'s store.
+    func damage(_ reply: APIReply, core: KubeAPIServerCore) -> APIReply {
         guard let fault = self else { return reply }
+        if case .refusedWatch(let code) = fault, case .watch(let id, _, _) = reply {
+            if let id { core.store.lock.withLock { core.store.removeWatcher(id) } }
+            let reason = code == 405 ? "MethodNotAllowed" : code == 403 ? "Forbidden" : "BadRequest"
+            let status: KJSON = .object(["kind": .string("Status"), "apiVersion": .string("v1"), "metadata": .object([:]),
+                                         "status": .string("Failure"), "message": .string("the server does not allow this method on the requested resource (watch refused by the test)"),
+                                         "reason": .string(reason), "code": .int(code)])
+            return .object(code: code, status)
+        }
         let (code, bytes): (Int, [UInt8])
         switch reply {
         case .object(let c, let json): (code, bytes) = (c, json.bytes)
@@ -122,7 +137,7 @@ extension Optional where Wrapped == KubeAPIServer.Fault {
                 json[path: ["metadata", "annotations", KubeFaults.padding]] = pad
             }
             return .json(code: code, json.bytes)
-        case .truncatedWatch:
+        case .truncatedWatch, .refusedWatch:
             return reply
         }
     }

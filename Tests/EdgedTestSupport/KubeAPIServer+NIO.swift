@@ -75,7 +75,7 @@ final class KubeAPIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
         }
         let fault = core.takeFault(req)   // armed by tests only (KubeAPIServer+Faults.swift)
-        let reply = fault.damage(core.serve(req, user: user, watchSink: fault.watchSink(sink, channel: channel)))
+        let reply = fault.damage(core.serve(req, user: user, watchSink: fault.watchSink(sink, channel: channel)), core: core)
         let keepAlive = h.isKeepAlive
         switch reply {
         case .object(let code, let json):
