@@ -36,13 +36,18 @@ run() {
     local name=$1 want=$2 got; shift 2
     OUT=$("$@" 2>&1); got=$?
     CASE=$name
+    CASE_FAILED=0
     if [ "$got" != "$want" ]; then
         bad "exit status $got, expected $want"
         return 1
     fi
     return 0
 }
-bad() { echo "FAIL $CASE: $*"; printf '%s\n' "$OUT" | sed 's/^/    | /'; failed=$((failed + 1)); CASE_FAILED=1; }
+bad() {
+    echo "FAIL $CASE: $*"; printf '%s\n' "$OUT" | sed 's/^/    | /'
+    [ "$CASE_FAILED" = 1 ] || failed=$((failed + 1))
+    CASE_FAILED=1
+}
 begin() { CASE_FAILED=0; }
 has() { printf '%s\n' "$OUT" | grep -qF -- "$1" || bad "output lacks '$1'"; }
 lacks() { ! printf '%s\n' "$OUT" | grep -qF -- "$1" || bad "output has '$1'"; }
@@ -198,9 +203,9 @@ if [ "$(id -u)" = 0 ]; then
     begin; run "no cross build cache" 1 env EDGED_CROSS_CACHE="$T/no-cache" bash "$GUARD" --limit 1 "$BIN" && {
         has "there is no cross build cache $T/no-cache"; has "size guard: FAILED"
     }; done_case
-    ( exec 9>>"$T/cache/.lock"; flock 9; exec sleep 5 ) &
+    ( exec 9>>"$T/cache/.lock"; flock 9; : >"$T/locked"; exec sleep 30 ) &
     holder=$!
-    sleep 0.3
+    for _ in $(seq 100); do [ -f "$T/locked" ] && break; sleep 0.1; done
     begin; run "the cache is locked by a running build" 1 env EDGED_CROSS_CACHE="$T/cache" EDGED_SIZE_GUARD_LOCK_WAIT_S=1 \
         bash "$GUARD" --limit 1 "$BIN" && { has "cannot lock $T/cache/.lock within 1 s"; has "size guard: FAILED"; }; done_case
     kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null

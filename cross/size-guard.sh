@@ -16,7 +16,7 @@
 #                   /var/cache/edged-cross) for the build folder whose linked product, stripped, is BINARY,
 #                   after waiting (EDGED_SIZE_GUARD_LOCK_WAIT_S, default 900) for a cross/build.sh that is running.
 #   --packages DIR  the folder of the package checkouts (names the package of each module); default
-#                   <scratch>/checkouts
+#                   <scratch>/checkouts (without it, each dependency module is a row of its own)
 #
 # The table: the bytes of BINARY's file, per part. Every section the stripped file keeps (code, data, Swift
 # metadata, ...) is summed from the map's input sections, per SwiftPM module (<Module>.build/), static archive or
@@ -190,8 +190,8 @@ if [ -z "$MAP" ]; then
     fi
     [ -d "$CHROOT$SCRATCH" ] || table_failed "no build folder $CHROOT$SCRATCH"
     relink_with_map
-    [ -z "$PACKAGES" ] && PACKAGES=$CHROOT$SCRATCH/checkouts
 fi
+[ -z "$PACKAGES" ] && [ -n "$CHROOT" ] && PACKAGES=$CHROOT$SCRATCH/checkouts
 [ -s "$MAP" ] || table_failed "the map $MAP is empty"
 head -n1 "$MAP" | grep -qE '^ +VMA +LMA +Size +Align +Out +In +Symbol' \
     || table_failed "$MAP is not an lld link map (-Xlinker -Map=FILE; its first line is the VMA LMA Size Align Out In Symbol header)"
