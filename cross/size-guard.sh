@@ -89,15 +89,16 @@ fi
 TABLE_FAILED_STATUS=$((over ? 1 : 2))
 table_failed() {
     echo "size guard: no per-part table: $*" >&2
-    [ "$over" = 1 ] && over_message
+    [ "$over" = 1 ] && over_message "make the per-part table once the cause above is fixed: sudo cross/size-guard.sh --table $BINARY right after cross/build.sh release"
     exit "$TABLE_FAILED_STATUS"
 }
+# $1: where the table is.
 over_message() {
     cat >&2 <<EOF
 size guard: FAILED: the stripped $LABEL must stay within $(commas "$LIMIT") bytes ($(mib "$LIMIT") MiB) and is $(commas "$SIZE").
-  What to do: find the part that grew in the table above (or make it: cross/size-guard.sh --table $BINARY)
+  What to do: find the part that grew ($1; compare with the table in cross/README.md, "Size")
   and take the bytes back there: a new dependency or module, a large table or resource compiled in, generic
-  code specialised many times. cross/README.md, "Size", tells what was measured and tried before. The budget
+  code specialised many times. cross/README.md, "Size", also tells what was measured and tried before. The budget
   (30 MiB, issue 17) changes only by a team decision: EDGED_SIZE_LIMIT_BYTES is for experiments, not a fix.
 EOF
 }
@@ -306,7 +307,7 @@ awk -F '\t' -v size="$SIZE" -v label="$LABEL" '
     }' "$WORK/components" >&2
 
 if [ "$over" = 1 ]; then
-    over_message
+    over_message "the table above"
     exit 1
 fi
 exit 0
