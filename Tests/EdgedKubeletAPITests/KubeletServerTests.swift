@@ -41,11 +41,18 @@ private final class KubeletFixture: @unchecked Sendable {
     let task: Task<Void, any Error>
     let port: Int
 
-    init(allowedTTL: Duration = .seconds(300)) async throws {
+    /// `selfSigned`: no serving.pem yet, only a fallback pair from a CA of its own (fallback.pem), as the daemon
+    /// serves until the kubelet-serving CSR is approved.
+    init(allowedTTL: Duration = .seconds(300), selfSigned: Bool = false) async throws {
         api = try await KubeAPIServer.start()
         dir = try TempDir("edged-kubelet-api")
-        let pair = try api.pki.issue(serverFor: "node-a", ips: ["127.0.0.1"])
-        try (pair.certPEM + "\n" + pair.keyPEM).write(toFile: dir.sub("serving.pem"), atomically: true, encoding: .utf8)
+        if selfSigned {
+            let pair = try TestPKI.makeCA(commonName: "node-a-ca@1").issue(serverFor: "node-a@1", ips: ["127.0.0.1"])
+            try (pair.certPEM + "\n" + pair.keyPEM).write(toFile: dir.sub("fallback.pem"), atomically: true, encoding: .utf8)
+        } else {
+            let pair = try api.pki.issue(serverFor: "node-a", ips: ["127.0.0.1"])
+            try (pair.certPEM + "\n" + pair.keyPEM).write(toFile: dir.sub("serving.pem"), atomically: true, encoding: .utf8)
+        }
         try api.caPEM.write(toFile: dir.sub("ca.crt"), atomically: true, encoding: .utf8)
         let record = CRILogRecord(timestamp: CRITimestamp.now(), stream: .stdout, isPartial: false, message: Array("hello".utf8))
         FileManager.default.createFile(atPath: dir.sub("c.log"), contents: Data(record.encoded()))
@@ -57,7 +64,9 @@ private final class KubeletFixture: @unchecked Sendable {
         logger.logLevel = .warning
         server = KubeletServer(
             config: KubeletServerConfig(host: "127.0.0.1", port: 0, certPath: dir.sub("serving.pem"), keyPath: dir.sub("serving.pem"),
-                                        clientCAPath: dir.sub("ca.crt"), nodeName: "node-a", authorizedCacheTTL: allowedTTL),
+                                        clientCAPath: dir.sub("ca.crt"), nodeName: "node-a", authorizedCacheTTL: allowedTTL,
+                                        fallbackCertPath: selfSigned ? dir.sub("fallback.pem") : nil,
+                                        fallbackKeyPath: selfSigned ? dir.sub("fallback.pem") : nil),
             backend: FileBackend(log: dir.sub("c.log")), client: client, logger: logger)
         let s = server
         task = Task { try await s.run() }
@@ -148,5 +157,48 @@ struct KubeletServerTests {
         #expect(before.contains("CN=node-a") && !before.contains("node-a-rotated"))
         #expect(after.contains("node-a-rotated"), "\(after.suffix(800))")
         await f.close()
+    }
+
+    /// The daemon's case before the kubelet-serving CSR is approved: the self-signed fallback is served at once; a
+    /// half-written issued file (certificate, no key yet) leaves it in place; the complete file is what new
+    /// connections get, from the same listener.
+    @Test func theSelfSignedFallbackIsServedUntilTheIssuedCertificateAppears() async throws {
+        let f = try await KubeletFixture(selfSigned: true)
+        #expect(f.server.servingCertificate() == .selfSigned)
+        let insecure = try runCommand(["curl", "-sSk", "-v", "-o", "/dev/null", "https://127.0.0.1:\(f.port)/healthz"], check: false)
+        #expect(insecure.stderr.contains("CN=node-a-ca@1") || insecure.stderr.contains("CN = node-a-ca@1"), "\(insecure.stderr.suffix(800))")
+        let verified = try f.get("/healthz", token: "none")
+        #expect(verified.code == "000", "the self-signed certificate does not verify with the cluster CA: \(verified.verbose.suffix(400))")
+
+        let issued = try f.api.pki.issue(serverFor: "node-a-issued", ips: ["127.0.0.1"])
+        try issued.certPEM.write(toFile: f.dir.sub("serving.pem"), atomically: true, encoding: .utf8)
+        #expect(f.server.servingCertificate() == .selfSigned, "a certificate without its key does not replace the fallback")
+        let still = try runCommand(["curl", "-sSk", "-v", "-o", "/dev/null", "https://127.0.0.1:\(f.port)/healthz"], check: false)
+        #expect(still.stderr.contains("node-a-ca@1"), "\(still.stderr.suffix(800))")
+
+        try (issued.certPEM + "\n" + issued.keyPEM).write(toFile: f.dir.sub("serving.pem.tmp"), atomically: false, encoding: .utf8)
+        rename(f.dir.sub("serving.pem.tmp"), f.dir.sub("serving.pem"))
+        let after = try f.get("/healthz", token: "none")
+        #expect(after.verbose.contains("node-a-issued") && after.code == "401", "\(after.code) \(after.verbose.suffix(800))")
+        #expect(f.server.servingCertificate() == .issued)
+        await f.close()
+    }
+
+    /// A fallback that does not load (and no issued certificate): the server does not start and says which file.
+    @Test func anUnreadableFallbackIsATLSErrorNamingTheFile() async throws {
+        let dir = try TempDir("edged-kubelet-api-bad")
+        defer { dir.remove() }
+        let pki = try TestPKI.makeCA()
+        try pki.caPEM.write(toFile: dir.sub("ca.crt"), atomically: true, encoding: .utf8)
+        try "-----BEGIN CERTIFICATE-----\nhalf".write(toFile: dir.sub("fallback.pem"), atomically: true, encoding: .utf8)
+        let client = try KubeClient(config: KubeClientConfig(server: "https://127.0.0.1:1", caPEM: pki.caPEM, credentials: .none))
+        let server = KubeletServer(
+            config: KubeletServerConfig(host: "127.0.0.1", port: 0, certPath: dir.sub("serving.pem"), keyPath: dir.sub("serving.pem"),
+                                        clientCAPath: dir.sub("ca.crt"), nodeName: "node-a",
+                                        fallbackCertPath: dir.sub("fallback.pem"), fallbackKeyPath: dir.sub("fallback.pem")),
+            backend: FileBackend(log: dir.sub("c.log")), client: client)
+        let e = await #expect(throws: KubeletServerError.self) { try await server.run() }
+        #expect(e?.code == .tls && e?.message.contains(dir.sub("fallback.pem")) == true, "\(String(describing: e))")
+        #expect(server.servingCertificate() == nil)
     }
 }
