@@ -873,7 +873,9 @@ public actor ClusterAgent {
         guard let client else { return }
         let key = NodeKey.generate()
         let csr = try NodeCSR.client(nodeName: config.nodeName, key: key)
-        let (name, pem) = try await CSRFlow.request(client, csr: csr, timeoutSeconds: 900, what: "client certificate", logger: logger)
+        let (name, pem) = try await CSRFlow.request(client, csr: csr, timeoutSeconds: 900, what: "client certificate",
+                                                    nextStep: "edged keeps the current certificate and asks again with a new CSR",
+                                                    logger: logger)
         let info = try CertificateInfo(pem: pem, source: "CSR \(name)")
         guard info.matches(key) else { throw EdgedError(.invalidConfig, "CSR \(name) answered with a certificate for another key") }
         try info.verify(issuedBy: caPEM)
