@@ -140,6 +140,7 @@ public enum CSRFlow {
         var polling = false
         var resourceVersion: String?
         var warned = false
+        var expiredInARow = 0   // 410s one after the other: a server that keeps expiring fresh versions is not hammered
 
         func fail(_ reason: CSRWaitFailure.Reason, _ message: String) -> CSRWaitFailure {
             CSRWaitFailure(reason: reason, csrName: name, message: message)
@@ -185,6 +186,7 @@ public enum CSRFlow {
             }
             var stop: String? = nil
             var failed: CSRWaitFailure? = nil
+            var expired = false
             do {
                 if resourceVersion == nil {
                     let list = try await client.list(.certificateSigningRequests, options: ListOptions(fieldSelector: selector))
@@ -221,20 +223,34 @@ public enum CSRFlow {
                         // 410 Expired: the version is too old to resume from; list again.
                         if status.code == 410 {
                             resourceVersion = nil
+                            expired = true
                             return
                         }
                         throw KubeError(kind: .api, statusCode: status.code, reason: status.reason, status: status,
                                         message: "watch of CSR \(name): \(status.message ?? "error event")")
                     }
                 }
-                // The server ended the watch (its timeoutSeconds): watch again from where it was.
-                retry.reset()
+                // The server ended the watch (its timeoutSeconds): watch again from where it was. After a 410, list
+                // again (at once the first time).
+                if expired {
+                    expiredInARow += 1
+                    if expiredInARow > 1 { await pause(retry.pause()) }
+                } else {
+                    expiredInARow = 0
+                    retry.reset()
+                }
             } catch let e as CSRWaitFailure {
                 throw e
             } catch {
                 if let pem = stop { return pem }
                 if let failed { throw failed }
                 if Task.isCancelled { continue }
+                if let e = error as? KubeError, e.isGone {
+                    resourceVersion = nil   // 410 at the watch's start: too old to resume from; list again
+                    expiredInARow += 1
+                    if expiredInARow > 1 { await pause(retry.pause()) }
+                    continue
+                }
                 if let e = error as? KubeError, e.kind == .api, let code = e.statusCode, [400, 403, 404, 405, 406, 415, 501].contains(code) {
                     polling = true
                     logger.notice("the API server refuses to list or watch CSR \(name) (\(code): \(e.message)); polling it instead, every \(seconds(options.pollInitial)) doubling to \(seconds(options.pollMax))")

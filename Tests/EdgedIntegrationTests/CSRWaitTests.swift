@@ -150,6 +150,48 @@ private func eventually(_ seconds: Double, _ condition: () -> Bool) async throws
         #expect(try await waiting.value.contains("BEGIN CERTIFICATE"))
     }
 
+    /// A watch that cannot resume because its resourceVersion was compacted away meanwhile (410 Gone) lists again.
+    @Test func anExpiredResourceVersionIsListedAgain() async throws {
+        let f = try await CSRFixture.start()
+        defer { Task { await f.close() } }
+        let (name, uid, _) = try await f.create()
+        f.api.injectFault(path: csrPath, .truncatedWatch(afterEvents: 0))
+        let options = CSRWaitOptions(timeout: .seconds(60), pollMax: .seconds(2), retryInitial: .seconds(1))
+        let waiting = f.wait(name, uid: uid, options: options)
+        #expect(try await eventually(5) { f.api.pendingFaults == 0 })
+        _ = try await f.create(node: "edge-other")   // a newer resourceVersion, then history forgotten
+        f.api.compact()
+        #expect(try await eventually(10) { f.api.openWatches("certificatesigningrequests", namespace: nil, name: name) == 1 })
+        let requests = f.requests(about: name)
+        #expect(f.lists(about: name) == 2, "listed again after the 410: \(requests)")
+        #expect(f.watches(about: name) == 3, "the cut one, the expired one (an ERROR event 410), the new one: \(requests)")
+        try f.api.approveCSR(name)
+        #expect(try await waiting.value.contains("BEGIN CERTIFICATE"))
+
+        // The same answered as an HTTP 410 at the watch's start (what a proxy or an older server may send).
+        let (second, secondUID, _) = try await f.create()
+        f.api.injectFault(path: csrPath, .refusedWatch(code: 410))
+        let again = f.wait(second, uid: secondUID, options: options)
+        #expect(try await eventually(10) { f.api.openWatches("certificatesigningrequests", namespace: nil, name: second) == 1 })
+        #expect(f.lists(about: second) == 2 && f.watches(about: second) == 2, "\(f.requests(about: second))")
+        #expect(f.requests(about: second).contains { $0.code == 410 }, "\(f.requests(about: second))")
+        try f.api.approveCSR(second)
+        #expect(try await again.value.contains("BEGIN CERTIFICATE"))
+
+        // A server that keeps answering 410 to fresh versions is not hammered: the second 410 in a row waits 1 s,
+        // the third 2 s (±10 %) before the next list.
+        let (third, thirdUID, _) = try await f.create()
+        f.api.injectFault(path: csrPath, .refusedWatch(code: 410), count: 3)
+        let started = Date()
+        let third410 = f.wait(third, uid: thirdUID, options: options)
+        #expect(try await eventually(10) { f.api.openWatches("certificatesigningrequests", namespace: nil, name: third) == 1 })
+        let took = Date().timeIntervalSince(started)
+        #expect(took > 2.6 && took < 5, "\(took) s")
+        #expect(f.lists(about: third) == 4 && f.watches(about: third) == 4, "\(f.requests(about: third))")
+        try f.api.approveCSR(third)
+        #expect(try await third410.value.contains("BEGIN CERTIFICATE"))
+    }
+
     /// The API server going away and coming back: the wait retries with back-off and gets the certificate.
     @Test func anAPIServerOutageIsWaitedOut() async throws {
         let f = try await CSRFixture.start()
@@ -195,6 +237,35 @@ private func eventually(_ seconds: Double, _ condition: () -> Bool) async throws
         #expect(t?.message.contains("was not approved within 2 s: approve it with `kubectl certificate approve \(pending)`") == true, "\(String(describing: t))")
         #expect(took >= .seconds(2) && took < .seconds(5), "\(took)")
         #expect(f.requests(about: pending).count == 2, "a list and one watch for the whole wait: \(f.requests(about: pending))")
+    }
+
+    /// A CSR the signer refuses (a kubelet-serving request without a DNS or IP name) fails with the signer's reason;
+    /// an object of the same name with another UID (deleted and made again meanwhile) is not taken for ours.
+    @Test func failedAndReplacedCSRsAreNotWaitedFor() async throws {
+        let f = try await CSRFixture.start()
+        defer { Task { await f.close() } }
+        let key = NodeKey.generate()
+        let pem = try NodeCSR.client(nodeName: "edge-3", key: key).pem
+        var meta = ObjectMeta()
+        meta.generateName = "node-csr-"
+        let created = try await f.client.create(.certificateSigningRequests, CertificateSigningRequest(
+            metadata: meta, spec: .init(request: Data(pem.utf8), signerName: NodeCSR.servingSignerName,
+                                        usages: ["digital signature", "server auth"])))
+        let name = try #require(created.metadata.name)
+        let waiting = f.wait(name, uid: created.metadata.uid, options: CSRWaitOptions(timeout: .seconds(30)))
+        #expect(try await eventually(5) { f.api.openWatches("certificatesigningrequests", namespace: nil, name: name) == 1 })
+        try f.api.approveCSR(name)
+        let failed = await #expect(throws: CSRWaitFailure.self) { try await waiting.value }
+        #expect(failed?.reason == .failed, "\(String(describing: failed))")
+        #expect(failed?.message.contains("CSR \(name) for the client certificate failed: kubernetes.io/kubelet-serving certificates need at least one DNS or IP SAN (the signer refused it)") == true,
+                "\(String(describing: failed))")
+
+        let (other, _, _) = try await f.create()
+        let replaced = await #expect(throws: CSRWaitFailure.self) {
+            try await f.wait(other, uid: "not-its-uid", options: CSRWaitOptions(timeout: .seconds(30))).value
+        }
+        #expect(replaced?.reason == .replaced && replaced?.message.contains("replaced by another object of the same name") == true,
+                "\(String(describing: replaced))")
     }
 
     /// The join path (CSRFlow.request) with the same waiting: the error for a CSR nobody approves.

@@ -110,7 +110,7 @@ extension Optional where Wrapped == KubeAPIServer.Fault {
         guard let fault = self else { return reply }
         if case .refusedWatch(let code) = fault, case .watch(let id, _, _) = reply {
             if let id { core.store.lock.withLock { core.store.removeWatcher(id) } }
-            let reason = code == 405 ? "MethodNotAllowed" : code == 403 ? "Forbidden" : "BadRequest"
+            let reason = code == 405 ? "MethodNotAllowed" : code == 403 ? "Forbidden" : code == 410 ? "Expired" : "BadRequest"
             let status: KJSON = .object(["kind": .string("Status"), "apiVersion": .string("v1"), "metadata": .object([:]),
                                          "status": .string("Failure"), "message": .string("the server does not allow this method on the requested resource (watch refused by the test)"),
                                          "reason": .string(reason), "code": .int(code)])
