@@ -187,6 +187,8 @@ public enum CSRFlow {
             var stop: String? = nil
             var failed: CSRWaitFailure? = nil
             var expired = false
+            var events = 0
+            let watchStarted = clock.now
             do {
                 if resourceVersion == nil {
                     let list = try await client.list(.certificateSigningRequests, options: ListOptions(fieldSelector: selector))
@@ -195,10 +197,11 @@ public enum CSRFlow {
                     resourceVersion = list.metadata.resourceVersion
                 }
                 let leftSeconds = Int((left + .milliseconds(999)).components.seconds)
-                let seconds = max(1, min(Int.random(in: options.watchSeconds), leftSeconds))
+                let watchSeconds = max(1, min(Int.random(in: options.watchSeconds), leftSeconds))
                 let watch = WatchOptions(resourceVersion: resourceVersion, fieldSelector: selector, allowWatchBookmarks: true,
-                                         timeoutSeconds: seconds)
+                                         timeoutSeconds: watchSeconds)
                 try await client.watch(.certificateSigningRequests, options: watch) { (event: WatchEvent<CertificateSigningRequest>) in
+                    events += 1
                     switch event {
                     case .added(let csr), .modified(let csr):
                         guard csr.metadata.name == name else { return }
@@ -235,6 +238,15 @@ public enum CSRFlow {
                 if expired {
                     expiredInARow += 1
                     if expiredInARow > 1 { await pause(retry.pause()) }
+                } else if events == 0 && clock.now - watchStarted < .seconds(1) {
+                    // Ended at once without an event (client-go's "very short watch"): something in between closes
+                    // streams; back off as after an error.
+                    let wait = retry.pause()
+                    if !warned || wait >= options.pollMax {
+                        logger.warning("the watch of CSR \(name) ended at once without an event (a proxy that closes streams?); trying again in \(seconds(wait))")
+                    }
+                    warned = true
+                    await pause(wait)
                 } else {
                     expiredInARow = 0
                     retry.reset()

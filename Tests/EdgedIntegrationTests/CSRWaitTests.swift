@@ -192,6 +192,24 @@ private func eventually(_ seconds: Double, _ condition: () -> Bool) async throws
         #expect(try await third410.value.contains("BEGIN CERTIFICATE"))
     }
 
+    /// A watch that ends at once, cleanly and without an event (something in between closes streams), is opened
+    /// again after a back-off (200 ms, 400 ms, 800 ms here), not in a tight loop.
+    @Test func aWatchClosedAtOnceIsRetriedWithBackOff() async throws {
+        let f = try await CSRFixture.start()
+        defer { Task { await f.close() } }
+        let (name, uid, _) = try await f.create()
+        f.api.injectFault(path: csrPath, .closedWatch, count: 3)
+        let started = Date()
+        let options = CSRWaitOptions(timeout: .seconds(60), pollMax: .seconds(2), retryInitial: .milliseconds(200))
+        let waiting = f.wait(name, uid: uid, options: options)
+        #expect(try await eventually(10) { f.api.openWatches("certificatesigningrequests", namespace: nil, name: name) == 1 })
+        let took = Date().timeIntervalSince(started)
+        #expect(took > 1.2 && took < 4, "\(took) s")
+        #expect(f.watches(about: name) == 4 && f.lists(about: name) == 1, "\(f.requests(about: name))")
+        try f.api.approveCSR(name)
+        #expect(try await waiting.value.contains("BEGIN CERTIFICATE"))
+    }
+
     /// The API server going away and coming back: the wait retries with back-off and gets the certificate.
     @Test func anAPIServerOutageIsWaitedOut() async throws {
         let f = try await CSRFixture.start()

@@ -1,7 +1,7 @@
 // Fault injection for tests of clients that must survive a bad upstream (the edge hub's bad-input paths). Not
 // kube-apiserver behaviour: a test arms a fault for the next request(s) to one path, and the server answers them
 // with a body that is not JSON, a watch stream cut off in the middle of an event, an object padded to a huge size, or
-// a watch refused with an error status. The request itself is served normally (its changes, if any, happen); only
+// a watch refused with an error status or closed at once. The request itself is served normally (its changes, if any, happen); only
 // what goes back on the wire is damaged (a refused watch is closed at once).
 
 import Foundation
@@ -23,6 +23,8 @@ extension KubeAPIServer {
         /// A watch refused with this status code and a Status body (405 MethodNotAllowed from a proxy that passes no
         /// watches, 403 from a stricter authorizer); no watch is opened.
         case refusedWatch(code: Int)
+        /// A watch answered 200 that ends at once, cleanly and without an event (a proxy that closes streams).
+        case closedWatch
 
         public var description: String {
             switch self {
@@ -30,6 +32,7 @@ extension KubeAPIServer {
             case .truncatedWatch(let n): return "watch truncated after \(n) events"
             case .hugeObject(let bytes): return "object padded to \(bytes) bytes"
             case .refusedWatch(let code): return "watch refused with \(code)"
+            case .closedWatch: return "watch closed at once"
             }
         }
 
@@ -38,6 +41,7 @@ extension KubeAPIServer {
             guard method == "GET" else { return false }
             if case .truncatedWatch = self { return isWatch }
             if case .refusedWatch = self { return isWatch }
+            if case .closedWatch = self { return isWatch }
             return !isWatch
         }
     }
@@ -95,7 +99,10 @@ extension KubeAPIServerCore {
 extension Optional where Wrapped == KubeAPIServer.Fault {
     /// The watch sink to use: the normal one, or one that cuts the stream.
     func watchSink(_ sink: @escaping @Sendable (Data) -> Void, channel: Channel) -> @Sendable (Data) -> Void {
-        if case .refusedWatch? = self { return { _ in } }   // nothing of the refused watch reaches the wire
+        switch self {
+        case .refusedWatch?, .closedWatch?: return { _ in }   // nothing of a refused or closed watch reaches the wire
+        default: break
+        }
         guard case .truncatedWatch(let n)? = self else { return sink }
         let cutter = WatchCutter(remaining: n, sink: sink, channel: channel)
         if n <= 0 {
@@ -115,6 +122,10 @@ extension Optional where Wrapped == KubeAPIServer.Fault {
                                          "status": .string("Failure"), "message": .string("the server does not allow this method on the requested resource (watch refused by the test)"),
                                          "reason": .string(reason), "code": .int(code)])
             return .object(code: code, status)
+        }
+        if case .closedWatch = fault, case .watch(let id, _, _) = reply {
+            if let id { core.store.lock.withLock { core.store.removeWatcher(id) } }
+            return .watch(id: nil, bookmarks: false, timeoutSeconds: nil)
         }
         let (code, bytes): (Int, [UInt8])
         switch reply {
@@ -137,7 +148,7 @@ extension Optional where Wrapped == KubeAPIServer.Fault {
                 json[path: ["metadata", "annotations", KubeFaults.padding]] = pad
             }
             return .json(code: code, json.bytes)
-        case .truncatedWatch, .refusedWatch:
+        case .truncatedWatch, .refusedWatch, .closedWatch:
             return reply
         }
     }
