@@ -55,7 +55,13 @@ struct ServingCertificateTests {
                               clusterConfig: "kubelet:\n  port: \(kubeletPort)\n") { f in
             try f.edged.start()
             // The join's client CSR: approved by the test, as kube-controller-manager's csrapproving does.
-            let joining = Task.detached { try f.join(["--approval-timeout", "60"]) }
+            // edgectl join blocks until the approval: on a thread of its own, not one of the few of Swift's pool
+            // (parallel tests block the others with their commands, and this test must go on to approve).
+            let joining = Task {
+                try await withCheckedThrowingContinuation { (c: CheckedContinuation<CommandResult, any Error>) in
+                    Thread.detachNewThread { c.resume(with: Result { try f.join(["--approval-timeout", "60"]) }) }
+                }
+            }
             var clientCSR: String?
             for _ in 0..<200 where clientCSR == nil {
                 clientCSR = f.csrs(signer: "kubernetes.io/kube-apiserver-client-kubelet").first?.name
