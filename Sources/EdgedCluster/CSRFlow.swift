@@ -128,6 +128,49 @@ public enum CSRFlow {
         }
     }
 
+    /// Gets the node's kubelet serving certificate (signer kubernetes.io/kubelet-serving) into `store`, as kubelet's
+    /// certificate manager does with serverTLSBootstrap: a new key and CSR per try, each waited for
+    /// `options.timeout` (15 min), and a new try after a pause of `retryInitial` doubling to `retryMax` (2 s to
+    /// 32 s, kubelet's back-off) when one fails (timed out, denied, failed, deleted, not created). Returns once the
+    /// certificate is stored (at once when there is one) or when cancelled. `pending` gets the CSR that waits for
+    /// approval (nil when none does), `failed` each try's error.
+    public static func obtainServingCertificate(
+        _ client: KubeClient, store: CredentialStore, nodeName: String, ipAddresses: [String],
+        options: CSRWaitOptions = CSRWaitOptions(timeout: .seconds(900)),
+        retryInitial: Duration = .seconds(2), retryMax: Duration = .seconds(32), logger: Logger,
+        pending: @Sendable (String?) async -> Void, failed: @Sendable (any Error) async -> Void
+    ) async {
+        var backoff = CSRBackoff(initial: retryInitial, max: retryMax)
+        let what = "serving certificate"
+        while !Task.isCancelled {
+            if (try? store.loadPair(.serving)) != nil { return }
+            do {
+                let key = NodeKey.generate()
+                let csr = try NodeCSR.serving(nodeName: nodeName, key: key, dnsNames: [nodeName], ipAddresses: ipAddresses)
+                let (name, uid) = try await create(client, csr: csr, what: what, logger: logger)
+                await pending(name)
+                let pem: String
+                do {
+                    pem = try await waitForCertificate(
+                        client, name: name, uid: uid, options: options, what: what,
+                        nextStep: "edged then asks again with a new CSR (until then the kubelet API serves a self-signed certificate)",
+                        logger: logger)
+                } catch {
+                    await pending(nil)
+                    throw error
+                }
+                await pending(nil)
+                _ = try store.save(.serving, certificatePEM: pem, key: key)
+                logger.notice("stored the kubelet serving certificate issued for CSR \(name)")
+                return
+            } catch {
+                if Task.isCancelled { return }
+                await failed(error)
+            }
+            try? await Task.sleep(for: backoff.pause())
+        }
+    }
+
     /// Waits for the certificate of CSR `name` (UID `uid`): list + watch of that one object, polling only where they
     /// are refused. Returns the certificate PEM once the CSR is approved and issued.
     public static func waitForCertificate(_ client: KubeClient, name: String, uid: String?, options: CSRWaitOptions,

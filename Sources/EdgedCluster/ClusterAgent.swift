@@ -885,41 +885,20 @@ public actor ClusterAgent {
         logger.info("rotated the client certificate (valid until \(Bootstrapper.rfc3339(info.notAfter)))")
     }
 
-    /// How long one kubelet-serving CSR is waited for before a new one is made (kubelet's certificateWaitTimeout).
-    static let servingCSRWait = Duration.seconds(900)
-
-    /// The kubelet serving certificate (signer kubernetes.io/kubelet-serving), asked for until one is issued, as
-    /// kubelet's certificate manager does with serverTLSBootstrap: a new key and CSR per try, each waited for
-    /// 15 min with a watch of that one CSR (CSRFlow), then a new try after a back-off of 2 s doubling to 32 s.
-    /// Meanwhile the kubelet API serves its self-signed certificate; `state.servingCSR` names the CSR to approve.
+    /// The kubelet serving certificate (signer kubernetes.io/kubelet-serving), asked for until one is issued (see
+    /// `CSRFlow.obtainServingCertificate`). Meanwhile the kubelet API serves its self-signed certificate and
+    /// `state.servingCSR` names the CSR to approve.
     private func servingCertificateLoop() async {
         guard let client else { return }
-        var backoff = CSRBackoff(initial: .seconds(2), max: .seconds(32))
-        while !Task.isCancelled {
-            if (try? store.loadPair(.serving)) != nil { return }
-            do {
-                let key = NodeKey.generate()
-                var ips = NodeFacts.internalIPs(configured: config.nodeIP)
-                for ip in config.extraServingIPs where !ips.contains(ip) { ips.append(ip) }
-                let csr = try NodeCSR.serving(nodeName: config.nodeName, key: key, dnsNames: [config.nodeName], ipAddresses: ips)
-                let what = "serving certificate"
-                let (name, uid) = try await CSRFlow.create(client, csr: csr, what: what, logger: logger)
-                state.servingCSR = name
-                defer { state.servingCSR = nil }
-                let pem = try await CSRFlow.waitForCertificate(
-                    client, name: name, uid: uid, options: CSRWaitOptions(timeout: Self.servingCSRWait), what: what,
-                    nextStep: "edged then asks again with a new CSR (until then the kubelet API serves a self-signed certificate)",
-                    logger: logger)
-                _ = try store.save(.serving, certificatePEM: pem, key: key)
-                logger.notice("stored the kubelet serving certificate issued for CSR \(name)")
-                return
-            } catch {
-                if Task.isCancelled { return }
-                noteError("getting a serving certificate", error)
-            }
-            try? await Task.sleep(for: backoff.pause())
-        }
+        var ips = NodeFacts.internalIPs(configured: config.nodeIP)
+        for ip in config.extraServingIPs where !ips.contains(ip) { ips.append(ip) }
+        await CSRFlow.obtainServingCertificate(
+            client, store: store, nodeName: config.nodeName, ipAddresses: ips, logger: logger,
+            pending: { [weak self] name in await self?.setServingCSR(name) },
+            failed: { [weak self] error in await self?.noteError("getting a serving certificate", error) })
     }
+
+    private func setServingCSR(_ name: String?) { state.servingCSR = name }
 }
 
 extension StoredImage {

@@ -61,6 +61,24 @@ private struct CSRFixture {
     func close() async { try? await api.shutdown() }
 }
 
+/// What obtainServingCertificate reported: the CSRs it made, the one pending now, each try's error.
+private final class Seen: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _names: [String] = []
+    private var _current: String?
+    private var _errors: [any Error] = []
+    var names: [String] { lock.withLock { _names } }
+    var current: String? { lock.withLock { _current } }
+    var errors: [any Error] { lock.withLock { _errors } }
+    func pending(_ name: String?) async {
+        lock.withLock {
+            _current = name
+            if let name { _names.append(name) }
+        }
+    }
+    func failed(_ error: any Error) async { lock.withLock { _errors.append(error) } }
+}
+
 /// Waits up to `seconds` for `condition`.
 private func eventually(_ seconds: Double, _ condition: () -> Bool) async throws -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
@@ -284,6 +302,49 @@ private func eventually(_ seconds: Double, _ condition: () -> Bool) async throws
         }
         #expect(replaced?.reason == .replaced && replaced?.message.contains("replaced by another object of the same name") == true,
                 "\(String(describing: replaced))")
+    }
+
+    /// The serving certificate, as kubelet asks for it: a CSR nobody approves in time is given up and a new one (new
+    /// key) made after a short pause, likewise after a denial; the approved one's certificate is stored with its key.
+    @Test func theServingCertificateIsAskedForAgainAfterATimeoutOrADenial() async throws {
+        let f = try await CSRFixture.start()
+        defer { Task { await f.close() } }
+        let dir = try TempDir("edged-serving-csr")
+        defer { dir.remove() }
+        let store = CredentialStore(dir: dir.sub("pki"))
+        let seen = Seen()
+        let started = Date()
+        let run = Task { [client = f.client, logger = f.logger] in
+            await CSRFlow.obtainServingCertificate(
+                client, store: store, nodeName: "edge-4", ipAddresses: ["10.0.0.4"],
+                options: CSRWaitOptions(timeout: .milliseconds(1500)), retryInitial: .milliseconds(200),
+                retryMax: .milliseconds(400), logger: logger,
+                pending: { await seen.pending($0) }, failed: { await seen.failed($0) })
+        }
+        // The first CSR times out after 1.5 s; the second comes about 0.2 s later.
+        #expect(try await eventually(10) { seen.names.count == 2 })
+        let elapsed = Date().timeIntervalSince(started)
+        #expect(elapsed > 1.5 && elapsed < 4, "\(elapsed) s")
+        #expect((seen.errors.first as? CSRWaitFailure)?.reason == .timedOut, "\(seen.errors)")
+        #expect(seen.current == seen.names[1])
+        // Denied: a third.
+        try f.api.denyCSR(seen.names[1])
+        #expect(try await eventually(10) { seen.names.count == 3 })
+        #expect((seen.errors.last as? CSRWaitFailure)?.reason == .denied, "\(seen.errors)")
+        // Approved: stored, and nothing pending any more.
+        try f.api.approveCSR(seen.names[2])
+        await run.value
+        #expect(seen.current == nil)
+        let pair = try #require(try store.loadPair(.serving))
+        #expect(pair.info.commonName == "system:node:edge-4" && pair.info.ipAddresses == ["10.0.0.4"] && pair.info.dnsNames == ["edge-4"])
+        #expect(Set(seen.names).count == 3)
+        let serving = f.api.requests().filter { $0.method == "POST" && $0.path == csrPath }
+        #expect(serving.count == 3, "one CSR per try: \(serving)")
+        // A stored certificate: nothing asked.
+        let before = f.api.requests().count
+        await CSRFlow.obtainServingCertificate(f.client, store: store, nodeName: "edge-4", ipAddresses: [], logger: f.logger,
+                                               pending: { _ in }, failed: { _ in })
+        #expect(f.api.requests().count == before)
     }
 
     /// The join path (CSRFlow.request) with the same waiting: the error for a CSR nobody approves.
