@@ -30,6 +30,7 @@ struct HubOnly: AsyncParsableCommand {
             ("direct_list_p99_ms", ms(r.directList.p99Ms)),
             ("kubectl_proxy_list_per_s", ms(r.kubectlProxyList?.perSecond)), ("kubectl_proxy_list_p50_ms", ms(r.kubectlProxyList?.p50Ms)),
             ("kubectl_proxy_list_p99_ms", ms(r.kubectlProxyList?.p99Ms)), ("hub_rss_1000_pods_kb", "\(r.rss1000PodsKB)"),
+            ("hub_anon_1000_pods_kb", "\(r.anon1000PodsKB)"),
             ("offline_list_p50_ms", ms(r.offlineList.p50Ms)), ("offline_reboot_20_pods_ms", ms(r.offlineReboot20PodsMs)),
         ]
         print("{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}")
@@ -42,6 +43,8 @@ struct HubBenchResult {
     var kubectlProxyList: ListTiming?
     var offlineList: ListTiming
     var rss1000PodsKB: Int
+    /// The anonymous part of that (smaps_rollup): what the cache really costs in RAM.
+    var anon1000PodsKB: Int
     var offlineReboot20PodsMs: Double
 }
 
@@ -119,12 +122,14 @@ func hubPhase(bin: String, root: String) async throws -> HubBenchResult {
     try await Task.sleep(for: .seconds(1))
     let cachedBefore = try await control.status().cluster?.hub?.cachedObjects ?? 0
     let rssBefore = rssKB(edged.processIdentifier)
+    let anonBefore = anonymousKB(edged.processIdentifier)
     let hub = try await timeLists(http, hubURL + listPath, what: "through the hub", headers: hubAuth)
     try await waitUntil(timeout: 30) {
         ((try? await control.status().cluster?.hub?.cachedObjects) ?? 0) >= cachedBefore + listedPods
     }
     try await Task.sleep(for: .seconds(1))
     let rssAfter = rssKB(edged.processIdentifier)
+    let anonAfter = anonymousKB(edged.processIdentifier)
 
     // Through `kubectl proxy` (nil when kubectl is not installed).
     var proxied: ListTiming?
@@ -177,7 +182,7 @@ func hubPhase(bin: String, root: String) async throws -> HubBenchResult {
     edged.waitUntilExit()
 
     return HubBenchResult(hubList: hub, directList: direct, kubectlProxyList: proxied, offlineList: offline,
-                          rss1000PodsKB: rssAfter - rssBefore, offlineReboot20PodsMs: rebootMs)
+                          rss1000PodsKB: rssAfter - rssBefore, anon1000PodsKB: anonAfter - anonBefore, offlineReboot20PodsMs: rebootMs)
 }
 
 /// The hub phase's edged has its own cgroup root (removed by `cleanUp`).
@@ -218,7 +223,7 @@ private func timeLists(_ http: HTTPClient, _ url: String, what: String,
     return ListTiming(perSecond: Double(timedLists) / total, p50Ms: percentile(samples, 0.5), p99Ms: percentile(samples, 0.99))
 }
 
-private func waitForHub(_ control: ControlClient, _ cloud: String, timeout: Double) async throws {
+func waitForHub(_ control: ControlClient, _ cloud: String, timeout: Double) async throws {
     do {
         try await waitUntil(timeout: timeout, poll: .milliseconds(100)) {
             (try? await control.status().cluster?.hub?.cloud) == cloud
@@ -230,7 +235,7 @@ private func waitForHub(_ control: ControlClient, _ cloud: String, timeout: Doub
 }
 
 /// Every named pod Running in edged, its containers running.
-private func allRunning(_ control: ControlClient, _ names: [String]) async -> Bool {
+func allRunning(_ control: ControlClient, _ names: [String]) async -> Bool {
     guard let pods = try? await control.pods() else { return false }
     let running = Set(pods.filter { p in
         p.phase == "Running" && !p.containers.isEmpty && p.containers.allSatisfy { $0.state == "running" && ($0.pid ?? 0) > 0 }
@@ -243,12 +248,13 @@ private func containerPIDs(_ control: ControlClient, _ names: [String]) async th
     return Set(try await control.pods().filter { wanted.contains($0.name) }.flatMap { $0.containers.compactMap { $0.pid.map { Int32($0) } } })
 }
 
-private func boundPodJSON(_ name: String) throws -> Data {
+/// A pod bound to node `bench` running busybox `command`.
+func boundPodJSON(_ name: String, command: [String] = ["sleep", "3600"]) throws -> Data {
     let pod: [String: Any] = [
         "apiVersion": "v1", "kind": "Pod", "metadata": ["name": name, "namespace": "default"],
         "spec": ["nodeName": "bench", "terminationGracePeriodSeconds": 1,
                  "containers": [["name": "main", "image": Demo.imageReference, "imagePullPolicy": "IfNotPresent",
-                                 "command": ["sleep", "3600"]]]],
+                                 "command": command]]],
     ]
     return try JSONSerialization.data(withJSONObject: pod)
 }

@@ -27,6 +27,8 @@ public final class EdgedInstance: @unchecked Sendable {
     public var extraEnvironment: [String: String] = [:]
     /// edged's subcommand (`["demo"]`); none runs the default, `run`.
     public var subcommand: [String] = []
+    /// Start edged inside this memory cgroup (its monitors follow it; pods get their own cgroups as always).
+    public var memoryCgroup: MemoryCgroup?
 
     /// Creates the dirs (nothing runs yet). `name` keeps cgroups and node names apart between parallel tests.
     public init(name: String) throws {
@@ -51,8 +53,10 @@ public final class EdgedInstance: @unchecked Sendable {
                 .write(toFile: root.sub("config.yaml"), atomically: true, encoding: .utf8)
         }
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: "\(buildBinDir)/edged")
-        p.arguments = subcommand + arguments + extraArgs
+        var argv = ["\(buildBinDir)/edged"] + subcommand + arguments + extraArgs
+        if let memoryCgroup { argv = memoryCgroup.wrap(argv) }
+        p.executableURL = URL(fileURLWithPath: argv[0])
+        p.arguments = Array(argv.dropFirst())
         var env = ProcessInfo.processInfo.environment
         env["NOTIFY_SOCKET"] = nil
         env["JOURNAL_STREAM"] = nil
