@@ -119,6 +119,9 @@ public actor PodManager {
     private func finishedTerminating(_ uid: String) {
         terminating[uid] = nil
         terminatingWorkers[uid] = nil
+        // Now isActive says no: the status writer can delete a gracefully deleted pod's object. (The worker's own
+        // wake-up at its end came just before this, and the deletion then waited for the writer's 2 s tick.)
+        config.podSynced?()
     }
 
     /// Whether a pod still has a worker or is still being terminated.
