@@ -30,6 +30,8 @@ let package = Package(
         // C libraries, through system library targets.
         .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // glibc's mallopt/malloc_trim (malloc.h), for edged's memory on small gateways (EdgedDaemon/MallocTuning.swift).
+        .systemLibrary(name: "CMalloc"),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         // libsystemd: sd_notify, the watchdog, socket activation, writing and reading the journal. The host build links
         // the shared library; the static cross build links sid's libsystemd.a (cross/README.md).
@@ -165,7 +167,7 @@ let package = Package(
         // Builds every service from the config and runs them in one ServiceGroup.
         .target(name: "EdgedDaemon", dependencies: [
             "EdgedCore", "EdgedNode", "EdgedImages", "EdgedRuntime", "EdgedControl", "EdgedSystemd", "EdgedCluster", "EdgedNetwork",
-            "EdgedHub", "EdgedKube", "EdgedCredentials", "EdgedKubeletAPI", "EdgedTunnel",
+            "EdgedHub", "EdgedKube", "EdgedCredentials", "EdgedKubeletAPI", "EdgedTunnel", "CMalloc",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -137,6 +137,13 @@ public struct Daemon {
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         logger.info("edged \(EdgedVersion.string) starting in standalone mode: node \(nodeName), manifests \(config.manifestDir), socket \(config.socketPath)")
         try? notifier?.ready(status: "starting pods from \(config.manifestDir)")
+        let trimmer = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: MallocTuning.trimInterval)
+                MallocTuning.trim()
+            }
+        }
+        defer { trimmer.cancel() }
         var failure: (any Error)?
         do { try await group.run() } catch { failure = error }
         try? notifier?.stopping(status: config.stopPodsOnExit ? "stopping pods" : "exiting; pods keep running")

@@ -56,6 +56,7 @@ struct DaemonOptions: ParsableArguments {
 }
 
 func startDaemon(_ config: EdgedConfig) async throws {
+    MallocTuning.limitArenas()
     guard let level = Logger.Level(rawValue: config.logLevel) else {
         throw ValidationError("log level \"\(config.logLevel)\" is not one of trace, debug, info, notice, warning, error, critical")
     }
