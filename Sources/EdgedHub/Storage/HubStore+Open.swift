@@ -79,6 +79,9 @@ extension HubStore {
         let db = try Database(path: path)
         do {
             try db.execute("PRAGMA busy_timeout = 5000")
+            // SQLite's own page cache is anonymous memory (default up to 2 MiB per connection); on a gateway of a
+            // few dozen MiB, reads of a cold page go to the kernel's page cache instead, which can be reclaimed.
+            try db.execute("PRAGMA cache_size = -\(HubStore.pageCacheKiB)")
             // quick_check: O(size) but without the index cross-checks of integrity_check; "ok" or a list of problems.
             let check = try db.prepare("PRAGMA quick_check")
             var problems: [String] = []

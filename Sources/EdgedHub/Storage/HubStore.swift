@@ -118,6 +118,8 @@ public struct HubStoreError: Error, Sendable, CustomStringConvertible {
 
 /// The hub's crash-safe store (see the top of this file). Thread-safe: one connection behind a Mutex.
 public final class HubStore: Sendable {
+    /// The bound of SQLite's page cache for the store's connection (PRAGMA cache_size), in KiB.
+    static let pageCacheKiB = 512
     /// The config keys the limit errors name.
     static let maxBytesKey = "hub.maxStoreSize"
     static let maxObjectBytesKey = "hub.maxObjectSize"
