@@ -79,14 +79,29 @@ actor PodWorker {
             }
         }
         defer { ticker.cancel() }
+        var deadlineWake: Task<Void, Never>?
+        defer { deadlineWake?.cancel() }
+        /// A wake-up when the earliest pending back-off or refresh falls due (before the next periodic sync).
+        func wakeAtNextDeadline() {
+            deadlineWake?.cancel()
+            deadlineWake = nil
+            let now = ContinuousClock.now
+            guard let at = nextDeadline(after: now), at < now + config.resyncInterval else { return }
+            deadlineWake = Task {
+                try? await Task.sleep(until: at + .milliseconds(5), clock: .continuous)
+                if !Task.isCancelled { continuation.yield() }
+            }
+        }
         if startTime == nil { startTime = .now() }
         logger.info("syncing pod from \(source)")
         await sync()
         reportIfChanged()
+        wakeAtNextDeadline()
         for await _ in stream {
             if terminationRequested { break }
             await sync()
             reportIfChanged()
+            wakeAtNextDeadline()
         }
         await terminate()
         config.podSynced?()
@@ -94,6 +109,17 @@ actor PodWorker {
     }
 
     func wake() { wakeContinuation?.yield() }
+
+    /// The earliest time after `now` at which a sync has something to do that nothing else will wake it for: a
+    /// container's restart back-off or image pull retry, the network set-up retry, the API volumes' refresh.
+    private func nextDeadline(after now: ContinuousClock.Instant) -> ContinuousClock.Instant? {
+        var deadlines = [networkRetryAt, apiVolumesRefreshAt]
+        for rec in records.values {
+            deadlines.append(rec.imageRetryAt)
+            deadlines.append(rec.crashBackoff.nextStartAt)
+        }
+        return deadlines.compactMap { $0 }.filter { $0 > now }.min()
+    }
 
     /// What the pod's API status is made of, so that the status writer is woken when it changes, not after
     /// every periodic sync of every pod.
