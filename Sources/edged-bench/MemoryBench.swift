@@ -42,6 +42,8 @@ struct MemoryBench: AsyncParsableCommand {
     @Option(help: ArgumentHelp("read_ahead_kb of the disk holding the binaries during the run, restored after; \"keep\" leaves it as it is.",
                                discussion: "128 is the kernel's default and what a gateway's eMMC or SD card has; some virtual disks have 8192, with which every code fault reads megabytes and edged thrashes far sooner."))
     var readAheadKb = "128"
+    @Option(help: "edged's --log-level; its log is kept as /tmp/edged-bench-memory-<pid>.log.")
+    var edgedLogLevel = "warning"
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false
 
@@ -89,7 +91,7 @@ struct MemoryBench: AsyncParsableCommand {
         let original = readAhead.kb
         if let kb = Int(readAheadKb) { try readAhead.set(kb) }
         defer { if let original { try? readAhead.set(original) } }
-        let run = MemoryRun(bin: copies, binaryShown: "\(bin)/edged", readAheadKB: readAhead.kb, standalone: standalone, pods: pods, stepSeconds: stepSeconds,
+        let run = MemoryRun(bin: copies, binaryShown: "\(bin)/edged", readAheadKB: readAhead.kb, logLevel: edgedLogLevel, standalone: standalone, pods: pods, stepSeconds: stepSeconds,
                             maxMajorFaultsPerS: maxMajorFaultsPerS)
         let result = try await run.measure(limits: try parsedSteps())
         if json {
@@ -140,6 +142,8 @@ struct MemoryResult: Codable {
     var edged_binary: String
     /// read_ahead_kb of the disk the binaries were on.
     var read_ahead_kb: Int?
+    /// Where edged's log was kept.
+    var edged_log: String
     /// The smallest limit at which every check passed (nil: none did).
     var min_memory_mib: Int?
     var steps: [MemoryStep]
@@ -178,6 +182,7 @@ struct MemoryResult: Codable {
         }
         lines.append("")
         lines.append("min_memory_mib: \(min_memory_mib.map { "\($0)" } ?? "none of the steps passed")")
+        lines.append("edged's log: \(edged_log)")
         return lines.joined(separator: "\n")
     }
 }
@@ -187,6 +192,7 @@ struct MemoryRun {
     let bin: String
     let binaryShown: String
     let readAheadKB: Int?
+    let logLevel: String
     let standalone: Bool
     let pods: Int
     let stepSeconds: Int
@@ -252,7 +258,7 @@ struct MemoryRun {
         }
         try config.write(toFile: "\(root)/memory.yaml", atomically: true, encoding: .utf8)
         let args = ["--state-dir", state, "--run-dir", runDir, "--manifest-dir", manifests, "--log-dir", logs, "--socket", socket,
-                    "--node-name", node, "--cgroup-root", cgroupPrefix, "--config", "\(root)/memory.yaml", "--log-level", "warning",
+                    "--node-name", node, "--cgroup-root", cgroupPrefix, "--config", "\(root)/memory.yaml", "--log-level", logLevel,
                     "--stop-pods-on-exit"]
 
         // edged starts in the cgroup with a cold page cache.
@@ -264,7 +270,7 @@ struct MemoryRun {
         try await waitUntil(timeout: 30) { (try? await control.pods()) != nil }
         if let api {
             _ = try await control.join(JoinRequest(server: api.url, token: "benchm.0123456789abcdef", caCertHashes: [api.caCertHash]))
-            try await waitUntil(timeout: 60) { api.objectJSON(Self.leasePath(node)) != nil }
+            try await waitUntil(timeout: 60) { api.objectJSON(MemoryHealth.leasePath(node)) != nil }
             do {
                 try await waitUntil(timeout: 60, poll: .milliseconds(250)) {
                     guard let c = try? await control.status().cluster else { return false }
@@ -323,17 +329,19 @@ struct MemoryRun {
         edged.terminate()
         edged.waitUntilExit()
 
+        // edged's log outlives the temp dir: what it said while a step failed is what to look at next.
+        let keptLog = NSTemporaryDirectory() + "edged-bench-memory-\(getpid()).log"
+        try? fm.removeItem(atPath: keptLog)
+        try? fm.copyItem(atPath: "\(root)/edged.log", toPath: keptLog)
         return MemoryResult(
             mode: standalone ? "standalone" : "joined (hub, kubelet API, tunnel agent)", pods: pods, step_seconds: stepSeconds,
-            max_major_faults_per_s: maxMajorFaultsPerS, cgroup_version: cgroup.version.rawValue, edged_binary: binaryShown, read_ahead_kb: readAheadKB,
+            max_major_faults_per_s: maxMajorFaultsPerS, cgroup_version: cgroup.version.rawValue, edged_binary: binaryShown, read_ahead_kb: readAheadKB, edged_log: keptLog,
             min_memory_mib: minimum, steps: results,
             rss_idle_kb: idle?.rssKB ?? 0, anon_idle_kb: idle?.anonymousKB ?? 0,
             rss_pods_kb: (loaded?.rssKB ?? 0) + monitorsRSS, pss_pods_kb: loaded?.pssKB ?? 0,
             edged_anon_per_pod_kb: perPod(idle?.anonymousKB ?? 0, loaded?.anonymousKB ?? 0),
             anon_per_pod_kb: perPod(idle?.anonymousKB ?? 0, (loaded?.anonymousKB ?? 0) + monitorsAnonKB))
     }
-
-    static func leasePath(_ node: String) -> String { "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/\(node)" }
 
     static func writeManifest(_ dir: String, _ name: String, command: String = "sleep 3600") throws {
         try """
@@ -362,16 +370,35 @@ struct MemoryRun {
         let faultsBefore = ProcessMemory(pid: edgedPID)?.majorFaults ?? 0
         let t0 = ContinuousClock.now
         let end = t0 + .seconds(stepSeconds)
-        let standalone = self.standalone
-        let edgectl = "\(bin)/edgectl", socket = control.socketPath
+        let statusArgv = ["\(bin)/edgectl", "--socket", control.socketPath, "status"]
+        let podPath = "/api/v1/namespaces/default/pods/churn"
+        // The churn pod's container exits on SIGTERM at once, so only the node's work is timed.
+        let command = "trap 'exit 0' TERM; sleep 3600 & wait"
 
-        async let lease = Self.watchLease(api, node: node, until: end)
-        async let churn = Self.churnPods(api: api, control: control, node: node, manifests: manifests, until: end,
-                                         standalone: standalone)
-        async let status = Self.timeStatus(edgectl: edgectl, socket: socket, until: end)
+        async let lease: MemoryHealth.LeaseWatch? = {
+            guard let api else { return nil }
+            return await MemoryHealth.watchLease(api, node: node, period: Self.leasePeriod, until: end)
+        }()
+        async let churn = MemoryHealth.churnPods(every: .seconds(15), bound: Self.podStatusBound, until: end, create: {
+            if let api {
+                guard let body = try? boundPodJSON("churn", command: ["sh", "-c", command]) else { return "cannot encode the churn pod" }
+                let created = api.call("POST", "/api/v1/namespaces/default/pods", body: body)
+                return created.code == 201 ? nil : "the API server refused the churn pod: \(String(decoding: created.body.prefix(300), as: UTF8.self))"
+            }
+            return (try? Self.writeManifest(manifests, "churn", command: command)) == nil ? "cannot write the churn manifest" : nil
+        }, delete: {
+            if let api { _ = api.call("DELETE", podPath) } else { unlink("\(manifests)/churn.yaml") }
+        }, phase: {
+            if let api {
+                guard let pod = api.objectJSON(podPath) else { return nil }
+                return (pod["status"] as? [String: Any])?["phase"] as? String ?? ""
+            }
+            return (try? await control.pods())?.first { $0.name == "churn-\(node)" }.map { $0.phase }
+        })
+        async let status = MemoryHealth.timeCommand(statusArgv, every: .seconds(5), bound: Self.statusBound, until: end)
         let (leaseResult, churnResult, statusResult) = await (lease, churn, status)
 
-        let seconds = Double((ContinuousClock.now - t0).components.seconds)
+        let seconds = MemoryHealth.seconds(ContinuousClock.now - t0)
         let mem = ProcessMemory(pid: edgedPID)
         let alive = kill(edgedPID, 0) == 0 && mem != nil
         let faultRate = Double((mem?.majorFaults ?? faultsBefore) - faultsBefore) / max(seconds, 1)
@@ -398,138 +425,10 @@ struct MemoryRun {
             cgroup_anon_kb: cgroup.anonymousBytes / 1024, cgroup_mapped_file_kb: cgroup.mappedFileBytes / 1024,
             cgroup_unmapped_file_kb: max(0, cgroup.fileBytes - cgroup.mappedFileBytes) / 1024, major_faults_per_s: faultRate,
             lease_late_max_ms: leaseResult.map { $0.lateMaxSeconds * 1000 }, lease_renewals: leaseResult?.renewals,
-            pod_status_max_ms: churnResult.maxSeconds * 1000, pod_status_changes: churnResult.changes,
-            status_max_ms: statusResult.maxSeconds * 1000, status_runs: statusResult.runs)
+            pod_status_max_ms: churnResult.maxSeconds * 1000, pod_status_changes: churnResult.count,
+            status_max_ms: statusResult.maxSeconds * 1000, status_runs: statusResult.count)
     }
 
-    struct LeaseWatch: Sendable {
-        var renewals = 0
-        var lateMaxSeconds = 0.0
-    }
-
-    /// Polls the node's Lease every 100 ms; each new resourceVersion is a renewal that reached the API server.
-    /// Lateness: the gap since the previous renewal (or the step's start) beyond the period.
-    static func watchLease(_ api: KubeAPIServer?, node: String, until end: ContinuousClock.Instant) async -> LeaseWatch? {
-        guard let api else { return nil }
-        var out = LeaseWatch()
-        var version = (api.objectJSON(leasePath(node))?["metadata"] as? [String: Any])?["resourceVersion"] as? String
-        var last = ContinuousClock.now
-        while ContinuousClock.now < end {
-            try? await Task.sleep(for: .milliseconds(100))
-            let v = (api.objectJSON(leasePath(node))?["metadata"] as? [String: Any])?["resourceVersion"] as? String
-            let now = ContinuousClock.now
-            if v != version {
-                version = v
-                out.renewals += 1
-                out.lateMaxSeconds = max(out.lateMaxSeconds, seconds(now - last) - leasePeriod)
-                last = now
-            }
-        }
-        // A renewal that never came before the step ended is late too.
-        out.lateMaxSeconds = max(out.lateMaxSeconds, seconds(ContinuousClock.now - last) - leasePeriod)
-        return out
-    }
-
-    struct Timings: Sendable {
-        var maxSeconds = 0.0
-        var changes = 0
-        var runs = 0
-        var failures: [String] = []
-    }
-
-    /// Every 15 s: a pod created (API-bound, or a static manifest) until it is Running where the user looks, then
-    /// deleted until it is gone there. The container exits on SIGTERM at once, so only the node's work is timed.
-    static func churnPods(api: KubeAPIServer?, control: ControlClient, node: String, manifests: String,
-                          until end: ContinuousClock.Instant, standalone: Bool) async -> Timings {
-        var out = Timings()
-        let command = "trap 'exit 0' TERM; sleep 3600 & wait"
-        let podPath = "/api/v1/namespaces/default/pods/churn"
-        func phase() async -> String? {
-            if let api {
-                guard let pod = api.objectJSON(podPath) else { return nil }
-                return (pod["status"] as? [String: Any])?["phase"] as? String ?? ""
-            }
-            return (try? await control.pods())?.first { $0.name == "churn-\(node)" }.map { $0.phase }
-        }
-        func timed(_ what: String, _ done: () async -> Bool) async {
-            let t0 = ContinuousClock.now
-            let limit = t0 + .seconds(10)
-            var ok = false
-            while ContinuousClock.now < limit {
-                if await done() { ok = true; break }
-                try? await Task.sleep(for: .milliseconds(20))
-            }
-            let took = seconds(ContinuousClock.now - t0)
-            out.changes += 1
-            out.maxSeconds = max(out.maxSeconds, took)
-            if !ok {
-                out.failures.append("pod churn: \(what) did not happen within 10 s")
-            } else if took > podStatusBound {
-                out.failures.append(String(format: "pod churn: %@ took %.2f s (bound %.0f s)", what, took, podStatusBound))
-            }
-        }
-        while ContinuousClock.now + .seconds(15) < end {
-            let cycle = ContinuousClock.now
-            if let api {
-                guard let body = try? boundPodJSON("churn", command: ["sh", "-c", command]),
-                      api.call("POST", "/api/v1/namespaces/default/pods", body: body).code == 201 else {
-                    out.failures.append("pod churn: the test API server refused the churn pod")
-                    break
-                }
-            } else if (try? writeManifest(manifests, "churn", command: command)) == nil {
-                out.failures.append("pod churn: cannot write the churn manifest")
-                break
-            }
-            await timed("created → Running") { await phase() == "Running" }
-            if let api {
-                _ = api.call("DELETE", podPath)
-            } else {
-                unlink("\(manifests)/churn.yaml")
-            }
-            await timed("deleted → gone") { await phase() == nil }
-            // Wait out a slow deletion before the next cycle creates the same name.
-            while await phase() != nil && ContinuousClock.now < end { try? await Task.sleep(for: .milliseconds(100)) }
-            try? await Task.sleep(until: cycle + .seconds(15))
-        }
-        return out
-    }
-
-    /// `edgectl status` every 5 s, timed end to end (process start included, as a technician sees it).
-    static func timeStatus(edgectl: String, socket: String, until end: ContinuousClock.Instant) async -> Timings {
-        var out = Timings()
-        while ContinuousClock.now + .seconds(1) < end {
-            let t0 = ContinuousClock.now
-            let rc = await runQuietly([edgectl, "--socket", socket, "status"])
-            let took = seconds(ContinuousClock.now - t0)
-            out.runs += 1
-            out.maxSeconds = max(out.maxSeconds, took)
-            // 1: DEGRADED (it answered); anything else: no answer.
-            if rc != 0 && rc != 1 { out.failures.append("edgectl status failed (exit \(rc))") }
-            if took > statusBound { out.failures.append(String(format: "edgectl status took %.2f s (bound %.0f s)", took, statusBound)) }
-            try? await Task.sleep(until: t0 + .seconds(5))
-        }
-        return out
-    }
-
-    /// Runs a command with its output discarded, off the cooperative pool; its exit status (-1: it could not start).
-    static func runQuietly(_ argv: [String]) async -> Int32 {
-        await withCheckedContinuation { cont in
-            DispatchQueue.global().async {
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: argv[0])
-                p.arguments = Array(argv.dropFirst())
-                p.standardOutput = FileHandle.nullDevice
-                p.standardError = FileHandle.nullDevice
-                do { try p.run() } catch { cont.resume(returning: -1); return }
-                p.waitUntilExit()
-                cont.resume(returning: p.terminationStatus)
-            }
-        }
-    }
-
-    static func seconds(_ d: Duration) -> Double {
-        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
-    }
 }
 
 /// read_ahead_kb of the block device a path is on (the whole disk's queue for a partition).

@@ -39,7 +39,8 @@ public final class MemoryCgroup: Sendable {
     }
 
     /// The hard limit: memory.max (v2) or memory.limit_in_bytes (v1). Lowering it below what the cgroup uses makes
-    /// the kernel reclaim first; v1 refuses the write (EBUSY) when it cannot reclaim enough, v2 OOM-kills instead.
+    /// the kernel reclaim first, in the writer's context: v2 OOM-kills when it cannot, v1 keeps reclaiming while any
+    /// page comes free (a process that re-reads its code keeps it going) and refuses (EBUSY) only when none does.
     public func setLimit(bytes: Int?) throws {
         let file = version == .v2 ? "memory.max" : "memory.limit_in_bytes"
         let value = bytes.map(String.init) ?? (version == .v2 ? "max" : "-1")
