@@ -115,9 +115,11 @@ struct MemoryLimitTests {
         defer { cgroup.remove() }
         try cgroup.setLimit(bytes: 16 << 20)
         #expect(cgroup.oomKills == 0)
-        // 64 MiB of anonymous memory in a 16 MiB cgroup without swap: the kernel's OOM killer ends it.
+        // dd's 64 MiB buffer in a 16 MiB cgroup without swap: the kernel's OOM killer ends it. (dd, not a python: the
+        // cgroup must hold almost no file pages, or cgroup v1 keeps reclaiming and re-reading the hog's own code
+        // for a long time before it gives up, and the whole machine waits on that I/O.)
         let hog = Process()
-        let argv = cgroup.wrap(["/usr/bin/python3", "-c", "import time\nb = bytearray(64 << 20)\ntime.sleep(30)"])
+        let argv = cgroup.wrap(["/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=4"])
         hog.executableURL = URL(fileURLWithPath: argv[0])
         hog.arguments = Array(argv.dropFirst())
         try hog.run()
