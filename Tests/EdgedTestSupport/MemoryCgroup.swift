@@ -17,6 +17,12 @@ public final class MemoryCgroup: Sendable {
     public let path: String
     public let version: Version
 
+    /// A cgroup directory as it is (tests of the file parsing use a plain directory).
+    public init(path: String, version: Version) {
+        self.path = path
+        self.version = version
+    }
+
     /// Creates (or reuses) `name` at the top of the hierarchy that has the memory controller.
     public init(name: String) throws {
         let fm = FileManager.default
