@@ -19,6 +19,12 @@ struct MemoryLimitTests {
         let cgroup = try MemoryCgroup(name: "edged-test-memlimit-\(getpid())")
         defer { cgroup.remove() }
         try cgroup.setLimit(bytes: Self.limitMiB << 20)
+        // A gateway's flash reads ahead 128 KB (the kernel's default); some virtual disks 8 MB, with which a tight
+        // cgroup re-reads megabytes per code fault and the whole machine waits on that I/O (README, "Memory").
+        let readAhead = ReadAhead(path: buildBinDir)
+        let originalReadAhead = readAhead?.kb
+        if let originalReadAhead, originalReadAhead > 128 { try readAhead?.set(128) }
+        defer { if let originalReadAhead, originalReadAhead > 128 { try? readAhead?.set(originalReadAhead) } }
         try await withCluster(name: "memlimit", subnet: "10.250.110.0/24") { f in
             f.edged.memoryCgroup = cgroup
             try f.edged.start()

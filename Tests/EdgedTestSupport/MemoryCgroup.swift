@@ -161,3 +161,33 @@ public struct ProcessMemory: Sendable {
         majorFaults = maj
     }
 }
+
+/// read_ahead_kb of the block device a path is on (the whole disk's queue for a partition).
+public struct ReadAhead: Sendable {
+    public let file: String
+
+    public init?(path: String) {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        let dev = UInt64(st.st_dev)
+        let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~UInt64(0xfff))
+        let minor = (dev & 0xff) | ((dev >> 12) & ~UInt64(0xff))
+        let base = "/sys/dev/block/\(major):\(minor)"
+        for candidate in ["\(base)/queue/read_ahead_kb", "\(base)/../queue/read_ahead_kb"]
+        where FileManager.default.fileExists(atPath: candidate) {
+            file = candidate
+            return
+        }
+        return nil
+    }
+
+    public var kb: Int? { (try? String(contentsOfFile: file, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } }
+
+    public func set(_ kb: Int) throws {
+        do {
+            try "\(kb)\n".write(toFile: file, atomically: false, encoding: .utf8)
+        } catch {
+            throw TestFailure("cannot set \(file) to \(kb): \(error)")
+        }
+    }
+}
