@@ -316,14 +316,8 @@ func rssKB(_ pid: Int32) -> Int {
     return 0
 }
 
-/// The Anonymous total of /proc/PID/smaps_rollup, in KB.
-func anonymousKB(_ pid: Int32) -> Int {
-    guard let s = try? String(contentsOfFile: "/proc/\(pid)/smaps_rollup", encoding: .utf8) else { return 0 }
-    for line in s.split(separator: "\n") where line.hasPrefix("Anonymous:") {
-        return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? 0
-    }
-    return 0
-}
+/// The Anonymous total of /proc/PID/smaps_rollup, in KB (0 when the process is gone).
+func anonymousKB(_ pid: Int32) -> Int { ProcessMemory(pid: pid)?.anonymousKB ?? 0 }
 
 func strippedSize(_ path: String, scratch: String) -> Int {
     try? FileManager.default.removeItem(atPath: scratch)

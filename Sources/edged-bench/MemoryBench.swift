@@ -72,7 +72,8 @@ struct MemoryBench: AsyncParsableCommand {
     func run() async throws {
         guard getuid() == 0 else { throw ValidationError("edged-bench memory needs root: it creates cgroups and starts real containers") }
         let bin = binDir ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
-        for tool in ["edged", "edgectl", "edged-monitor"] where !FileManager.default.isExecutableFile(atPath: "\(bin)/\(tool)") {
+        let tools = ["edged", "edgectl", "edged-monitor"]
+        for tool in tools where !FileManager.default.isExecutableFile(atPath: "\(bin)/\(tool)") {
             throw ValidationError("no \(bin)/\(tool): build it (swift build -c release) or give --bin-dir")
         }
         // Private copies of the binaries (new inodes): a page of a file is charged to the cgroup that touched it
@@ -81,7 +82,7 @@ struct MemoryBench: AsyncParsableCommand {
         let copies = NSTemporaryDirectory() + "edged-bench-memory-bin-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: copies) }
         try FileManager.default.createDirectory(atPath: copies, withIntermediateDirectories: true)
-        for tool in ["edged", "edgectl", "edged-monitor"] {
+        for tool in tools {
             try FileManager.default.copyItem(atPath: "\(bin)/\(tool)", toPath: "\(copies)/\(tool)")
         }
         // The disk's read-ahead decides how much each code fault reads (see --read-ahead-kb).
@@ -389,10 +390,7 @@ struct MemoryRun {
         }, delete: {
             if let api { _ = api.call("DELETE", podPath) } else { unlink("\(manifests)/churn.yaml") }
         }, phase: {
-            if let api {
-                guard let pod = api.objectJSON(podPath) else { return nil }
-                return (pod["status"] as? [String: Any])?["phase"] as? String ?? ""
-            }
+            if let api { return MemoryHealth.podPhase(api, path: podPath) }
             return (try? await control.pods())?.first { $0.name == "churn-\(node)" }.map { $0.phase }
         })
         async let status = MemoryHealth.timeCommand(statusArgv, every: .seconds(5), bound: Self.statusBound, until: end)

@@ -53,10 +53,7 @@ struct MemoryLimitTests {
                 return r?.status == 0 ? nil : "kubectl apply of the churn pod failed: \(r.map { $0.stdout + $0.stderr } ?? "")"
             }, delete: {
                 _ = f.api.call("DELETE", podPath)
-            }, phase: {
-                guard let pod = f.api.objectJSON(podPath) else { return nil }
-                return (pod["status"] as? [String: Any])?["phase"] as? String ?? ""
-            })
+            }, phase: { MemoryHealth.podPhase(f.api, path: podPath) })
             async let status = MemoryHealth.timeCommand(["\(buildBinDir)/edgectl", "--socket", f.edged.socket, "status"],
                                                         every: .seconds(3), bound: 1, until: end)
             let (leaseResult, churnResult, statusResult) = await (lease, churn, status)

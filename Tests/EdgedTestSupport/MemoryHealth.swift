@@ -23,6 +23,12 @@ public enum MemoryHealth {
 
     public static func leasePath(_ node: String) -> String { "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/\(node)" }
 
+    /// A pod's status.phase in the API server: nil when the object is gone, "" before the node wrote a phase.
+    public static func podPhase(_ api: KubeAPIServer, path: String) -> String? {
+        guard let pod = api.objectJSON(path) else { return nil }
+        return (pod["status"] as? [String: Any])?["phase"] as? String ?? ""
+    }
+
     /// Polls the node's Lease every 100 ms until `end`; each new resourceVersion is a renewal that reached the API
     /// server. Lateness: the gap since the previous renewal (or the start) beyond `period`, a missing last one included.
     public static func watchLease(_ api: KubeAPIServer, node: String, period: Double, until end: ContinuousClock.Instant) async -> LeaseWatch {
