@@ -15,7 +15,7 @@ struct Bench: AsyncParsableCommand {
         abstract: "Measure edged's pod start latency (vs runc and podman), RSS, binary size, memory limits, the edge hub and the tunnel. Needs root.",
         // `edged-bench [--json]` runs everything but `memory` (the full benchmark); the options belong to each
         // subcommand alone (a root option would swallow a subcommand's option of the same name).
-        subcommands: [FullBench.self, StoreWriter.self, HubOnly.self, MemoryBench.self, TunnelOnly.self, TunnelAgentProcess.self,
+        subcommands: [FullBench.self, StoreWriter.self, HubOnly.self, MemoryBench.self, FleetBench.self, TunnelOnly.self, TunnelAgentProcess.self,
                       TestAPIServer.self],
         defaultSubcommand: FullBench.self)
 }

@@ -48,6 +48,7 @@ final class KubeAPIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func stopWatch() {
         if let id = watchID {
             core.store.lock.withLock { core.store.removeWatcher(id) }
+            core.traffic.closed(id)   // +Traffic
         }
         watchID = nil
         bookmarkTask?.cancel()
@@ -101,6 +102,7 @@ final class KubeAPIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
             guard let id else { end(); return }
             watchID = id
+            core.traffic.opened(id, user: user?.name ?? "", path: h.uri)   // +Traffic
             if bookmarks {
                 let interval = TimeAmount.nanoseconds(Int64(core.options.watchBookmarkInterval.components.seconds) * 1_000_000_000
                     + core.options.watchBookmarkInterval.components.attoseconds / 1_000_000_000)

@@ -17,6 +17,8 @@ final class KubeAPIServerCore: @unchecked Sendable {
     let kubeletSide = KubeletSideState()
     /// The node lifecycle controller's memory of each node (KubeAPIServer+NodeLifecycle.swift); under the store lock.
     let nodeHealth = NodeHealthState()
+    /// Open watch streams and their users (KubeAPIServer+Traffic.swift).
+    let traffic = KubeTraffic()
     private var clusterIPCounter = 10
     private var requestLog: [KubeAPIServer.RequestRecord] = []
     private let logLock = NSLock()
