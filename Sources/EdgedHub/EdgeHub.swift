@@ -91,13 +91,13 @@ public final class EdgeHub: Sendable {
                            lastLeaseRenewal: lastLease.withLock { $0 })
     }
 
-    /// Returns when the cloud is reachable again after an outage: the current one when it is offline now, else the
-    /// next (or when the task is cancelled).
+    /// Returns when the cloud is reachable again after an outage and this node's return turn has come (see
+    /// CloudHealth): the current outage when it is offline now, else the next (or when the task is cancelled).
     public func waitForTheCloudToReturn() async {
         if health.current != .offline {
             await health.waitForOutage(after: health.outages)
         }
-        await health.waitUntilOnline()
+        await health.waitForReturnTurn()
     }
 
     /// Waits until every cache write submitted so far is stored (tests and the benchmark).

@@ -1,6 +1,13 @@
 // Is the cloud reachable? YurtHub's answer, which edged copies: renew the node Lease every 10 s with a 2 s timeout;
 // three failures in a row mark the cloud unhealthy, two successes in a row mark it healthy again. The hub serves
 // from its store while the cloud is unhealthy, and ends the watches it serves from the store when it comes back.
+//
+// When it comes back after an outage, the node's reconnect (ending those watches, replaying queued writes, the node
+// status the agent retries) waits for its *return turn*: a random point within one health-check interval (10 s).
+// An API server restart cuts every node at once, and every hub sees it back within the same 2 s probe period; without
+// the turn the whole fleet re-watched and re-wrote in the same second (edged-bench fleet: all 5 nodes' 42 requests
+// in one second). kubelet's reconnect is spread the same way, by its reflectors' jittered back-off and its 10 s
+// status period.
 
 import EdgedCore
 import Synchronization
@@ -19,13 +26,23 @@ public struct CloudHealthConfig: Sendable, Equatable {
     public var timeout: Duration = .seconds(2)
     public var failureThreshold = 3
     public var successThreshold = 2
+    /// The return turn after an outage is drawn from [0, returnSpread) (nil: one `interval`).
+    public var returnSpread: Duration?
 
     public init(interval: Duration = .seconds(10), timeout: Duration = .seconds(2), failureThreshold: Int = 3,
-                successThreshold: Int = 2) {
+                successThreshold: Int = 2, returnSpread: Duration? = nil) {
         self.interval = interval
         self.timeout = timeout
         self.failureThreshold = failureThreshold
         self.successThreshold = successThreshold
+        self.returnSpread = returnSpread
+    }
+
+    /// A random delay in [0, returnSpread) (whole milliseconds).
+    func drawReturnDelay() -> Duration {
+        let spread = returnSpread ?? interval
+        let ms = spread.components.seconds * 1000 + spread.components.attoseconds / 1_000_000_000_000_000
+        return ms > 0 ? .milliseconds(Int64.random(in: 0..<ms)) : .zero
     }
 }
 
@@ -55,6 +72,8 @@ public final class CloudHealth: Sendable {
         /// How many times the state went to offline, and who waits for the next time.
         var outages = 0
         var outageWaiters: [Int: CheckedContinuation<Void, Never>] = [:]
+        /// When this node's reconnect may start, set when the cloud comes back after an outage (nil: at once).
+        var returnTurn: ContinuousClock.Instant?
     }
     public let config: CloudHealthConfig
     private let state = Mutex(State())
@@ -98,6 +117,7 @@ public final class CloudHealth: Sendable {
             s.since = .now()
             var resumed: [CheckedContinuation<Void, Never>] = []
             if s.state == .online {
+                s.returnTurn = old == .offline ? .now + config.drawReturnDelay() : nil
                 resumed = Array(s.waiters.values)
                 s.waiters = [:]
             } else if s.state == .offline {
@@ -130,6 +150,23 @@ public final class CloudHealth: Sendable {
     /// Returns once the cloud is online (at once if it is), or when the task is cancelled.
     public func waitUntilOnline() async {
         await wait(in: \.waiters) { $0.state == .online }
+    }
+
+    /// When this node's reconnect after the last outage may start (nil: there was none, or it started at once).
+    public var returnTurn: ContinuousClock.Instant? { state.withLock { $0.returnTurn } }
+
+    /// Online, and this node's return turn after the last outage has come.
+    public var isPastReturnTurn: Bool {
+        state.withLock { s in s.state == .online && (s.returnTurn.map { ContinuousClock.now >= $0 } ?? true) }
+    }
+
+    /// Returns once the cloud is online and this node's return turn has come (or the task is cancelled).
+    public func waitForReturnTurn() async {
+        while !Task.isCancelled {
+            await waitUntilOnline()
+            guard let turn = returnTurn, ContinuousClock.now < turn else { return }
+            try? await Task.sleep(until: turn)
+        }
     }
 
     /// How many times the cloud went offline so far (for `waitForOutage(after:)`).

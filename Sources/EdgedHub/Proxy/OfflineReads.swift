@@ -93,9 +93,10 @@ enum OfflineReads {
         var nextBookmark = start + .milliseconds(200)
         while !Task.isCancelled, !writer.clientClosed {
             let now = clock.now
-            // Back: online, and the API server answered (a probe or a proxied request) well after this watch lost
-            // it — not an exchange that was already under way when the link broke.
-            if core.health.current == .online, let ok = core.health.lastSuccess, ok > start + .milliseconds(700),
+            // Back: online and past this node's return turn (CloudHealth), and the API server answered (a probe or a
+            // proxied request) well after this watch lost it — not an exchange that was already under way when the
+            // link broke.
+            if core.health.isPastReturnTurn, let ok = core.health.lastSuccess, ok > start + .milliseconds(700),
                now - start >= .seconds(1) { break }
             if let deadline, now >= deadline { break }
             if info.allowWatchBookmarks, now >= nextBookmark {

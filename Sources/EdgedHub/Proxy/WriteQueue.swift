@@ -100,7 +100,7 @@ struct WriteReplayer {
 
     func run() async {
         while !Task.isCancelled {
-            await core.health.waitUntilOnline()
+            await core.health.waitForReturnTurn()
             if Task.isCancelled { return }
             let drained = await replayBatch()
             if drained {
