@@ -21,15 +21,16 @@ struct FleetTests {
             parallel: 5, writeImage: { try Demo.writeImageArchive(to: $0) })
         var failure: (any Error)?
         do {
+            let api = try #require(cluster.api)
             // The join's own requests (serving CSR, first status writes, events) are over after a few seconds.
             try await Task.sleep(for: .seconds(5))
             let start = cluster.mark()
             var most: [String: Int] = [:], kinds: [String: [String: Int]] = [:]
             for _ in 0..<6 {
                 try await Task.sleep(for: .seconds(10))
-                for (node, n) in fleetWatches(cluster.api, nodes: cluster.nodeNames) where n >= most[node] ?? 0 {
+                for (node, n) in fleetWatches(api, nodes: cluster.nodeNames) where n >= most[node] ?? 0 {
                     most[node] = n
-                    kinds[node] = fleetWatchKinds(cluster.api, node: node)
+                    kinds[node] = fleetWatchKinds(api, node: node)
                 }
             }
             let load = cluster.load(since: start)
@@ -44,7 +45,7 @@ struct FleetTests {
             }
             // Every node is still Ready, its pods Running.
             for node in cluster.nodeNames {
-                #expect(fleetNodeReady(cluster.api, node: node) == "True", "node \(node): \(fleetReadyCondition(cluster.api, node: node) ?? [:])")
+                #expect(fleetNodeReady(api, node: node) == "True", "node \(node): \(fleetReadyCondition(api, node: node) ?? [:])")
             }
         } catch {
             failure = error

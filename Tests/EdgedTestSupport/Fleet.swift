@@ -46,13 +46,27 @@ public struct FleetNetwork: Sendable {
         }
     }
 
-    /// Removes what an earlier run with the same prefix left (a killed run), then creates the bridge.
-    public func setUp() throws {
+    /// Removes what an earlier run with the same prefix left (a killed run), then creates the bridge. With `nat`
+    /// the nodes also reach addresses beyond this host (another API server): forwarding on and the fleet's /16
+    /// masqueraded (both undone by tearDown).
+    public func setUp(nat: Bool = false) throws {
         tearDown()
         try ip(["link", "add", bridge, "type", "bridge"])
         try ip(["addr", "add", "\(hostIP)/16", "dev", bridge])
         try ip(["link", "set", bridge, "up"])
+        if nat {
+            let forwarding = procText(Self.forwardFile)?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "0"
+            try forwarding.write(toFile: savedForwardFile, atomically: true, encoding: .utf8)
+            try "1\n".write(toFile: Self.forwardFile, atomically: false, encoding: .utf8)
+            let r = try runCommand(["iptables"] + natRule("-A"), check: false)
+            guard r.status == 0 else { throw TestFailure("iptables \(natRule("-A").joined(separator: " ")) failed: \(r.stderr)") }
+        }
     }
+
+    static let forwardFile = "/proc/sys/net/ipv4/ip_forward"
+    /// ip_forward as it was before setUp(nat:), kept in a file so a later run can restore it after a killed one.
+    var savedForwardFile: String { "/run/edged-fleet-\(prefix)-ip_forward" }
+    func natRule(_ op: String) -> [String] { ["-t", "nat", op, "POSTROUTING", "-s", "\(net).0.0/16", "!", "-o", bridge, "-j", "MASQUERADE"] }
 
     /// Node i's netns with lo up and eth0 (its veth) on the bridge.
     public func addNode(_ i: Int) throws {
@@ -63,6 +77,7 @@ public struct FleetNetwork: Sendable {
         try ip(["-n", ns, "link", "set", "lo", "up"])
         try ip(["-n", ns, "addr", "add", "\(nodeIP(i))/16", "dev", "eth0"])
         try ip(["-n", ns, "link", "set", "eth0", "up"])
+        try ip(["-n", ns, "route", "add", "default", "via", hostIP])
     }
 
     /// Cuts every node off the server at once (the bridge goes down: packets are dropped, nothing is refused), or
@@ -88,6 +103,11 @@ public struct FleetNetwork: Sendable {
         let links = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/class/net")) ?? []
         for link in links where link.hasPrefix("\(prefix)h") || link == bridge {
             _ = try? runCommand(["ip", "link", "del", link], check: false)
+        }
+        if let forwarding = procText(savedForwardFile) {
+            while (try? runCommand(["iptables"] + natRule("-D"), check: false))?.status == 0 {}
+            try? forwarding.write(toFile: Self.forwardFile, atomically: false, encoding: .utf8)
+            unlink(savedForwardFile)
         }
     }
 }
@@ -432,12 +452,145 @@ public func fleetReadyCondition(_ api: KubeAPIServer, node: String) -> [String: 
     return conditions?.first { $0["type"] as? String == "Ready" }
 }
 
-/// N nodes joined to an in-process test API server that listens on the fleet bridge, each with two pods: one of
-/// a node-pool DaemonSet and one more. `start` returns once every node is Ready and every pod Running in the API.
+/// The API server a fleet joins, as FleetCluster uses it: the in-process test API server (TestControlPlane), or
+/// any other one given by URL, bootstrap token and CA hash, driven with the real kubectl (KubectlControlPlane).
+public protocol FleetControlPlane: Sendable {
+    /// The URL nodes join, a bootstrap token "id.secret" and "sha256:<hex>" of the CA.
+    var server: String { get }
+    var token: String { get }
+    var caCertHash: String { get }
+    /// The test API server, which counts requests and watches (nil: another server, whose audit log does).
+    var testServer: KubeAPIServer? { get }
+    /// Creates the node-pool DaemonSet (a real cluster's controller then makes its pods on the fleet's nodes).
+    func createDaemonSet(name: String, nodePool: String, image: String) async throws
+    /// The pods of one node: the DaemonSet's (the test API server has no controller: made here, owned by it) and
+    /// one more, bound to the node.
+    func createPods(node: String, daemonSet: String, image: String) async throws
+    /// Every node's Ready condition and Running pod count, by node name.
+    func nodeStates() async -> [String: (ready: [String: Any]?, runningPods: Int)]
+    /// Removes what the fleet made in the cluster (DaemonSet, pods, Nodes); the test API server: shuts it down.
+    func cleanUp(nodes: [String]) async
+}
+
+/// The in-process test API server, listening on the fleet bridge.
+public final class TestControlPlane: FleetControlPlane, @unchecked Sendable {
+    public let api: KubeAPIServer
+    public let server: String
+    public let token = "fleetx.0123456789abcdef"
+    public var caCertHash: String { api.caCertHash }
+    public var testServer: KubeAPIServer? { api }
+    private var daemonSetUID = ""
+
+    public init(listenOn host: String) async throws {
+        // Bookmarks every 60 s, as kube-apiserver sends them (the test default, 1 s, would dominate the bytes).
+        api = try await KubeAPIServer.start(options: .init(watchBookmarkInterval: .seconds(60), listenHost: host))
+        server = "https://\(host):\(api.port)"
+        try api.addBootstrapToken(id: "fleetx", secret: "0123456789abcdef")
+    }
+
+    public func createDaemonSet(name: String, nodePool: String, image: String) async throws {
+        let ds = api.call("POST", "/apis/apps/v1/namespaces/default/daemonsets", body: try fleetDaemonSetJSON(name: name, nodePool: nodePool, image: image))
+        guard ds.code == 201, let obj = try? JSONSerialization.jsonObject(with: ds.body) as? [String: Any],
+              let uid = (obj["metadata"] as? [String: Any])?["uid"] as? String else {
+            throw TestFailure("the test API server refused the DaemonSet: \(String(decoding: ds.body.prefix(300), as: UTF8.self))")
+        }
+        daemonSetUID = uid
+    }
+
+    public func createPods(node: String, daemonSet: String, image: String) async throws {
+        for (pod, owner) in [("\(daemonSet)-\(node)", (name: daemonSet, uid: daemonSetUID)), ("fleet-app-\(node)", nil)] as [(String, (name: String, uid: String)?)] {
+            let created = api.call("POST", "/api/v1/namespaces/default/pods", body: try fleetPodJSON(name: pod, node: node, image: image, daemonSet: owner))
+            guard created.code == 201 else {
+                throw TestFailure("the test API server refused pod \(pod): \(String(decoding: created.body.prefix(300), as: UTF8.self))")
+            }
+        }
+    }
+
+    public func nodeStates() async -> [String: (ready: [String: Any]?, runningPods: Int)] {
+        fleetNodeStates(nodes: api.call("GET", "/api/v1/nodes").body, pods: api.call("GET", "/api/v1/namespaces/default/pods").body)
+    }
+
+    public func cleanUp(nodes: [String]) async { try? await api.shutdown() }
+}
+
+/// Another API server (`edged-bench fleet --server`), driven with kubectl and an admin kubeconfig.
+public struct KubectlControlPlane: FleetControlPlane {
+    public let server: String
+    public let token: String
+    public let caCertHash: String
+    public let kubeconfig: String
+    public var testServer: KubeAPIServer? { nil }
+
+    public init(server: String, token: String, caCertHash: String, kubeconfig: String) {
+        self.server = server
+        self.token = token
+        self.caCertHash = caCertHash
+        self.kubeconfig = kubeconfig
+    }
+
+    func kubectl(_ args: [String], stdin: Data? = nil) async throws -> String {
+        var argv = ["kubectl", "--kubeconfig", kubeconfig] + args
+        var file: String?
+        if let stdin {
+            let f = NSTemporaryDirectory() + "edged-fleet-\(UInt32.random(in: 0..<UInt32.max)).json"
+            try stdin.write(to: URL(fileURLWithPath: f))
+            argv += ["-f", f]
+            file = f
+        }
+        defer { if let file { try? FileManager.default.removeItem(atPath: file) } }
+        let command = argv
+        let r = try await offPool { try runCommand(command, check: false) }
+        guard r.status == 0 else { throw TestFailure("\(args.prefix(3).joined(separator: " ")) failed: \(r.stderr)\(r.stdout)") }
+        return r.stdout
+    }
+
+    public func createDaemonSet(name: String, nodePool: String, image: String) async throws {
+        _ = try await kubectl(["apply", "--validate=false"], stdin: try fleetDaemonSetJSON(name: name, nodePool: nodePool, image: image))
+    }
+
+    public func createPods(node: String, daemonSet: String, image: String) async throws {
+        _ = try await kubectl(["apply", "--validate=false"], stdin: try fleetPodJSON(name: "fleet-app-\(node)", node: node, image: image))
+    }
+
+    public func nodeStates() async -> [String: (ready: [String: Any]?, runningPods: Int)] {
+        guard let nodes = try? await kubectl(["get", "nodes", "-o", "json"]),
+              let pods = try? await kubectl(["get", "pods", "-n", "default", "-o", "json"]) else { return [:] }
+        return fleetNodeStates(nodes: Data(nodes.utf8), pods: Data(pods.utf8))
+    }
+
+    public func cleanUp(nodes: [String]) async {
+        _ = try? await kubectl(["delete", "daemonset", "-n", "default", FleetCluster.daemonSet, "--wait=false"])
+        _ = try? await kubectl(["delete", "pods", "-n", "default", "--wait=false"] + nodes.map { "fleet-app-\($0)" })
+        _ = try? await kubectl(["delete", "nodes", "--wait=false"] + nodes)
+    }
+}
+
+/// Ready conditions and Running pod counts by node, from a NodeList and a PodList.
+func fleetNodeStates(nodes: Data, pods: Data) -> [String: (ready: [String: Any]?, runningPods: Int)] {
+    var out: [String: (ready: [String: Any]?, runningPods: Int)] = [:]
+    func items(_ d: Data) -> [[String: Any]] { ((try? JSONSerialization.jsonObject(with: d)) as? [String: Any])?["items"] as? [[String: Any]] ?? [] }
+    for n in items(nodes) {
+        guard let name = (n["metadata"] as? [String: Any])?["name"] as? String else { continue }
+        let conditions = (n["status"] as? [String: Any])?["conditions"] as? [[String: Any]]
+        out[name] = (conditions?.first { $0["type"] as? String == "Ready" }, 0)
+    }
+    for p in items(pods) {
+        guard let node = (p["spec"] as? [String: Any])?["nodeName"] as? String,
+              (p["status"] as? [String: Any])?["phase"] as? String == "Running", let s = out[node] else { continue }
+        out[node] = (s.ready, s.runningPods + 1)
+    }
+    return out
+}
+
+/// N nodes joined to one API server (the in-process test API server on the fleet bridge unless `controlPlane` makes
+/// another), each with two pods: one of a node-pool DaemonSet and one more. `start` returns once every node is Ready
+/// and has both pods Running in the API.
 public final class FleetCluster: @unchecked Sendable {
     public static let nodePool = "fleet"
     public static let daemonSet = "fleet-agent"
-    public let api: KubeAPIServer
+    public let controlPlane: any FleetControlPlane
+    /// The test API server (nil when the fleet joined another one).
+    public var api: KubeAPIServer? { controlPlane.testServer }
     public let network: FleetNetwork
     public let nodes: [FleetNode]
     public let bin: String
@@ -447,8 +600,8 @@ public final class FleetCluster: @unchecked Sendable {
     private let savedInotifyInstances: String?
     static let inotifyFile = "/proc/sys/fs/inotify/max_user_instances"
 
-    private init(api: KubeAPIServer, network: FleetNetwork, nodes: [FleetNode], bin: String, root: String, savedInotifyInstances: String?) {
-        self.api = api
+    private init(controlPlane: any FleetControlPlane, network: FleetNetwork, nodes: [FleetNode], bin: String, root: String, savedInotifyInstances: String?) {
+        self.controlPlane = controlPlane
         self.network = network
         self.nodes = nodes
         self.bin = bin
@@ -458,10 +611,13 @@ public final class FleetCluster: @unchecked Sendable {
 
     public var nodeNames: [String] { nodes.map(\.name) }
 
-    /// Sets up the network and API server, starts and joins `count` nodes (`parallel` at a time) and creates their
-    /// pods. On any failure everything made so far is removed before the error is thrown.
+    /// Sets up the network and the control plane (`controlPlane`; default: a test API server on the bridge; with
+    /// `nat` the nodes reach beyond the host through it), starts and joins `count` nodes (`parallel` at a time) and
+    /// creates their pods. On any failure everything made so far is removed before the error is thrown.
     public static func start(count: Int, prefix: String, net: String, bin: String, root: String, imageReference: String,
-                             parallel: Int = 4, logLevel: String = "warning", writeImage: @escaping @Sendable (String) throws -> Void,
+                             parallel: Int = 4, logLevel: String = "warning", nat: Bool = false,
+                             controlPlane makeControlPlane: (@Sendable (FleetNetwork) async throws -> any FleetControlPlane)? = nil,
+                             writeImage: @escaping @Sendable (String) throws -> Void,
                              progress: @escaping @Sendable (String) -> Void = { _ in }) async throws -> FleetCluster {
         for tool in ["edged", "edgectl", "edged-monitor"] where !FileManager.default.isExecutableFile(atPath: "\(bin)/\(tool)") {
             throw TestFailure("no \(bin)/\(tool): build it first (swift build --product \(tool))")
@@ -473,26 +629,20 @@ public final class FleetCluster: @unchecked Sendable {
             try? "\(count * 8 + 128)\n".write(toFile: inotifyFile, atomically: false, encoding: .utf8)
         }
         var nodes: [FleetNode] = []
-        var api: KubeAPIServer?
+        var plane: (any FleetControlPlane)?
         func undo() async {
             await withTaskGroup(of: Void.self) { g in for n in nodes { g.addTask { await n.stop() } } }
             for n in nodes { n.cleanUp() }
             network.tearDown()
-            if let api { try? await api.shutdown() }
+            await plane?.cleanUp(nodes: nodes.map(\.name))
             if let saved { try? "\(saved)\n".write(toFile: inotifyFile, atomically: false, encoding: .utf8) }
         }
         do {
-            try network.setUp()
-            // Bookmarks every 60 s, as kube-apiserver sends them (the test default, 1 s, would dominate the bytes).
-            let server = try await KubeAPIServer.start(options: .init(watchBookmarkInterval: .seconds(60), listenHost: network.hostIP))
-            api = server
-            try server.addBootstrapToken(id: "fleetx", secret: "0123456789abcdef")
-            let ds = server.call("POST", "/apis/apps/v1/namespaces/default/daemonsets",
-                                 body: try fleetDaemonSetJSON(name: daemonSet, nodePool: nodePool, image: imageReference))
-            guard ds.code == 201, let dsObj = try? JSONSerialization.jsonObject(with: ds.body) as? [String: Any],
-                  let dsUID = (dsObj["metadata"] as? [String: Any])?["uid"] as? String else {
-                throw TestFailure("the test API server refused the DaemonSet: \(String(decoding: ds.body.prefix(300), as: UTF8.self))")
-            }
+            try network.setUp(nat: nat)
+            let cp: any FleetControlPlane
+            if let makeControlPlane { cp = try await makeControlPlane(network) } else { cp = try await TestControlPlane(listenOn: network.hostIP) }
+            plane = cp
+            try await cp.createDaemonSet(name: daemonSet, nodePool: nodePool, image: imageReference)
             for i in 0..<count {
                 try network.addNode(i)
                 nodes.append(try FleetNode(index: i, name: "\(prefix)-\(i)", root: "\(root)/node-\(i)", network: network, writeImage: writeImage))
@@ -510,17 +660,9 @@ public final class FleetCluster: @unchecked Sendable {
                         try node.start(bin: bin, logLevel: logLevel)
                         try await node.waitForSocket(bin: bin)
                         try await offPool {
-                            try node.join(bin: bin, server: "https://\(network.hostIP):\(server.port)", token: "fleetx.0123456789abcdef",
-                                          caCertHash: server.caCertHash, nodePool: nodePool)
+                            try node.join(bin: bin, server: cp.server, token: cp.token, caCertHash: cp.caCertHash, nodePool: nodePool)
                         }
-                        for (pod, owner) in [("\(daemonSet)-\(node.name)", (daemonSet, dsUID)), ("fleet-app-\(node.name)", nil)] as [(String, (String, String)?)] {
-                            let created = server.call("POST", "/api/v1/namespaces/default/pods",
-                                                      body: try fleetPodJSON(name: pod, node: node.name, image: imageReference,
-                                                                             daemonSet: owner.map { (name: $0.0, uid: $0.1) }))
-                            guard created.code == 201 else {
-                                throw TestFailure("the test API server refused pod \(pod): \(String(decoding: created.body.prefix(300), as: UTF8.self))")
-                            }
-                        }
+                        try await cp.createPods(node: node.name, daemonSet: daemonSet, image: imageReference)
                         let n = joined.increment()
                         if n % 10 == 0 || n == list.count { progress("\(n) of \(list.count) nodes joined") }
                     }
@@ -534,28 +676,27 @@ public final class FleetCluster: @unchecked Sendable {
             let deadline = ContinuousClock.now + .seconds(120 + count * 2)
             var waiting: [String] = []
             while ContinuousClock.now < deadline {
+                let states = await cp.nodeStates()
                 waiting = []
                 for n in list {
-                    if let c = fleetReadyCondition(server, node: n.name), c["status"] as? String != "True" {
+                    let s = states[n.name]
+                    if let c = s?.ready, c["status"] as? String != "True" {
                         waiting.append("node \(n.name) Ready=\(c["status"] ?? "?") (\(c["reason"] ?? ""): \(c["message"] ?? ""))")
-                    } else if fleetReadyCondition(server, node: n.name) == nil {
+                    } else if s?.ready == nil {
                         waiting.append("node \(n.name) has no Ready condition")
                     }
-                    for pod in ["\(daemonSet)-\(n.name)", "fleet-app-\(n.name)"]
-                    where MemoryHealth.podPhase(server, path: "/api/v1/namespaces/default/pods/\(pod)") != "Running" {
-                        waiting.append("pod \(pod) not Running")
-                    }
+                    if (s?.runningPods ?? 0) < 2 { waiting.append("node \(n.name) runs \(s?.runningPods ?? 0) of its 2 pods") }
                 }
                 if waiting.isEmpty { break }
                 try await Task.sleep(for: .milliseconds(500))
             }
             guard waiting.isEmpty else {
                 let first = waiting.first!
-                let node = list.first { first.contains($0.name) }
+                let node = list.first { first.hasPrefix("node \($0.name) ") }
                 throw TestFailure("the fleet did not come up: \(waiting.count) left, e.g. \(waiting.prefix(5).joined(separator: "; "))" +
                                   (node.map { "\nlog of \($0.name) (\($0.logFile)):\n\($0.tail())" } ?? ""))
             }
-            let cluster = FleetCluster(api: server, network: network, nodes: nodes, bin: bin, root: root, savedInotifyInstances: saved)
+            let cluster = FleetCluster(controlPlane: cp, network: network, nodes: nodes, bin: bin, root: root, savedInotifyInstances: saved)
             cluster.joinSeconds = MemoryHealth.seconds(ContinuousClock.now - t0)
             return cluster
         } catch {
@@ -564,28 +705,35 @@ public final class FleetCluster: @unchecked Sendable {
         }
     }
 
-    /// Stops every node (its pods with it), removes their dirs, cgroups and mounts, the network, the API server,
-    /// and restores the inotify limit.
+    /// Every node's Ready status ("True", "False", "Unknown"; nil: none), by node name.
+    public func readiness() async -> [String: String?] {
+        let states = await controlPlane.nodeStates()
+        return Dictionary(uniqueKeysWithValues: nodeNames.map { ($0, states[$0]?.ready?["status"] as? String) })
+    }
+
+    /// Stops every node (its pods with it), removes their dirs, cgroups and mounts, the network, what the fleet
+    /// made in the cluster (or the test API server), and restores the inotify limit.
     public func tearDown() async {
         await withTaskGroup(of: Void.self) { g in for n in nodes { g.addTask { await n.stop() } } }
         for n in nodes { n.cleanUp() }
         network.tearDown()
-        try? await api.shutdown()
+        await controlPlane.cleanUp(nodes: nodeNames)
         if let saved = savedInotifyInstances { try? "\(saved)\n".write(toFile: Self.inotifyFile, atomically: false, encoding: .utf8) }
         try? FileManager.default.removeItem(atPath: root)
     }
 
     /// Where the counters stand now: the request log's length, each node's veth bytes and CPU time.
     public func mark() -> FleetMark {
-        FleetMark(requestIndex: api.requests().count, time: .now, bytes: nodes.map { network.bytes($0.index) },
+        FleetMark(requestIndex: api?.requests().count ?? 0, time: .now, bytes: nodes.map { network.bytes($0.index) },
                   cpuMs: nodes.map { $0.cpuMilliseconds() })
     }
 
-    /// The nodes' API requests since `mark`, over the time since it.
+    /// The nodes' API requests since `mark`, over the time since it (none counted on a server other than the test
+    /// API server).
     public func load(since mark: FleetMark, until end: FleetMark? = nil) -> FleetLoad {
         let end = end ?? self.mark()
-        let requests = api.fleetRequests(from: mark.requestIndex).prefix(end.requestIndex - mark.requestIndex)
-        return FleetLoad(nodes: nodeNames, requests: Array(requests), minutes: MemoryHealth.seconds(end.time - mark.time) / 60)
+        let requests = api.map { Array($0.fleetRequests(from: mark.requestIndex).prefix(end.requestIndex - mark.requestIndex)) } ?? []
+        return FleetLoad(nodes: nodeNames, requests: requests, minutes: MemoryHealth.seconds(end.time - mark.time) / 60)
     }
 
     /// A synchronous last resort for a signal handler, also while `start` runs: kills every process of the
