@@ -43,6 +43,8 @@ struct FleetBench: AsyncParsableCommand {
     var kubeconfig: String?
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false
+    @Option(help: "Also write the JSON object to this file (the table still goes to stdout).")
+    var jsonFile: String?
 
     static let prefix = "efb", net = "10.252"
 
@@ -91,10 +93,12 @@ struct FleetBench: AsyncParsableCommand {
         do {
             let result = try await measure(cluster, log: log)
             await cluster.tearDown()
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            let encoded = try enc.encode(result)
+            if let jsonFile { try encoded.write(to: URL(fileURLWithPath: jsonFile)) }
             if json {
-                let enc = JSONEncoder()
-                enc.outputFormatting = [.sortedKeys]
-                print(String(decoding: try enc.encode(result), as: UTF8.self))
+                print(String(decoding: encoded, as: UTF8.self))
             } else {
                 print(result.table)
             }
