@@ -107,3 +107,47 @@ struct FleetTests {
         #expect(FleetRequest(method: method, path: path, user: "u").kind == kind)
     }
 }
+
+/// The fleet's error paths remove what they made: a node whose edged does not start fails `start` with edged's
+/// exit status and log, and leaves no netns, veth, bridge or dir behind; missing binaries are named before anything
+/// is made.
+@Suite(.serialized, .enabled(if: isRoot && findExecutable("nsenter") != nil && findExecutable("ip") != nil, "needs root, nsenter and iproute2"))
+struct FleetErrorTests {
+    func leftovers(_ prefix: String) -> [String] {
+        let namespaces = ((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []).filter { $0.hasPrefix("\(prefix)-") }
+        let links = ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/class/net")) ?? [])
+            .filter { $0.hasPrefix("\(prefix)h") || $0 == "\(prefix)br" }
+        return namespaces + links
+    }
+
+    @Test func aNodeThatDoesNotStartFailsTheFleetAndLeavesNothingBehind() async throws {
+        let dir = try TempDir("edged-fleet-err")
+        defer { dir.remove() }
+        let bin = dir.sub("bin")
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        for tool in ["edged", "edgectl", "edged-monitor"] {
+            try "#!/bin/sh\necho 'cannot start: test stand-in' >&2\nexit 3\n".write(toFile: "\(bin)/\(tool)", atomically: true, encoding: .utf8)
+            chmod("\(bin)/\(tool)", 0o755)
+        }
+        let error = await #expect(throws: EdgedTestSupport.TestFailure.self) {
+            _ = try await FleetCluster.start(count: 2, prefix: "efe", net: "10.242", bin: bin, root: dir.sub("fleet"),
+                                             imageReference: Demo.imageReference, parallel: 2,
+                                             writeImage: { try Demo.writeImageArchive(to: $0) })
+        }
+        let text = error.map { "\($0)" } ?? ""
+        #expect(text.contains("edged exited with 3 at start") && text.contains("cannot start: test stand-in"), "\(text)")
+        #expect(leftovers("efe").isEmpty, "left behind: \(leftovers("efe"))")
+        #expect(!FileManager.default.fileExists(atPath: dir.sub("fleet")))
+    }
+
+    @Test func missingBinariesAreNamedBeforeAnythingIsMade() async throws {
+        let dir = try TempDir("edged-fleet-err")
+        defer { dir.remove() }
+        let error = await #expect(throws: EdgedTestSupport.TestFailure.self) {
+            _ = try await FleetCluster.start(count: 1, prefix: "efe", net: "10.242", bin: dir.sub("nothing-here"), root: dir.sub("fleet"),
+                                             imageReference: Demo.imageReference, writeImage: { _ in })
+        }
+        #expect(error.map { "\($0)" } == "no \(dir.sub("nothing-here"))/edged: build it first (swift build --product edged)")
+        #expect(leftovers("efe").isEmpty)
+    }
+}

@@ -636,6 +636,7 @@ public final class FleetCluster: @unchecked Sendable {
             network.tearDown()
             await plane?.cleanUp(nodes: nodes.map(\.name))
             if let saved { try? "\(saved)\n".write(toFile: inotifyFile, atomically: false, encoding: .utf8) }
+            try? FileManager.default.removeItem(atPath: root)
         }
         do {
             try network.setUp(nat: nat)
