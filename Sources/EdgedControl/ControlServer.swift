@@ -128,10 +128,13 @@ public final class ControlServer: Sendable {
         }
         // The accept loop runs in its own task so that cancelling `run()` does not abandon connections already
         // accepted (each must be closed through its executeThenClose): cancellation closes the listening channel,
-        // the loop drains what was accepted, then ends.
+        // the loop drains what was accepted, then ends. A discarding group: a plain task group keeps every finished
+        // child until it is awaited, which here was never, so each request's task (~8 KB with its frames and task
+        // locals) stayed in memory for the life of the daemon: `edgectl status` once a second grew edged by 30 MB a
+        // hour (issue 17's churn runs, seen with heaptrack).
         let acceptLoop = Task {
             try await server.executeThenClose { inbound in
-                try await withThrowingTaskGroup(of: Void.self) { tasks in
+                try await withThrowingDiscardingTaskGroup { tasks in
                     var stopping = false
                     do {
                         for try await connection in inbound {
