@@ -133,6 +133,7 @@ final class ClusterFixture: @unchecked Sendable {
         hubHealthPort = try freeTCPPort()
         hubHTTPSPort = hubHTTPS ? try freeTCPPort() : nil
         bridge = "edc\(String(UInt32.random(in: 0..<UInt32.max), radix: 16))"
+        TestBridges.removeLeftovers(holding: subnet)
         try FileManager.default.createDirectory(atPath: side.sub("net.d"), withIntermediateDirectories: true)
         try """
             {"cniVersion":"1.0.0","name":"edged-\(name)","plugins":[
@@ -691,7 +692,7 @@ struct ClusterJoinTests {
     }
 
     @Test func corruptCredentialsAreReportedAndAJoinReplacesThem() async throws {
-      try await withCluster(name: "corrupt", subnet: "10.250.66.0/24") { f in
+      try await withCluster(name: "corrupt", subnet: "10.250.68.0/24") { f in
         try f.edged.start()
         try f.join()
         _ = try await f.kubectl.wait(["get", "node", f.node], "node Ready") { condition($0, "Ready") == "True" }

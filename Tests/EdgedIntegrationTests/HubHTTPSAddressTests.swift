@@ -64,13 +64,14 @@ struct HubHTTPSAddressTests {
             // A pod, in its own network namespace, reaches the address through its route to the node.
             try f.kubectl.run(["apply", "-f", "-"], stdin: boundPod("reach", node: f.node,
                 command: "nc -w 3 \(host) \(port) </dev/null >/dev/null 2>/tmp/err; echo reach=$? $(cat /tmp/err); sleep 3600"))
-            _ = try await f.kubectl.wait(["get", "pod", "reach"], "reach Running") { path($0, "status", "phase") as? String == "Running" }
+            let reach = try await f.kubectl.wait(["get", "pod", "reach"], "reach Running") { path($0, "status", "phase") as? String == "Running" }
             var logs = ""
             for _ in 0..<100 where !logs.contains("reach=") {
                 logs = (try? f.edged.edgectl(["logs", "reach"], check: false).stdout) ?? ""
                 try await Task.sleep(for: .milliseconds(100))
             }
-            #expect(logs.contains("reach=") && !logs.contains("can't connect") && !logs.contains("timed out"), "\(logs)")
+            let reached = logs.contains("reach=") && !logs.contains("can't connect") && !logs.contains("timed out")
+            #expect(reached, "\(logs)\n\(reached ? "" : TestBridges.diagnostics(for: path(reach, "status", "podIP") as? String ?? "?"))")
         }
     }
 }

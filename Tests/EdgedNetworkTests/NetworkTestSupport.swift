@@ -35,6 +35,7 @@ final class TestNetwork: @unchecked Sendable {
         bridge = "edt\(tag)"
         subnet = "10.250.\(octet).0/24"
         name = "edged-test-\(tag)"
+        TestBridges.removeLeftovers(holding: subnet)
         try FileManager.default.createDirectory(atPath: confDir, withIntermediateDirectories: true)
         var plugins = [
             """

@@ -83,7 +83,7 @@ struct PodNetworkTests {
         let nat = try runCommand(["iptables", "-t", "nat", "-S"]).stdout
         #expect(nat.contains("id: \\\"\(uid)\\\"") && nat.contains("--dport \(hostPort) -j DNAT --to-destination \(podIP):8080"), "nat table: \(nat)")
         let localnet = (procText("/proc/sys/net/ipv4/conf/\(bridge)/route_localnet") ?? "")
-        #expect(localnet.hasPrefix("1"))
+        #expect(localnet.hasPrefix("1"), "route_localnet of \(bridge) is \(localnet); \(TestBridges.diagnostics(for: podIP))")
         let server = Process()
         server.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
         server.arguments = ["netns", "exec", ns.name, "/bin/busybox", "nc", "-l", "-p", "8080", "-e", "/bin/echo", "hello-from-pod"]
@@ -100,7 +100,7 @@ struct PodNetworkTests {
             answer = try runCommand(["/bin/busybox", "nc", "-w", "2", "127.0.0.1", "\(hostPort)"], check: false).stdout
             if !answer.contains("hello-from-pod") { Thread.sleep(forTimeInterval: 0.1) }
         }
-        #expect(answer.contains("hello-from-pod"))
+        #expect(answer.contains("hello-from-pod"), "no answer on 127.0.0.1:\(hostPort); \(TestBridges.diagnostics(for: podIP))")
     }
 
     @Test func delAfterRestartUsesTheCachedConfigEvenWithTheNetnsGone() async throws {
