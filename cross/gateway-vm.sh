@@ -15,8 +15,12 @@
 #                      the static pod Running again, and after the power-off every file in /var/lib/edged opens
 #                      clean (cross/vm/scenario-statecheck.sh)
 #          20 pods     free -m and the memory line of `systemctl status edged` with 20 pods running
-# aarch64: 7 = steps 1, 2 and 6 (reboot only) with the arm64 .deb; EDGED_SOAK=1 adds 3, 4, 5, the power-off and
-#          20 pods.
+#          21 memory   with those 20 pods, edged's share (supervisor/memory.max) lowered step by step (48 32 24 20 MiB,
+#                      30 s each) under a real MemoryMax= on edged.service; the checks of `edged-bench memory` at
+#                      each (cross/vm/memory-step.sh); fails only when the first limit does not pass; its table of figures is
+#                      printed again after the summary
+# aarch64: 7 = steps 1, 2 and 6 (reboot only) with the arm64 .deb; EDGED_SOAK=1 adds 3, 4, 5, the power-off,
+#          20 pods and 21 memory.
 #
 # Each step prints its output and its time; a failed step prints "FAIL [arch] step N (title): expected …, saw …"
 # followed by the last lines of `journalctl -u edged` and of the VM's serial console. A summary table closes the
@@ -133,6 +137,7 @@ summary() {
         IFS='|' read -r a n t s sec note <<<"$r"
         printf '%-8s %-5s %-34s %-5s %8s  %s\n' "$a" "$n" "$t" "$s" "$sec" "$note"
     done
+    [ -z "$MEMORY_TABLE" ] || printf '\n%s\n' "$MEMORY_TABLE"
 }
 
 # --- inputs -------------------------------------------------------------------------------------------------
@@ -474,7 +479,8 @@ step_poweroff() {
     ok "state directory clean"
 }
 
-step_twenty() {
+# Writes the manifests of the 20 gw-many pods (16 MiB limit each) and waits until they all run.
+start_many() {
     local i
     for i in $(seq -w 1 20); do
         pod_manifest "gw-many-$i" '  containers:
@@ -490,6 +496,11 @@ step_twenty() {
     local t=$(tmo 120 600)
     wait_until "$t" "20 gw-many pods with their container running" many_running \
         || { fail "$FAIL_MSG; saw $(g edgectl pods | grep -c 'gw-many-.* Running') running"; return 1; }
+}
+
+# The 20 pods stay for step 21 (step_memory), which removes them.
+step_twenty() {
+    start_many || return 1
     sleep 5
     echo "with $(g edgectl pods | grep -c ' Running') pods running:"
     g free -m
@@ -499,7 +510,158 @@ step_twenty() {
     sup=$(g cat /sys/fs/cgroup/system.slice/edged.service/supervisor/memory.current)
     echo "supervisor/ (edged + monitors) memory.current: $((sup / 1024 / 1024)) MiB; edged's RSS: $(g ps -o rss= -p "$(mainpid)") KiB"
     NOTE="$(echo "$mem" | grep Memory | sed 's/^ *//'); supervisor $((sup / 1048576)) MiB"
-    g 'rm -f /etc/edged/manifests/gw-many-*.yaml'
+}
+
+# Step 21 (issue 17): edged under a real memory limit, the 20 gw-many pods running. Stepped down: edged's own share,
+# supervisor/memory.max (edged + its monitors: the cgroup `edged-bench memory` limits on a host, and independent of
+# what the pods need; written directly, the subtree is delegated to edged). With it, the systemd way, edged.service
+# gets MemoryMax= (systemctl set-property --runtime) = that share + what the pods' cgroups hold before the steps
+# + EDGED_VM_MEMORY_POD_ROOM MiB (default 4: the churn pod, page cache): the figure a device owner writes in the
+# unit, held with everything else (the pods are below the unit too). Per limit (EDGED_VM_MEMORY_STEPS, default
+# "48 32 24 20" MiB; EDGED_VM_MEMORY_STEP_SECONDS, default 30) cross/vm/memory-step.sh samples in the guest every
+# ~1 s: the same MainPID, no oom_kill in either cgroup's memory.events, `edgectl status` within 1 s, the 20 pods
+# Running, a churn static pod Running and then gone within 2 s each, edged's major faults under 10/s (MemoryHealth's
+# and `edged-bench memory`'s bounds). The first limit is the guard: the step fails only when it does not pass; below
+# it a failing limit is reported and ends the series. The disk's read_ahead_kb is 128 for the run
+# (EDGED_VM_READ_AHEAD_KB; "keep" leaves it), as on a gateway's flash. The limits (and the read-ahead) are put back
+# at the end whatever happened, then the pods are removed.
+MEM_UNIT=/sys/fs/cgroup/system.slice/edged.service
+MEM_SUP=$MEM_UNIT/supervisor
+MEM_RA_OLD=
+MEM_RESTARTED=0
+MEMORY_TABLE=        # printed again after the summary
+
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+step_memory() {
+    local rc=0 msg
+    MEM_RA_OLD='' MEM_RESTARTED=0
+    memory_steps || rc=1
+    msg=$FAIL_MSG
+    memory_restore || { rc=1; msg=${msg:+$msg; }$FAIL_MSG; }
+    FAIL_MSG=$msg
+    g 'rm -f /etc/edged/manifests/gw-many-*.yaml /etc/edged/manifests/gw-churn.yaml /etc/edged/manifests/.gw-churn.tmp'
+    return $rc
+}
+
+memory_steps() {
+    local steps secs room=${EDGED_VM_MEMORY_POD_ROOM:-4} ra=${EDGED_VM_READ_AHEAD_KB:-128} s prev=
+    read -r -a steps <<<"${EDGED_VM_MEMORY_STEPS:-48 32 24 20}"
+    secs=${EDGED_VM_MEMORY_STEP_SECONDS:-30}
+    for s in "${steps[@]}"; do
+        [[ $s =~ ^[0-9]+$ ]] && [ "$s" -ge 4 ] && { [ -z "$prev" ] || [ "$s" -lt "$prev" ]; } \
+            || { fail "expected EDGED_VM_MEMORY_STEPS to be limits in MiB (4 or more), each lower than the last, saw \"${steps[*]}\""; return 1; }
+        prev=$s
+    done
+    [ ${#steps[@]} -gt 0 ] || { fail "expected at least one limit in EDGED_VM_MEMORY_STEPS, saw none"; return 1; }
+    [[ $secs =~ ^[0-9]+$ ]] && [ "$secs" -ge 10 ] \
+        || { fail "expected EDGED_VM_MEMORY_STEP_SECONDS to be 10 or more, saw \"$secs\""; return 1; }
+    [[ $room =~ ^[0-9]+$ ]] || { fail "expected EDGED_VM_MEMORY_POD_ROOM in MiB, saw \"$room\""; return 1; }
+    [[ $ra =~ ^[0-9]+$ || $ra = keep ]] || { fail "expected EDGED_VM_READ_AHEAD_KB in KB or keep, saw \"$ra\""; return 1; }
+
+    many_running || start_many || return 1
+    vm_scp_to "$VM" "$REPO/cross/vm/memory-step.sh" /root/memory-step.sh \
+        || { fail "expected to copy cross/vm/memory-step.sh into the VM"; return 1; }
+    if [ "$ra" != keep ]; then
+        MEM_RA_OLD=$(g bash /root/memory-step.sh readahead "$ra") \
+            || { fail "expected to set read_ahead_kb of the disk of /usr/bin/edged to $ra (memory-step.sh readahead)"; return 1; }
+    fi
+    local ra_now
+    ra_now=$(g bash /root/memory-step.sh readahead)
+    # Page cache nobody maps (apt's, the journal's, edged's state files) is dropped: what stays charged is in use.
+    g 'sync; echo 3 > /proc/sys/vm/drop_caches'
+    sleep 3
+    local unit sup pods_mib pid0
+    unit=$(g cat $MEM_UNIT/memory.current) sup=$(g cat $MEM_SUP/memory.current)
+    [[ $unit =~ ^[0-9]+$ && $sup =~ ^[0-9]+$ ]] \
+        || { fail "expected memory.current of $MEM_UNIT and of its supervisor/, saw \"$unit\" and \"$sup\""; return 1; }
+    pods_mib=$(( (unit - sup + 1048575) / 1048576 ))
+    pid0=$(mainpid)
+    echo "before any limit (page cache dropped): edged.service $(mib $((unit / 1024))) MiB, of it supervisor/ (edged +" \
+        "monitors) $(mib $((sup / 1024))) MiB and the pods' cgroups $(mib $(((unit - sup) / 1024))) MiB;" \
+        "disk read-ahead ${ra_now} KB${MEM_RA_OLD:+ (was $MEM_RA_OLD)}; edged PID $pid0; $secs s per limit"
+    echo "MemoryMax= = supervisor/memory.max + $pods_mib MiB (the pods) + $room MiB (room)"
+
+    local rows=() out why first=${steps[0]} first_why='' min='' results=() max
+    local -A m
+    for s in "${steps[@]}"; do
+        max=$((s + pods_mib + room))
+        echo
+        echo "supervisor/memory.max ${s} MiB, edged.service MemoryMax=${max}M for $secs s"
+        g "echo $((s << 20)) > $MEM_SUP/memory.max" || echo "  (writing supervisor/memory.max failed: above)"
+        g systemctl set-property --runtime edged.service "MemoryMax=${max}M" || echo "  (systemctl set-property failed: above)"
+        echo "  in force: supervisor/memory.max $(g cat $MEM_SUP/memory.max), edged.service memory.max $(g cat $MEM_UNIT/memory.max)"
+        out=$(gt $((secs + 120)) bash /root/memory-step.sh sample "$secs")
+        echo "  $out"
+        m=()
+        local kv
+        for kv in $out; do m[${kv%%=*}]=${kv#*=}; done
+        why=()
+        if [ -z "${m[pid]:-}" ] || [ -z "${m[pss_kb]:-}" ]; then
+            why+=("memory-step.sh gave no figures (the guest or ssh hung; ${out:-no output})")
+        else
+            [ "${m[pid_lost]}" = 0 ] && [ "${m[mainpid_end]}" = "$pid0" ] \
+                || { why+=("edged restarted (MainPID $pid0 → ${m[mainpid_end]})"); MEM_RESTARTED=1; }
+            [ "${m[unit_oom]}" = 0 ] && [ "${m[sup_oom]}" = 0 ] \
+                || why+=("OOM kills: ${m[sup_oom]} in supervisor/, ${m[unit_oom]} in edged.service (memory.events oom_kill)")
+            [ "${m[status_bad]}" = 0 ] || why+=("${m[status_bad]} edgectl status runs failed or gave no answer in 5 s")
+            [ "${m[status_max_ms]}" -le 1000 ] || why+=("edgectl status took ${m[status_max_ms]} ms (bound 1000)")
+            [ "${m[running_min]}" -ge 20 ] || why+=("only ${m[running_min]} of the 20 gw-many pods Running at one sample")
+            local c
+            for c in run gone; do
+                case ${m[churn_${c}_ms]:--1} in
+                    -1) why+=("the churn pod was not $( [ $c = run ] && echo Running || echo gone) within 10 s") ;;
+                    *) [ "${m[churn_${c}_ms]}" -le 2000 ] || why+=("the churn pod took ${m[churn_${c}_ms]} ms to be $( [ $c = run ] && echo Running || echo gone) (bound 2000)") ;;
+                esac
+            done
+            awk -v f="${m[majflt_per_s]}" 'BEGIN { exit !(f < 10) }' \
+                || why+=("edged's major page faults ${m[majflt_per_s]}/s (bound 10/s: its code is read back again and again)")
+        fi
+        local result=ok
+        [ ${#why[@]} -eq 0 ] || result="**fail**: $(IFS=';'; echo "${why[*]}" | sed 's/;/; /g')"
+        rows+=("| ${s} MiB | ${max}M | $result | $(mib "${m[sup_kb]:-0}") ($(mib "${m[sup_seen_kb]:-0}")) | $(mib "${m[unit_kb]:-0}") ($(mib "${m[unit_seen_kb]:-0}")) | $(mib "${m[pss_kb]:-0}") | $(mib "${m[anon_kb]:-0}") | $(mib "${m[sup_file_mapped_kb]:-0}") | ${m[sup_max_events]:--} | ${m[majflt_per_s]:--} | ${m[status_max_ms]:--} ms | ${m[churn_run_ms]:--} / ${m[churn_gone_ms]:--} ms |")
+        if [ ${#why[@]} -eq 0 ]; then
+            ok "${s} MiB (MemoryMax=${max}M): every check passed"
+            min=$s; results+=("$s ok")
+        else
+            echo "  ✗ ${s} MiB (MemoryMax=${max}M): $(IFS=';'; echo "${why[*]}" | sed 's/;/; /g')"
+            results+=("$s fail (${why[0]})")
+            [ "$s" = "$first" ] && first_why=$(IFS=';'; echo "${why[*]}" | sed 's/;/; /g')
+            break
+        fi
+    done
+    local table
+    table="[$ARCH] step 21: edged under systemd, 20 static pods (+1 churn pod a limit), $secs s a limit, disk read-ahead $ra_now KB; memory in MiB
+| supervisor/memory.max | MemoryMax= | result | edged + monitors (max seen) | edged.service (max seen) | edged PSS | edged anon | mapped code | limit hits | major faults/s | edgectl status | churn Running / gone |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+$(printf '%s\n' "${rows[@]}")
+smallest passing limit for edged + monitors: $(if [ -n "$min" ]; then echo "$min MiB (MemoryMax=$((min + pods_mib + room))M with the 20 pods)"; else echo none; fi)"
+    echo
+    echo "$table"
+    MEMORY_TABLE=${MEMORY_TABLE:+$MEMORY_TABLE$'\n\n'}$table
+    NOTE="$(IFS=','; echo "${results[*]}" | sed 's/,/, /g'); min ${min:-none} MiB edged+monitors${min:+, MemoryMax=$((min + pods_mib + room))M with 20 pods}"
+    case ${results[0]} in
+        "$first ok") return 0 ;;
+        *) fail "expected edged healthy with supervisor/memory.max $first MiB (the guard) and 20 pods, saw: ${first_why:-no result}"; return 1 ;;
+    esac
+}
+
+# Puts the limits and the read-ahead back (after any step result); waits for edged and its pods when a limit
+# restarted it.
+memory_restore() {
+    local sm um
+    g "echo max > $MEM_SUP/memory.max"
+    g systemctl set-property --runtime edged.service MemoryMax=infinity
+    [ -z "$MEM_RA_OLD" ] || g bash /root/memory-step.sh readahead "$MEM_RA_OLD" >/dev/null
+    sm=$(g cat $MEM_SUP/memory.max) um=$(g systemctl show -p MemoryMax --value edged)
+    echo "restored: supervisor/memory.max $sm, edged.service MemoryMax=$um${MEM_RA_OLD:+, read_ahead_kb $MEM_RA_OLD}"
+    [ "$sm" = max ] && [ "$um" = infinity ] \
+        || { fail "expected supervisor/memory.max max and MemoryMax=infinity after the step, saw $sm and $um"; return 1; }
+    if [ "$MEM_RESTARTED" = 1 ]; then
+        wait_until "$(tmo 120 600)" "edged active and the 20 pods Running after the limit restarted it" many_running \
+            || { fail "$FAIL_MSG"; return 1; }
+        ok "edged (MainPID $(mainpid)) and the 20 pods back"
+    fi
 }
 
 step_joined() {
@@ -546,12 +708,13 @@ run_arch() {
     if [ $long = 1 ]; then
         run_step 6b "hard power-off, state clean" step_poweroff
         run_step 20 "20 pods: free -m, unit memory" step_twenty
+        run_step 21 "memory limit, 20 pods" step_memory
     fi
     vm_stop "$VM"
 }
 
 # Development: run single steps against a VM that is already up (e.g. one booted with `cross/vm/lib.sh boot`):
-#   cross/gateway-vm.sh --attach NAME ARCH install pods restart watchdog upgrade reboot poweroff twenty joined
+#   cross/gateway-vm.sh --attach NAME ARCH install pods restart watchdog upgrade reboot poweroff twenty memory joined
 if [ "${ARCHS[0]}" = --attach ]; then
     VM=${ARCHS[1]:?--attach NAME ARCH STEP...}; ARCH=${ARCHS[2]:?--attach NAME ARCH STEP...}
     pick_debs "$ARCH"
