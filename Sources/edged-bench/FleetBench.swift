@@ -136,7 +136,11 @@ struct FleetBench: AsyncParsableCommand {
         let kubelet = FleetLoad.kubeletWatches(referencedObjects: 1)
         var result = FleetResult(
             api_server: server ?? "the test API server (in edged-bench)",
-            fleet_nodes: nodes, fleet_pods: nodes * 2, fleet_join_s: cluster.joinSeconds, steady_seconds: steadySeconds,
+            fleet_nodes: nodes, fleet_pods: nodes * 2, fleet_join_s: cluster.joinSeconds,
+            join_requests_per_node: cluster.joinLoad.map { l in Double(l.requestsByNode.values.reduce(0, +)) / Double(max(nodes, 1)) },
+            join_requests_by_kind: cluster.joinLoad.map { l in l.kindTotals.mapValues { (Double($0) / Double(max(nodes, 1)) * 10).rounded() / 10 } },
+            join_bootstrap_requests: cluster.joinLoad.map { _ in cluster.joinBootstrapRequests },
+            steady_seconds: steadySeconds,
             api_requests_per_node_min: api.map { _ in load.requestsPerNodeMinute },
             api_requests_per_node_min_max: api.map { _ in cluster.nodeNames.map(load.perMinute).max() ?? 0 },
             watches_per_node: api.map { _ in most.values.max() ?? 0 },
@@ -220,6 +224,11 @@ struct FleetResult: Codable {
     var fleet_pods: Int
     /// First edged started → every node Ready and every pod Running in the API.
     var fleet_join_s: Double
+    /// Requests per node (its own credentials) during the join, by verb and resource (per node), and the bootstrap
+    /// token's requests of all nodes together (test API server only).
+    var join_requests_per_node: Double?
+    var join_requests_by_kind: [String: Double]?
+    var join_bootstrap_requests: Int?
     var steady_seconds: Int
     /// Mean over the nodes; and the busiest node.
     /// Counted by the test API server only (nil with --server, as every figure below that needs its request log).
@@ -262,7 +271,8 @@ struct FleetResult: Codable {
             "API server: \(api_server)",
             "measure                                 edged (per node)          kubelet (documented)",
             "nodes / pods                            \(fleet_nodes) / \(fleet_pods)",
-            "join: first start → all Ready/Running   \(f(fleet_join_s)) s",
+            "join: first start → all Ready/Running   \(f(fleet_join_s)) s"
+                + (join_requests_per_node.map { ", \(f($0)) requests per node (+ \(join_bootstrap_requests ?? 0) with the bootstrap token, all nodes)" } ?? ""),
             "API requests / node / min (steady)      " + rate.padding(toLength: 26, withPad: " ", startingAt: 0)
                 + "6 Lease updates + node status on change, at least every 5 min (goal ≤ 8)",
             "open watches / node                     " + watches.padding(toLength: 26, withPad: " ", startingAt: 0)
@@ -272,6 +282,10 @@ struct FleetResult: Codable {
             "PSS / node (edged)                      \(pss_per_node_kb) KB",
             "",
         ]
+        if let join = join_requests_by_kind {
+            lines.append("join by verb and resource (per node): " + join.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
+                .map { "\($0.key) \(f($0.value))" }.joined(separator: ", "))
+        }
         if let kinds = fleet_requests_by_kind, let watched = watches_of_first_node {
             lines.append("watches of node 0: " + watched.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", "))
             lines.append("steady state by verb and resource (requests / node / min, over \(steady_seconds) s):")

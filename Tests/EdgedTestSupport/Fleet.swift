@@ -596,6 +596,9 @@ public final class FleetCluster: @unchecked Sendable {
     public let bin: String
     /// From the first edged start to every node Ready and every pod Running.
     public private(set) var joinSeconds = 0.0
+    /// The nodes' requests over that time (test API server only), and the bootstrap token's (shared by all nodes).
+    public private(set) var joinLoad: FleetLoad?
+    public private(set) var joinBootstrapRequests = 0
     private let root: String
     private let savedInotifyInstances: String?
     static let inotifyFile = "/proc/sys/fs/inotify/max_user_instances"
@@ -650,6 +653,7 @@ public final class FleetCluster: @unchecked Sendable {
             }
             progress("network and \(count) node dirs ready; starting edged")
             let t0 = ContinuousClock.now
+            let firstRequest = cp.testServer?.requests().count ?? 0
             let joined = FleetCounter()
             let list = nodes
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -699,6 +703,11 @@ public final class FleetCluster: @unchecked Sendable {
             }
             let cluster = FleetCluster(controlPlane: cp, network: network, nodes: nodes, bin: bin, root: root, savedInotifyInstances: saved)
             cluster.joinSeconds = MemoryHealth.seconds(ContinuousClock.now - t0)
+            if let api = cp.testServer {
+                let requests = api.fleetRequests(from: firstRequest)
+                cluster.joinLoad = FleetLoad(nodes: cluster.nodeNames, requests: requests, minutes: cluster.joinSeconds / 60)
+                cluster.joinBootstrapRequests = requests.filter { $0.user.hasPrefix("system:bootstrap:") }.count
+            }
             return cluster
         } catch {
             await undo()
