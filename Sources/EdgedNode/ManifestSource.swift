@@ -53,8 +53,12 @@ public struct ManifestSource: Sendable {
         var seen: [String: String] = [:]
         for name in names.sorted() {
             let path = "\(directory)/\(name)"
-            guard let text = Files.readText(path, limit: 4 << 20) else {
-                result.errors[path] = "cannot read \(path): \(String(cString: strerror(errno)))"
+            let text: String
+            switch Self.read(path) {
+            case .text(let t): text = t
+            case .vanished: continue  // removed since the listing: a removal, not an error
+            case .unreadable(let message):
+                result.errors[path] = message
                 continue
             }
             do {
@@ -76,6 +80,26 @@ public struct ManifestSource: Sendable {
             }
         }
         return result
+    }
+
+    enum FileRead: Equatable {
+        case text(String)
+        /// Gone between the directory listing and the read (an editor's or an operator's `rm` during a scan).
+        case vanished
+        case unreadable(String)
+    }
+
+    /// Reads one manifest. A file that no longer exists was removed after the listing and is not reported; a name
+    /// that still exists but cannot be read (a dangling symlink, no permission, too large) is.
+    static func read(_ path: String) -> FileRead {
+        if let text = Files.readText(path, limit: 4 << 20) { return .text(text) }
+        let readErrno = errno
+        var st = stat()
+        if readErrno == ENOENT && lstat(path, &st) != 0 && errno == ENOENT { return .vanished }
+        if readErrno == ENOENT {
+            return .unreadable("cannot read \(path): it is a symlink to a file that does not exist; fix or remove the link")
+        }
+        return .unreadable("cannot read \(path): \(String(cString: strerror(readErrno)))")
     }
 
     /// Yields a scan at start, after every change in the directory, and every `rescanInterval`.
