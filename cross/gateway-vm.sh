@@ -545,7 +545,12 @@ step_memory() {
 }
 
 memory_steps() {
-    local steps secs room=${EDGED_VM_MEMORY_POD_ROOM:-4} ra=${EDGED_VM_READ_AHEAD_KB:-128} s prev=
+    local steps secs room=${EDGED_VM_MEMORY_POD_ROOM:-4} ra=${EDGED_VM_READ_AHEAD_KB:-128} s prev=''
+    # The bounds of MemoryHealth (edgectl status 1 s, a pod change 2 s) under KVM; an emulated (TCG) guest runs
+    # several times slower (at 48 MiB, a limit it never hit: edgectl status 1.1 s, a static pod Running 2.9 s), so there
+    # they are 3 s and 6 s and the fault bound is what finds the cliff.
+    local status_ms churn_ms
+    status_ms=$(tmo 1000 3000) churn_ms=$(tmo 2000 6000)
     read -r -a steps <<<"${EDGED_VM_MEMORY_STEPS:-48 32 24 20}"
     secs=${EDGED_VM_MEMORY_STEP_SECONDS:-30}
     for s in "${steps[@]}"; do
@@ -568,6 +573,19 @@ memory_steps() {
     fi
     local ra_now
     ra_now=$(g bash /root/memory-step.sh readahead)
+    # A page is charged to the cgroup that read it first. After `apt install` without a reboot edged's code was
+    # read by dpkg (charged to the ssh session), so the limit would not cover it: then edged is restarted with the
+    # page cache dropped in between (pods keep running: KillMode=process), as `edged-bench memory` starts edged.
+    local fm rf
+    read -r fm rf < <(g bash /root/memory-step.sh charge)
+    if [ "$((${fm:-0} * 2))" -lt "${rf:-0}" ]; then
+        echo "edged's code is charged elsewhere (supervisor/ file_mapped ${fm} KB, edged's RssFile ${rf} KB): restarting edged with the page cache dropped first"
+        g 'systemctl stop edged; sync; echo 3 > /proc/sys/vm/drop_caches; systemctl start edged'
+        wait_until "$(tmo 60 300)" "edged active again with the 20 gw-many pods Running" many_running \
+            || { fail "$FAIL_MSG after restarting edged to charge its code to its cgroup; saw $(g edgectl pods | grep -c 'gw-many-.* Running')"; return 1; }
+        read -r fm rf < <(g bash /root/memory-step.sh charge)
+        echo "now supervisor/ file_mapped ${fm} KB, edged's RssFile ${rf} KB"
+    fi
     # Page cache nobody maps (apt's, the journal's, edged's state files) is dropped: what stays charged is in use.
     g 'sync; echo 3 > /proc/sys/vm/drop_caches'
     sleep 3
@@ -610,13 +628,13 @@ memory_steps() {
             [ "${m[unit_oom]}" = 0 ] && [ "${m[sup_oom]}" = 0 ] \
                 || why+=("OOM kills: ${m[sup_oom]} in supervisor/, ${m[unit_oom]} in edged.service (memory.events oom_kill)")
             [ "${m[status_bad]}" = 0 ] || why+=("${m[status_bad]} edgectl status runs failed or gave no answer in 5 s")
-            [ "${m[status_max_ms]}" -le 1000 ] || why+=("edgectl status took ${m[status_max_ms]} ms (bound 1000)")
+            [ "${m[status_max_ms]}" -le "$status_ms" ] || why+=("edgectl status took ${m[status_max_ms]} ms (bound $status_ms)")
             [ "${m[running_min]}" -ge 20 ] || why+=("only ${m[running_min]} of the 20 gw-many pods Running at one sample")
             local c
             for c in run gone; do
                 case ${m[churn_${c}_ms]:--1} in
                     -1) why+=("the churn pod was not $( [ $c = run ] && echo Running || echo gone) within 10 s") ;;
-                    *) [ "${m[churn_${c}_ms]}" -le 2000 ] || why+=("the churn pod took ${m[churn_${c}_ms]} ms to be $( [ $c = run ] && echo Running || echo gone) (bound 2000)") ;;
+                    *) [ "${m[churn_${c}_ms]}" -le "$churn_ms" ] || why+=("the churn pod took ${m[churn_${c}_ms]} ms to be $( [ $c = run ] && echo Running || echo gone) (bound $churn_ms)") ;;
                 esac
             done
             awk -v f="${m[majflt_per_s]}" 'BEGIN { exit !(f < 10) }' \

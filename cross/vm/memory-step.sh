@@ -10,6 +10,7 @@
 #                                                   Running in `edgectl pods`; once, 2 s in: a churn static pod
 #                                                   (gw-churn) written → Running, removed → gone, each timed. At the
 #                                                   end: edged's smaps_rollup (Pss, Anonymous, Rss) and major faults.
+#   memory-step.sh charge                           supervisor/'s file_mapped and edged's RssFile (KB)
 #   memory-step.sh readahead [KB]                   prints read_ahead_kb of the disk holding /usr/bin/edged; sets
 #                                                   it to KB when given
 #
@@ -145,8 +146,20 @@ readahead() {
     [ -z "${1:-}" ] || echo "$1" >"$q/read_ahead_kb"
 }
 
+# charge → "FILE_MAPPED_KB RSSFILE_KB": the file pages charged to supervisor/ and mapped there, and edged's own
+# file-backed RSS. Much less of the first than of the second means another process (apt, writing the binary) read
+# edged's code first and it is charged to that process's cgroup, not to the limit.
+charge() {
+    local pid k v fm=0 rf=0 _
+    pid=$(systemctl show -p MainPID --value edged)
+    while read -r k v; do [ "$k" = file_mapped ] && fm=$((v / 1024)); done <"$SUP/memory.stat"
+    while read -r k v _; do [ "$k" = RssFile: ] && rf=$v; done <"/proc/$pid/status"
+    echo "$fm $rf"
+}
+
 case ${1:-} in
     sample) shift; sample "$@" ;;
+    charge) charge ;;
     readahead) shift; readahead "$@" ;;
-    *) echo "usage: $0 sample SECONDS [PREFIX] [PODS] | readahead [KB]" >&2; exit 2 ;;
+    *) echo "usage: $0 sample SECONDS [PREFIX] [PODS] | readahead [KB] | charge" >&2; exit 2 ;;
 esac
