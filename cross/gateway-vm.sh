@@ -524,7 +524,7 @@ step_twenty() {
 # and `edged-bench memory`'s bounds). The first limit is the guard: the step fails only when it does not pass; below
 # it a failing limit is reported and ends the series. The disk's read_ahead_kb is 128 for the run
 # (EDGED_VM_READ_AHEAD_KB; "keep" leaves it), as on a gateway's flash. The limits (and the read-ahead) are put back
-# at the end whatever happened, then the pods are removed.
+# at the end whatever happened, then the pods are removed. Without a VM: bash cross/vm/memory-step-test.sh (~25 s).
 MEM_UNIT=/sys/fs/cgroup/system.slice/edged.service
 MEM_SUP=$MEM_UNIT/supervisor
 MEM_RA_OLD=
