@@ -94,10 +94,13 @@ public struct ManifestSource: Sendable {
     static func read(_ path: String) -> FileRead {
         if let text = Files.readText(path, limit: 4 << 20) { return .text(text) }
         let readErrno = errno
-        var st = stat()
-        if readErrno == ENOENT && lstat(path, &st) != 0 && errno == ENOENT { return .vanished }
         if readErrno == ENOENT {
-            return .unreadable("cannot read \(path): it is a symlink to a file that does not exist; fix or remove the link")
+            // The name itself gone: removed after the listing. The name still there: a symlink to nothing.
+            var st = stat()
+            if lstat(path, &st) == 0 {
+                return .unreadable("cannot read \(path): it is a symlink to a file that does not exist; fix or remove the link")
+            }
+            if errno == ENOENT { return .vanished }
         }
         return .unreadable("cannot read \(path): \(String(cString: strerror(readErrno)))")
     }
