@@ -190,7 +190,10 @@ begin; run "the other link with its own map" 1 bash "$GUARD" --limit 1 --map "$T
 # --- making the map: the relink's preconditions (no chroot needed to refuse) ----------------------------------------
 chmod 755 "$T" "$T/bin"
 if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
-    begin; run "relink needs root" 1 setpriv --reuid=65534 --regid=65534 --clear-groups bash "$GUARD" --limit 1 "$BIN" && {
+    # nobody runs a copy of the guard in $T: the checkout may sit below a directory only root can enter (a fresh
+    # clone in mktemp -d's 0700 directory), where bash could not even open the script (exit 126).
+    mkdir -p "$T/cross" && cp "$GUARD" "$T/cross/size-guard.sh" && chmod 755 "$T/cross" "$T/cross/size-guard.sh"
+    begin; run "relink needs root" 1 setpriv --reuid=65534 --regid=65534 --clear-groups bash "$T/cross/size-guard.sh" --limit 1 "$BIN" && {
         has "needs root"; has "size guard: FAILED"
     }; done_case
 elif [ "$(id -u)" != 0 ]; then
