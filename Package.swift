@@ -32,6 +32,9 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // glibc's mallopt/malloc_trim (malloc.h), for edged's memory on small gateways (EdgedDaemon/MallocTuning.swift).
         .systemLibrary(name: "CMalloc"),
+        // Linux calls the Glibc module does not import (closefrom for posix_spawn, pipe2, setns, pidfd_open), called
+        // directly so that the static binaries have them (Sources/CLinux/shim.h).
+        .systemLibrary(name: "CLinux"),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         // libsystemd: sd_notify, the watchdog, socket activation, writing and reading the journal. The host build links
         // the shared library; the static cross build links sid's libsystemd.a (cross/README.md).
@@ -48,7 +51,7 @@ let package = Package(
         .target(name: "EdgedCore", dependencies: ["CYAML"]),
         // Container executor: sandboxes, containers via edged-monitor, cgroups v1/v2, re-adoption after restart.
         .target(name: "EdgedRuntime", dependencies: [
-            "EdgedCore",
+            "EdgedCore", "CLinux",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Image store: content-addressed blobs, archive import, registry pull, layer unpack, GC.
@@ -84,7 +87,7 @@ let package = Package(
         ]),
         // Pod networking through CNI plugins: conflist loading, ADD/DEL/CHECK, result parsing, result cache.
         .target(name: "EdgedNetwork", dependencies: [
-            "EdgedCore",
+            "EdgedCore", "CLinux",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Pod runner: manifest source, pod workers, restarts/backoff, probes, volumes, status.

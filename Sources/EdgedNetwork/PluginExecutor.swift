@@ -2,6 +2,7 @@
 // captured, and a deadline after which the plugin is killed. The blocking part runs on a thread of its own,
 // never on the cooperative pool (the same approach as EdgedRuntime's process helpers).
 
+import CLinux
 import Glibc
 
 /// Finds and runs plugin executables in the plugin directories (CNI_PATH).
@@ -39,12 +40,6 @@ struct PluginExecutor: Sendable {
 
 /// The blocking half of a plugin run.
 enum PluginProcess {
-    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-    nonisolated(unsafe) private static let closeFromFn: AddCloseFrom? = {
-        guard let p = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
-        return unsafeBitCast(p, to: AddCloseFrom.self)
-    }()
-
     static func errnoText(_ e: Int32) -> String { String(cString: strerror(e)) }
 
     static func monotonicMillis() -> Int {
@@ -62,15 +57,14 @@ enum PluginProcess {
         }
         var outFds: [Int32] = [-1, -1]
         var errFds: [Int32] = [-1, -1]
-        guard pipe(&outFds) == 0 else {
+        guard pipe2(&outFds, O_CLOEXEC) == 0 else {
             close(sv[0]); close(sv[1])
             return .failure(NetworkError(.io, "CNI plugin \(plugin): pipe: \(errnoText(errno))", plugin: plugin))
         }
-        guard pipe(&errFds) == 0 else {
+        guard pipe2(&errFds, O_CLOEXEC) == 0 else {
             for fd in sv + outFds { close(fd) }
             return .failure(NetworkError(.io, "CNI plugin \(plugin): pipe: \(errnoText(errno))", plugin: plugin))
         }
-        for fd in outFds + errFds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
 
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -78,7 +72,9 @@ enum PluginProcess {
         posix_spawn_file_actions_adddup2(&actions, sv[1], 0)
         posix_spawn_file_actions_adddup2(&actions, outFds[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errFds[1], 2)
-        if let closeFrom = closeFromFn { _ = closeFrom(&actions, 3) }
+        // Nothing but 0-2 (SwiftNIO's sockets are not close-on-exec); called directly, as a dlsym lookup finds
+        // nothing in the static binaries.
+        posix_spawn_file_actions_addclosefrom_np(&actions, 3)
 
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)

@@ -6,50 +6,29 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CLinux
 import Synchronization
 
-/// libc functions the Glibc module does not import (GNU extensions), looked up once.
+/// Linux calls the Glibc module does not import (GNU extensions), through the CLinux shim: called directly, so
+/// that the static binaries have them too (a dlsym lookup finds nothing in a static executable).
 enum Sys {
-    private typealias PidfdOpen = @convention(c) (pid_t, UInt32) -> Int32
-    private typealias Pipe2 = @convention(c) (UnsafeMutablePointer<Int32>, Int32) -> Int32
-    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-
-    private static func symbol<T>(_ name: String, as: T.Type) -> T? {
-        guard let p = dlsym(UnsafeMutableRawPointer(bitPattern: 0), name) else { return nil }
-        return unsafeBitCast(p, to: T.self)
-    }
-
-    nonisolated(unsafe) private static let pidfdOpenFn = symbol("pidfd_open", as: PidfdOpen.self)
-    nonisolated(unsafe) private static let pipe2Fn = symbol("pipe2", as: Pipe2.self)
-    private typealias Setns = @convention(c) (Int32, Int32) -> Int32
-    nonisolated(unsafe) private static let setnsFn = symbol("setns", as: Setns.self)
-
     /// CLONE_NEWNET, for `setns` (the Glibc module does not import the clone flags).
     static let cloneNewNet: Int32 = 0x4000_0000
 
-    /// setns(2) for the calling thread; -1 with errno ENOSYS when libc has none.
+    /// setns(2) for the calling thread.
     static func setns(_ fd: Int32, _ type: Int32) -> Int32 {
-        guard let f = setnsFn else {
-            errno = ENOSYS
-            return -1
-        }
-        return f(fd, type)
+        CLinux.setns(fd, type)
     }
-
-    nonisolated(unsafe) private static let closeFromFn = symbol("posix_spawn_file_actions_addclosefrom_np",
-                                                                as: AddCloseFrom.self)
 
     /// A pidfd for `pid` (Linux ≥ 5.3), or nil (process gone, or no pidfd support: check `hasPidfd`).
     static func pidfdOpen(_ pid: pid_t) -> Int32? {
-        guard let f = pidfdOpenFn else { return nil }
-        let fd = f(pid, 0)
+        let fd = edged_pidfd_open(pid, 0)
         if fd >= 0 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         return fd >= 0 ? fd : nil
     }
 
     static var hasPidfd: Bool {
-        guard let f = pidfdOpenFn else { return false }
-        let fd = f(getpid(), 0)
+        let fd = edged_pidfd_open(getpid(), 0)
         if fd >= 0 { close(fd) }
         return fd >= 0
     }
@@ -57,13 +36,7 @@ enum Sys {
     /// A close-on-exec pipe: (read end, write end).
     static func pipe() throws -> (Int32, Int32) {
         var fds: [Int32] = [-1, -1]
-        let rc: Int32
-        if let f = pipe2Fn {
-            rc = fds.withUnsafeMutableBufferPointer { f($0.baseAddress!, O_CLOEXEC) }
-        } else {
-            rc = Glibc.pipe(&fds)
-            if rc == 0 { for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) } }
-        }
+        let rc = fds.withUnsafeMutableBufferPointer { pipe2($0.baseAddress!, O_CLOEXEC) }
         guard rc == 0 else { throw RuntimeError(.io, "pipe: \(errnoString(errno))") }
         return (fds[0], fds[1])
     }
@@ -89,7 +62,8 @@ enum Sys {
                 posix_spawn_file_actions_addopen(&actions, target, "/dev/null", target == 0 ? O_RDONLY : O_WRONLY, 0)
             }
         }
-        if let closeFrom = closeFromFn { _ = closeFrom(&actions, 3) }
+        // Nothing but 0-2: SwiftNIO's sockets are not close-on-exec.
+        posix_spawn_file_actions_addclosefrom_np(&actions, 3)
 
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
