@@ -2,7 +2,9 @@
 //
 //   edged-monitor run STATE_DIR          start the container described by STATE_DIR/config, detach, pump its
 //                                        logs, reap it and record its exit in STATE_DIR/exit
-//   edged-monitor sandbox DIR HOSTNAME HOSTNET   create a pod's net/ipc/uts namespaces, pinned under DIR
+//   edged-monitor sandbox DIR HOSTNAME HOSTNET [CGROUP_DIR...]
+//                                        create a pod's net/ipc/uts namespaces, pinned under DIR, from inside
+//                                        the CGROUP_DIRs (the pod's sandbox cgroup, charged for them)
 //   edged-monitor exec [--tty] STATE_DIR PID -- ARGV...  run ARGV inside running container PID, with the
 //                                        stdio it was given (--tty: fd 0 is a pty slave, made the controlling tty)
 //
@@ -295,6 +297,6 @@ int main(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[1], "run")) return run_main(argv[2]);
     if (argc >= 2 && !strcmp(argv[1], "sandbox")) return sandbox_main(argc - 2, argv + 2);
     if (argc >= 2 && !strcmp(argv[1], "exec")) return exec_main(argc - 2, argv + 2);
-    fprintf(stderr, "usage: edged-monitor run STATE_DIR | sandbox DIR HOSTNAME HOSTNET | exec [--tty] STATE_DIR PID -- ARGV\n");
+    fprintf(stderr, "usage: edged-monitor run STATE_DIR | sandbox DIR HOSTNAME HOSTNET [CGROUP_DIR...] | exec [--tty] STATE_DIR PID -- ARGV\n");
     return 2;
 }

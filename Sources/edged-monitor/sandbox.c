@@ -1,5 +1,8 @@
 // Pod sandbox: new ipc+uts (and net unless host network) namespaces, pinned by bind-mounting
 // /proc/self/ns/{net,ipc,uts} onto files in DIR, so containers of the pod can join them after we exit.
+// With CGROUP_DIRs it first joins those cgroups (the pod's sandbox cgroup): the kernel charges a namespace's memory
+// to the cgroup of the process that creates it, ~250 KB for a network namespace, which belongs to the pod (where
+// Kubernetes' pod overhead puts it), not to edged's own share.
 #include "monitor.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -35,8 +38,19 @@ static int loopback_up(void) {
 
 int sandbox_main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: edged-monitor sandbox DIR HOSTNAME HOSTNET(0|1)\n");
+        fprintf(stderr, "usage: edged-monitor sandbox DIR HOSTNAME HOSTNET(0|1) [CGROUP_DIR...]\n");
         return 2;
+    }
+    for (int i = 3; i < argc; i++) {
+        char procs[4200];
+        snprintf(procs, sizeof(procs), "%s/cgroup.procs", argv[i]);
+        int fd = open(procs, O_WRONLY | O_CLOEXEC);
+        if (fd < 0) return die("join cgroup", argv[i]);
+        int ok = write(fd, "0", 1) == 1;
+        int e = errno;
+        close(fd);
+        errno = e;
+        if (!ok) return die("join cgroup", argv[i]);
     }
     const char *dir = argv[0], *hostname = argv[1];
     int hostnet = atoi(argv[2]);

@@ -356,6 +356,36 @@ struct ContainerRuntimeTests {
         }
     }
 
+    /// The kernel charges a namespace's memory to the cgroup of the process that makes it (~250 KB for a network
+    /// namespace): the sandbox monitor makes them from a transient cgroup below the pod's, so they count in the
+    /// pod's cgroup, not in edged's (20 pods: ~5 MB of edged's share on a gateway).
+    @Test func aSandboxIsChargedToThePodCgroup() async throws {
+        let memory = "/sys/fs/cgroup/memory"
+        guard access("\(memory)/cgroup.procs", W_OK) == 0 else { return }
+        try await withRuntime { f in
+            let pod = "\(memory)/\(f.prefix)/pod\(f.podUID)"
+            let sb = try await f.sandbox()
+            #expect(sb.netns != nil)
+            #expect(!FileManager.default.fileExists(atPath: "\(pod)/sandbox"), "the transient sandbox cgroup is removed")
+            let file = FileManager.default.fileExists(atPath: "\(pod)/memory.kmem.usage_in_bytes")
+                ? "memory.kmem.usage_in_bytes" : "memory.usage_in_bytes"
+            let charged = Int(procText("\(pod)/\(file)")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
+            #expect(charged >= 100 * 1024, "expected the pod's network namespace (~250 KB) charged to \(pod)/\(file), saw \(charged) bytes")
+            try await f.runtime.removeSandbox(podUID: f.podUID)
+            #expect(!FileManager.default.fileExists(atPath: pod), "a pod without containers: removeSandbox removes its cgroup")
+        }
+    }
+
+    @Test func aSandboxCgroupThatCannotBeJoinedFailsTheMonitorWithItsName() async throws {
+        try await withRuntime { f in
+            let dir = f.tmp.sub("run/sandboxes/x")
+            let r = try await HostCommand.run(f.runtime.monitorPath, ["sandbox", dir, "h", "1", f.tmp.sub("no-such-cgroup")])
+            #expect(r.status == 1)
+            #expect(r.output.contains("join cgroup \(f.tmp.sub("no-such-cgroup")): No such file or directory"), "saw \(r.output)")
+            #expect(!FileManager.default.fileExists(atPath: dir), "nothing made before the cgroup is joined")
+        }
+    }
+
     @Test func cgroupV2PlacementOnUnifiedHierarchy() async throws {
         let unified = "/sys/fs/cgroup/unified"
         guard access("\(unified)/cgroup.procs", W_OK) == 0 else { return }
