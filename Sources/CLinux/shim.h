@@ -5,7 +5,6 @@
 #ifndef EDGED_CLINUX_SHIM_H
 #define EDGED_CLINUX_SHIM_H
 
-#include <errno.h>
 #include <spawn.h>
 #include <sys/syscall.h>
 #include <sys/types.h>

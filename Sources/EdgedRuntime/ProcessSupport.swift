@@ -20,17 +20,11 @@ enum Sys {
         CLinux.setns(fd, type)
     }
 
-    /// A pidfd for `pid` (Linux ≥ 5.3), or nil (process gone, or no pidfd support: check `hasPidfd`).
+    /// A pidfd for `pid` (Linux ≥ 5.3; the kernel makes it close-on-exec), or nil (process gone, or no pidfd
+    /// support).
     static func pidfdOpen(_ pid: pid_t) -> Int32? {
         let fd = edged_pidfd_open(pid, 0)
-        if fd >= 0 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         return fd >= 0 ? fd : nil
-    }
-
-    static var hasPidfd: Bool {
-        let fd = edged_pidfd_open(getpid(), 0)
-        if fd >= 0 { close(fd) }
-        return fd >= 0
     }
 
     /// A close-on-exec pipe: (read end, write end).
