@@ -376,6 +376,16 @@ struct ContainerRuntimeTests {
         }
     }
 
+    /// Without a cgroup for it (here: a cgroup root that does not exist) the sandbox is still made, from edged's
+    /// own cgroup; only the memory charge stays there.
+    @Test func aSandboxWithoutItsCgroupIsStillMade() async throws {
+        try await withRuntime(cgroupRoot: "/nonexistent-edged-cgroup-root") { f in
+            let sb = try await f.sandbox()
+            #expect(sb.netns != nil)
+            #expect(!FileManager.default.fileExists(atPath: "/nonexistent-edged-cgroup-root"))
+        }
+    }
+
     @Test func aSandboxCgroupThatCannotBeJoinedFailsTheMonitorWithItsName() async throws {
         try await withRuntime { f in
             let dir = f.tmp.sub("run/sandboxes/x")
